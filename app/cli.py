@@ -1,0 +1,162 @@
+"""`python -m app ...`: the same verbs as the web UI, from a terminal."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _workbench():
+    from app.workbench import Workbench
+
+    return Workbench()
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from app.launcher import start
+
+    return start(port=args.port, workers=args.workers, demo=not args.no_demo)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker import Worker
+
+    worker = Worker(device=args.device)
+    if args.once:
+        while worker.run_once():
+            pass
+        return 0
+    worker.run_forever()
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.workbench import ProjectConfig
+
+    wb = _workbench()
+    bar = tqdm(total=100, desc="import", unit="%")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = int(fraction * 100)
+        bar.set_postfix_str(message[-40:])
+        bar.refresh()
+
+    config = ProjectConfig(
+        name=args.name,
+        backbone=json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone},
+        head={"kind": args.head},
+        strategy=args.strategy,
+        round_size=args.round_size,
+        eval_size=args.eval_size,
+        seed=args.seed,
+    )
+    pid = wb.create_project(config, args.source, progress=progress)
+    bar.n = 100
+    bar.close()
+    print(f"project {pid} {args.name!r} created; round 0 is being selected by the worker")
+    return 0
+
+
+def cmd_round(args: argparse.Namespace) -> int:
+    wb = _workbench()
+    pid = wb.project_id(args.project)
+    if args.action == "start":
+        print(f"round {wb.start_round(pid, args.strategy)} started")
+    else:
+        print(f"round {wb.close_round(pid)} closed; training queued")
+    if args.wait:
+        _wait_for_jobs(wb, pid)
+    return 0
+
+
+def _wait_for_jobs(wb, pid: int) -> None:
+    bar = tqdm(total=100, desc="jobs", unit="%")
+    while True:
+        active = wb.status(pid)["jobs"]
+        if not active:
+            break
+        job = active[0]
+        bar.n = int(job["progress"] * 100)
+        bar.set_description(f"{job['kind']} #{job['id']}")
+        bar.set_postfix_str(job["message"][-40:])
+        bar.refresh()
+        time.sleep(0.5)
+    bar.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    wb = _workbench()
+    name, data = wb.export(wb.project_id(args.project), args.format)
+    out = Path(args.out) if args.out else Path(name)
+    out.write_bytes(data)
+    print(f"wrote {out} ({len(data)} bytes)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    wb = _workbench()
+    projects = [wb.project_id(args.project)] if args.project else [p.id for p in wb.projects()]
+    for pid in projects:
+        print(json.dumps(wb.status(pid), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Active-learning labeling workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("start", help="start the web UI and the model worker (Ctrl-C stops both)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-demo", action="store_true", help="do not create the demo project")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("worker", help="run a model worker")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("import", help="create a project from 'demo', an image folder or a CSV/JSONL manifest")
+    p.add_argument("source")
+    p.add_argument("--name", required=True)
+    p.add_argument("--backbone", default="pixels", help="pixels, timm/<model>, or a JSON spec")
+    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--strategy", default="margin")
+    p.add_argument("--round-size", type=int, default=10)
+    p.add_argument("--eval-size", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("round", help="start or close a round")
+    p.add_argument("action", choices=["start", "close"])
+    p.add_argument("project")
+    p.add_argument("--strategy", default=None)
+    p.add_argument("--wait", action="store_true", help="wait for the worker's jobs, with a progress bar")
+    p.set_defaults(func=cmd_round)
+
+    p = sub.add_parser("export", help="export labels (csv, jsonl, zip) or predictions")
+    p.add_argument("project")
+    p.add_argument("--format", default="csv", choices=["csv", "jsonl", "zip", "predictions"])
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("status", help="show projects, rounds and jobs")
+    p.add_argument("project", nargs="?")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from app.workbench import WorkbenchError
+    from storage.importers import ImportProblem
+
+    try:
+        return args.func(args)
+    except (WorkbenchError, ImportProblem) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

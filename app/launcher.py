@@ -1,0 +1,58 @@
+"""`python -m app start`: the model worker and the Streamlit server together; Ctrl-C stops both."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.settings import REPO_ROOT, Settings
+
+
+def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
+    settings = Settings.from_env()
+    from app.workbench import Workbench
+
+    wb = Workbench(settings)  # applies migrations before anything else connects
+    if demo:
+        wb.ensure_demo_project()
+    env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
+    procs = [subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env) for _ in range(workers)]
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
+                "--server.port", str(port), "--server.headless", "true",
+                "--browser.gatherUsageStats", "false",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+    )
+    print(f"\n  Workbench running: open http://localhost:{port}\n  data: {settings.home}\n  Ctrl-C stops it.\n", flush=True)
+    stopping = False
+
+    def _stop(*_args) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = [p.args for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        print(f"stopped because a process exited: {failed}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,219 @@
+"""What the model worker does for each job kind: embed, select, train. Runs only inside the worker process."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import select
+
+from app.rounds import open_round
+from learners.backbones import BackboneSpec, load_backbone
+from learners.embedding import embed_images, standardize
+from learners.heads import HeadConfig, TrainedHead, train_head
+from learners.metrics import classification_metrics, labels_per_class
+from learners.strategies import StrategyInputs, get_strategy
+from storage import jobs
+from storage.db import Database
+from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_matrix, save_tensors
+from storage.labels import current_labels
+from storage.models import Item, Job, Project, QueueEntry, Round, utcnow
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TaskContext:
+    db: Database
+    home: Path
+    device: str
+    progress: Progress
+
+
+def run_job(job: Job, ctx: TaskContext) -> str:
+    handler = {"embed": embed, "select": select_round, "train": train}.get(job.kind)
+    if handler is None:
+        raise ValueError(f"job {job.id}: unknown kind {job.kind!r}")
+    return handler(job, ctx)
+
+
+def _backbone_key(backbone: dict) -> str:
+    spec = BackboneSpec.from_dict(backbone)
+    return f"{spec.name}|pretrained={spec.pretrained}|ckpt={spec.checkpoint}|size={spec.image_size}"
+
+
+def _pool_items(db: Database, project_id: int) -> tuple[Project, list[Item]]:
+    with db.read() as s:
+        project = s.get(Project, project_id)
+        items = list(s.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)))
+    return project, items
+
+
+def embed(job: Job, ctx: TaskContext) -> str:
+    features, _ = ensure_features(ctx, job.project_id)
+    return f"{features.shape[0]} items embedded, {features.shape[1]} features each"
+
+
+def ensure_features(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The project's plain-view features (raw, one row per item id), computing and caching them if needed."""
+    project, items = _pool_items(ctx.db, project_id)
+    key = _backbone_key(project.backbone)
+    ids = np.array([item.id for item in items], dtype=np.int64)
+    with ctx.db.read() as s:
+        artifact = latest_artifact(s, project_id, "features", backbone=key)
+    if artifact is not None:
+        features, cached_ids = load_matrix(artifact)
+        if np.array_equal(cached_ids, ids):
+            ctx.progress(1.0, "features cached")
+            return features, ids
+    ctx.progress(0.0, f"loading backbone {project.backbone.get('name')}")
+    backbone = load_backbone(BackboneSpec.from_dict(project.backbone), device=ctx.device)
+    root = Path(project.data_root)
+    features = embed_images(
+        [root / item.key for item in items],
+        backbone,
+        device=ctx.device,
+        num_workers=2 if len(items) > 2000 else 0,
+        progress=lambda f, m: ctx.progress(0.99 * f, m),
+    )
+    folder = project_dir(ctx.home, project_id) / "features"
+    path = folder / f"plain-{utcnow():%Y%m%d%H%M%S%f}.npy"
+    with ctx.db.write() as s:
+        save_matrix(s, path, project_id=project_id, kind="features", matrix=features, item_ids=ids, meta={"backbone": key, "view": "plain"})
+    ctx.progress(1.0, "features saved")
+    return features, ids
+
+
+def select_round(job: Job, ctx: TaskContext) -> str:
+    with ctx.db.read() as s:
+        round_ = s.get(Round, job.round_id)
+        project = s.get(Project, job.project_id)
+        items = list(s.scalars(select(Item).where(Item.project_id == project.id).order_by(Item.id)))
+        labels = current_labels(s, project.id)
+        queued = set(
+            s.scalars(
+                select(QueueEntry.item_id)
+                .join(Round, Round.id == QueueEntry.round_id)
+                .where(Round.project_id == project.id, QueueEntry.state.in_(("pending", "claimed", "skipped")))
+            )
+        )
+    if round_.state != "selecting":
+        return f"round {round_.index} is {round_.state}; nothing to select"
+    ids = np.array([it.id for it in items], dtype=np.int64)
+    entries: list[tuple[int, str, float | None]] = []
+    if round_.index == 0:
+        entries += [(it.id, "eval", None) for it in items if it.split == "eval" and it.id not in labels and it.id not in queued]
+    pool_mask = np.array([it.split == "pool" and it.id not in labels and it.id not in queued for it in items])
+    candidates = np.flatnonzero(pool_mask)
+    inputs = StrategyInputs(candidates=candidates)
+    pred = _latest_predictions(ctx, project.id)
+    if pred is not None:
+        probs, pred_ids = pred
+        inputs.probs = _align(probs, pred_ids, ids)
+    labeled_pos = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
+    inputs.labeled = labeled_pos
+    inputs.labels = np.array([labels[items[i].id].value[0] for i in labeled_pos], dtype=np.int64)
+    strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
+    if "features" in strategy.needs or "penultimate" in strategy.needs:
+        features, _ = ensure_features(ctx, project.id)
+        inputs.features = standardize(features)[0]
+    ctx.progress(0.3, f"{round_.strategy}: choosing {project.round_size} of {len(candidates)}")
+    rng = np.random.default_rng([project.seed, round_.index])
+    selection = strategy.select(inputs, project.round_size, rng)
+    entries += [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
+    with ctx.db.write() as s:
+        round_ = s.get(Round, job.round_id)
+        if round_.state != "selecting":  # another worker finished it first
+            return f"round {round_.index} already selected"
+        for position, (item_id, arm, score) in enumerate(entries):
+            s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
+        round_.note = selection.note
+        round_.state = "labeling" if entries else "done"
+        round_.labeling_at = utcnow()
+    return f"round {round_.index}: {len(entries)} items queued ({selection.note or round_.strategy})"
+
+
+def _latest_predictions(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+    with ctx.db.read() as s:
+        artifact = latest_artifact(s, project_id, "predictions")
+    return None if artifact is None else load_matrix(artifact)
+
+
+def _align(matrix: np.ndarray, matrix_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of `matrix` reordered to follow `ids` (rows follow items by id, never by position)."""
+    row_of = {int(i): r for r, i in enumerate(matrix_ids)}
+    missing = [int(i) for i in ids if int(i) not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} items have no row (e.g. item {missing[0]}); the file is out of date")
+    return matrix[[row_of[int(i)] for i in ids]]
+
+
+def train(job: Job, ctx: TaskContext) -> str:
+    features, ids = ensure_features(ctx, job.project_id)
+    ctx.progress(0.05, "features ready")
+    with ctx.db.read() as s:
+        project = s.get(Project, job.project_id)
+        items = list(s.scalars(select(Item).where(Item.project_id == project.id).order_by(Item.id)))
+        labels = current_labels(s, project.id)
+    split = {it.id: it.split for it in items}
+    x, mean, std = standardize(features)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    pool_ids = [i for i in labels if split.get(i) == "pool"]
+    eval_ids = [i for i in labels if split.get(i) == "eval"]
+    num_classes = len(project.classes)
+    y_pool = np.array([labels[i].value[0] for i in pool_ids], dtype=np.int64)
+    metrics: dict = {"labels": len(pool_ids), "labels_per_class": labels_per_class(y_pool, num_classes)}
+    if not pool_ids:
+        note = "no pool labels yet: nothing to train"
+        head = None
+    else:
+        config = HeadConfig.from_dict({**project.head, "seed": project.seed})
+        head = train_head(
+            x[[row_of[i] for i in pool_ids]], y_pool, num_classes, config, device=ctx.device,
+            progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
+        )
+        ctx.progress(0.9, "evaluating")
+        probs = head.predict_proba(x)
+        if eval_ids:
+            y_eval = np.array([labels[i].value[0] for i in eval_ids], dtype=np.int64)
+            y_hat = probs[[row_of[i] for i in eval_ids]].argmax(1)
+            metrics.update(classification_metrics(y_eval, y_hat, num_classes))
+        note = f"trained {config.kind} head on {len(pool_ids)} labels, evaluated on {len(eval_ids)}"
+    with ctx.db.write() as s:
+        round_id = job.round_id
+        if head is not None:
+            folder = project_dir(ctx.home, project.id) / "models"
+            stamp = f"{utcnow():%Y%m%d%H%M%S%f}"
+            save_tensors(
+                s, folder / f"head-{stamp}.safetensors", project_id=project.id, kind="head", round_id=round_id,
+                arrays={**head.state_arrays(), "feature_mean": mean, "feature_std": std},
+                metadata={**head.metadata(), "backbone": _backbone_key(project.backbone)},
+            )
+            save_matrix(
+                s, folder / f"predictions-{stamp}.npy", project_id=project.id, kind="predictions",
+                matrix=probs.astype(np.float32), item_ids=ids, round_id=round_id,
+            )
+        if round_id is not None:
+            round_ = s.get(Round, round_id)
+            if round_.state == "training":
+                round_.metrics = metrics
+                round_.note = (round_.note + "; " if round_.note else "") + note
+                round_.state = "done"
+                round_.done_at = utcnow()
+                if project.auto_next_round:
+                    open_round(s, s.get(Project, project.id))
+    return note
+
+
+def load_head(db: Database, project_id: int) -> TrainedHead | None:
+    with db.read() as s:
+        artifact = latest_artifact(s, project_id, "head")
+    if artifact is None:
+        return None
+    arrays, meta = load_tensors(artifact)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("feature_")}
+    return TrainedHead.from_state(arrays, meta)
+
+
+__all__ = ["TaskContext", "run_job", "ensure_features", "load_head", "jobs"]

@@ -1,0 +1,349 @@
+"""The verbs of the workbench: create a project, start and close rounds, label, skip, undo, export.
+
+Everything a page or the CLI does goes through here; the model work itself happens in the worker (app.tasks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from app.rounds import open_round, send_to_training
+from app.settings import Settings
+from storage import exporters, importers, jobs, queue
+from storage.db import Database
+from storage.demo import DEMO_CLASSES, write_demo
+from storage.files import latest_artifact, load_matrix
+from storage.labels import current_labels
+from storage.models import Annotation, Item, Job, Project, QueueEntry, Round, utcnow
+
+DEMO_PROJECT = "Demo digits"
+DEFAULT_BACKBONE = {"name": "pixels", "image_size": 16}
+
+
+class WorkbenchError(ValueError):
+    """A request that cannot be done as asked; the message says why."""
+
+
+@dataclass
+class ProjectConfig:
+    name: str
+    backbone: dict = field(default_factory=lambda: dict(DEFAULT_BACKBONE))
+    head: dict = field(default_factory=lambda: {"kind": "linear"})
+    training: dict = field(default_factory=dict)
+    strategy: str = "margin"
+    strategy_params: dict = field(default_factory=dict)
+    round_size: int = 10
+    eval_size: int = 10
+    auto_next_round: bool = True
+    seed: int = 0
+    task: str = "single_label"
+
+
+@dataclass(frozen=True)
+class Task:
+    """An item handed to an annotator."""
+
+    entry_id: int
+    item_id: int
+    key: str
+    path: Path
+    split: str
+    arm: str
+    round_index: int
+    done_in_round: int
+    total_in_round: int
+    guess: tuple[int, float] | None  # (class index, probability) from the latest head
+
+
+class Workbench:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.db = Database(self.settings.db_url)
+
+    # ----- projects -----------------------------------------------------------------------------------------------
+    def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
+        """Import `source` ('demo', an image folder, or a .csv/.jsonl manifest) and start round 0."""
+        if not config.name.strip():
+            raise WorkbenchError("a project needs a name")
+        if config.round_size < 1 or config.eval_size < 0:
+            raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
+        result = self._read_source(source, progress)
+        if len(result.classes) < 2 and config.task == "single_label":
+            raise WorkbenchError(
+                f"{source}: found {len(result.classes)} class(es) {result.classes}; a single-label project needs at least 2"
+            )
+        with self.db.write() as s:
+            if s.scalar(select(Project.id).where(Project.name == config.name)) is not None:
+                raise WorkbenchError(f"a project named {config.name!r} already exists")
+            project = Project(
+                name=config.name,
+                task=config.task,
+                classes=list(result.classes),
+                data_root=str(result.data_root),
+                backbone=config.backbone,
+                head=config.head,
+                training=config.training,
+                strategy=config.strategy,
+                strategy_params=config.strategy_params,
+                round_size=config.round_size,
+                eval_size=config.eval_size,
+                auto_next_round=config.auto_next_round,
+                seed=config.seed,
+            )
+            s.add(project)
+            s.flush()
+            importers.store_import(s, project.id, result, eval_size=config.eval_size, seed=config.seed)
+            jobs.enqueue(s, "embed", project.id)
+            open_round(s, project)
+            return project.id
+
+    def _read_source(self, source: str | Path, progress=None) -> importers.ImportResult:
+        if str(source) == "demo":
+            root = write_demo(self.settings.home / "demo_digits")
+            return importers.scan_folder(root, classes=DEMO_CLASSES, progress=progress)
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise WorkbenchError(f"{path}: no such file or folder")
+        if path.is_dir():
+            return importers.scan_folder(path, progress=progress)
+        return importers.read_manifest(path, progress=progress)
+
+    def ensure_demo_project(self) -> int:
+        with self.db.read() as s:
+            pid = s.scalar(select(Project.id).where(Project.name == DEMO_PROJECT))
+        return pid if pid is not None else self.create_project(ProjectConfig(name=DEMO_PROJECT), "demo")
+
+    def projects(self) -> list[Project]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Project).order_by(Project.id)))
+
+    def project(self, project_id: int) -> Project:
+        with self.db.read() as s:
+            project = s.get(Project, project_id)
+        if project is None:
+            raise WorkbenchError(f"project {project_id} does not exist")
+        return project
+
+    def project_id(self, name_or_id: str | int) -> int:
+        with self.db.read() as s:
+            if str(name_or_id).isdigit() and s.get(Project, int(name_or_id)) is not None:
+                return int(name_or_id)
+            pid = s.scalar(select(Project.id).where(Project.name == str(name_or_id)))
+        if pid is None:
+            raise WorkbenchError(f"no project named {name_or_id!r}")
+        return pid
+
+    def set_strategy(self, project_id: int, strategy: str, params: dict | None = None) -> None:
+        from learners.strategies import available_strategies  # numpy-only import path
+
+        if strategy not in available_strategies():
+            raise WorkbenchError(f"unknown strategy {strategy!r}; available: {', '.join(available_strategies())}")
+        with self.db.write() as s:
+            project = s.get(Project, project_id)
+            project.strategy = strategy
+            project.strategy_params = params or {}
+
+    # ----- rounds -------------------------------------------------------------------------------------------------
+    def rounds(self, project_id: int) -> list[Round]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index)))
+
+    def current_round(self, project_id: int) -> Round | None:
+        with self.db.read() as s:
+            return s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
+
+    def start_round(self, project_id: int, strategy: str | None = None, params: dict | None = None) -> int:
+        with self.db.write() as s:
+            project = s.get(Project, project_id)
+            busy = s.scalars(
+                select(Round).where(Round.project_id == project_id, Round.state != "done").limit(1)
+            ).first()
+            if busy is not None:
+                raise WorkbenchError(f"round {busy.index} is still {busy.state}; close it before starting another")
+            return open_round(s, project, strategy, params).index
+
+    def close_round(self, project_id: int) -> int:
+        """Close the labeling round now (its unlabeled items are dropped) and send it to training."""
+        with self.db.write() as s:
+            round_ = queue.labeling_round(s, project_id)
+            if round_ is None:
+                raise WorkbenchError("no round is being labeled")
+            queue.drop_open_entries(s, round_.id)
+            send_to_training(s, round_)
+            return round_.index
+
+    def retrain(self, project_id: int) -> int:
+        """Retrain on demand on the labels so far, without closing the round."""
+        with self.db.write() as s:
+            return jobs.enqueue(s, "train", project_id, None, {"on_demand": True}).id
+
+    # ----- labeling -----------------------------------------------------------------------------------------------
+    def next_task(self, project_id: int, annotator: str) -> Task | None:
+        annotator = _annotator(annotator)
+        with self.db.write() as s:
+            round_ = queue.labeling_round(s, project_id)
+            if round_ is None:
+                return None
+            claim = queue.claim_next(s, round_.id, annotator, self.settings.lease_seconds)
+            if claim is None:
+                return None
+            item = s.get(Item, claim.item_id)
+            project = s.get(Project, project_id)
+            counts = queue.round_counts(s, round_.id)
+        return Task(
+            entry_id=claim.entry_id,
+            item_id=item.id,
+            key=item.key,
+            path=Path(project.data_root) / item.key,
+            split=item.split,
+            arm=claim.arm,
+            round_index=round_.index,
+            done_in_round=counts["labeled"] + counts["skipped"],
+            total_in_round=sum(counts.values()) - counts["dropped"],
+            guess=self.guess(project_id, item.id),
+        )
+
+    def submit(self, project_id: int, entry_id: int, annotator: str, value: list[int], seconds: float | None = None) -> None:
+        annotator = _annotator(annotator)
+        with self.db.write() as s:
+            project = s.get(Project, project_id)
+            bad = [v for v in value if not 0 <= int(v) < len(project.classes)]
+            if bad or (project.task == "single_label" and len(value) != 1):
+                raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
+            queue.submit_label(s, project_id, entry_id, annotator, value, seconds)
+            self._close_if_done(s, entry_id)
+
+    def skip(self, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> None:
+        with self.db.write() as s:
+            queue.skip(s, project_id, entry_id, _annotator(annotator), seconds)
+            self._close_if_done(s, entry_id)
+
+    def _close_if_done(self, s, entry_id: int) -> None:
+        entry = s.get(QueueEntry, entry_id)
+        round_ = s.get(Round, entry.round_id)
+        if round_.state == "labeling" and queue.open_entries(s, round_.id) == 0:
+            send_to_training(s, round_)
+
+    def undo(self, project_id: int, annotator: str) -> Annotation | None:
+        with self.db.write() as s:
+            return queue.undo_last(s, project_id, _annotator(annotator), self.settings.lease_seconds)
+
+    def release(self, entry_id: int, annotator: str) -> None:
+        with self.db.write() as s:
+            queue.release(s, entry_id, _annotator(annotator))
+
+    def labels(self, project_id: int, split: str | None = None) -> dict[int, list[int]]:
+        with self.db.read() as s:
+            return {k: v.value for k, v in current_labels(s, project_id, split).items()}
+
+    # ----- model outputs ------------------------------------------------------------------------------------------
+    def guess(self, project_id: int, item_id: int) -> tuple[int, float] | None:
+        with self.db.read() as s:
+            artifact = latest_artifact(s, project_id, "predictions")
+        if artifact is None:
+            return None
+        probs, index = _predictions(artifact.id, artifact.path, artifact.sha256, tuple(sorted(artifact.meta.items())))
+        row = index.get(item_id)
+        if row is None:
+            return None
+        k = int(np.argmax(probs[row]))
+        return k, float(probs[row, k])
+
+    def predictions(self, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(probs, item_ids) of the latest trained head, or None before the first training."""
+        with self.db.read() as s:
+            artifact = latest_artifact(s, project_id, "predictions")
+        return None if artifact is None else load_matrix(artifact)
+
+    # ----- jobs and status ----------------------------------------------------------------------------------------
+    def jobs(self, project_id: int, limit: int = 20) -> list[Job]:
+        with self.db.read() as s:
+            return jobs.recent_jobs(s, project_id, limit)
+
+    def status(self, project_id: int) -> dict:
+        with self.db.read() as s:
+            project = s.get(Project, project_id)
+            splits = dict(
+                s.execute(select(Item.split, func.count()).where(Item.project_id == project_id).group_by(Item.split)).all()
+            )
+            labels = current_labels(s, project_id)
+            items_split = dict(s.execute(select(Item.id, Item.split).where(Item.project_id == project_id)).all())
+            round_ = s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
+            counts = queue.round_counts(s, round_.id) if round_ else {}
+            active = jobs.active_jobs(s, project_id)
+        return {
+            "project": project.name,
+            "classes": project.classes,
+            "items": splits,
+            "labeled_pool": sum(1 for i in labels if items_split.get(i) == "pool"),
+            "labeled_eval": sum(1 for i in labels if items_split.get(i) == "eval"),
+            "round": None if round_ is None else {"index": round_.index, "state": round_.state, "strategy": round_.strategy, "queue": counts},
+            "jobs": [{"id": j.id, "kind": j.kind, "state": j.state, "progress": j.progress, "message": j.message} for j in active],
+        }
+
+    def chart_data(self, project_id: int) -> list[dict]:
+        """One point per finished round: labels spent (pool) and the eval-set metrics after that round's training."""
+        points = []
+        for r in self.rounds(project_id):
+            if r.state == "done" and r.metrics:
+                m = r.metrics
+                points.append(
+                    {
+                        "round": r.index,
+                        "strategy": r.strategy,
+                        "labels": m.get("labels"),
+                        "accuracy": m.get("accuracy"),
+                        "balanced_accuracy": m.get("balanced_accuracy"),
+                        "macro_f1": m.get("macro_f1"),
+                        "eval_n": m.get("n"),
+                    }
+                )
+        return points
+
+    # ----- export -------------------------------------------------------------------------------------------------
+    def export(self, project_id: int, fmt: str) -> tuple[str, bytes]:
+        """(file name, bytes) of an export: csv, jsonl, zip (ImageFolder) or predictions (CSV)."""
+        project = self.project(project_id)
+        slug = "".join(c if c.isalnum() else "_" for c in project.name).strip("_") or f"project{project_id}"
+        with self.db.read() as s:
+            rows = exporters.labeled_rows(s, project_id)
+            if fmt == "csv":
+                return f"{slug}_labels.csv", exporters.to_csv(rows)
+            if fmt == "jsonl":
+                return f"{slug}_labels.jsonl", exporters.to_jsonl(rows)
+            if fmt == "zip":
+                return f"{slug}_imagefolder.zip", exporters.to_imagefolder_zip(rows, Path(project.data_root))
+            if fmt == "predictions":
+                labeled = set(current_labels(s, project_id))
+                keys = dict(s.execute(select(Item.id, Item.key).where(Item.project_id == project_id)).all())
+        if fmt != "predictions":
+            raise WorkbenchError(f"unknown export format {fmt!r} (csv, jsonl, zip, predictions)")
+        pred = self.predictions(project_id)
+        if pred is None:
+            raise WorkbenchError("no trained model yet: predictions exist after the first round closes")
+        probs, ids = pred
+        keep = np.array([int(i) not in labeled for i in ids], dtype=bool)
+        return (
+            f"{slug}_predictions.csv",
+            exporters.predictions_csv([keys[int(i)] for i in ids[keep]], probs[keep], list(project.classes)),
+        )
+
+
+def _annotator(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise WorkbenchError("an annotator name is needed")
+    return name[:100]
+
+
+@lru_cache(maxsize=4)
+def _predictions(artifact_id: int, path: str, sha256: str, meta: tuple) -> tuple[np.ndarray, dict[int, int]]:
+    from storage.models import Artifact
+
+    artifact = Artifact(id=artifact_id, path=path, sha256=sha256, meta=dict(meta))
+    probs, ids = load_matrix(artifact)
+    return probs, {int(i): row for row, i in enumerate(ids)}

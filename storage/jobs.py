@@ -1,0 +1,104 @@
+"""The job table as a work queue for model workers: enqueue, atomic claim, heartbeat, finish."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import Job, utcnow
+
+STALE_AFTER_SECONDS = 30
+MAX_ATTEMPTS = 3
+PRIORITY = {"select": 0, "train": 5, "embed": 10, "export": 20}
+
+
+def enqueue(
+    session: Session, kind: str, project_id: int | None, round_id: int | None = None, params: dict | None = None
+) -> Job:
+    job = Job(
+        kind=kind,
+        project_id=project_id,
+        round_id=round_id,
+        params=params or {},
+        priority=PRIORITY.get(kind, 10),
+        state="queued",
+        message="waiting for a worker",
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim(session: Session, worker: str, stale_after: float = STALE_AFTER_SECONDS) -> Job | None:
+    """Take the most urgent queued job, or one whose worker stopped heartbeating (it died)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=stale_after)
+    claimable = or_(Job.state == "queued", and_(Job.state == "running", Job.heartbeat < stale))
+    for _attempt in range(10):
+        job_id = session.scalars(
+            select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1).with_for_update(skip_locked=True)
+        ).first()
+        if job_id is None:
+            return None
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable)
+            .values(
+                state="running",
+                worker=worker,
+                heartbeat=now,
+                started_at=now,
+                attempts=Job.attempts + 1,
+                message="started",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            job = session.get(Job, job_id, populate_existing=True)
+            if job.attempts > MAX_ATTEMPTS:
+                job.state = "failed"
+                job.error = f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)"
+                job.finished_at = now
+                continue
+            return job
+    return None
+
+
+def heartbeat(session: Session, job_id: int, worker: str, progress: float | None = None, message: str | None = None) -> bool:
+    """Record liveness (and progress); False if the job was taken over by another worker."""
+    values: dict = {"heartbeat": utcnow()}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, float(progress)))
+    if message is not None:
+        values["message"] = message
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.worker == worker, Job.state == "running").values(**values)
+    )
+    return result.rowcount == 1
+
+
+def finish(session: Session, job_id: int, message: str = "done") -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id).values(state="done", progress=1.0, message=message, finished_at=utcnow())
+    )
+
+
+def fail(session: Session, job_id: int, error: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(state="failed", error=error, message="failed", finished_at=utcnow())
+    )
+
+
+def active_jobs(session: Session, project_id: int) -> list[Job]:
+    return list(
+        session.scalars(
+            select(Job).where(Job.project_id == project_id, Job.state.in_(("queued", "running"))).order_by(Job.id)
+        )
+    )
+
+
+def recent_jobs(session: Session, project_id: int, limit: int = 20) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(limit)))

@@ -1,0 +1,44 @@
+"""The current label of each item, read from the append-only annotation log."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Annotation, Item
+
+
+@dataclass(frozen=True)
+class CurrentLabel:
+    item_id: int
+    value: list[int]
+    annotator: str
+    annotation_id: int
+    created_at: datetime
+
+
+def current_labels(session: Session, project_id: int, split: str | None = None) -> dict[int, CurrentLabel]:
+    """item id -> its current label: the latest label row that no retraction withdrew."""
+    stmt = select(Annotation).where(Annotation.project_id == project_id).order_by(Annotation.id)
+    if split is not None:
+        stmt = stmt.join(Item, Item.id == Annotation.item_id).where(Item.split == split)
+    live: dict[int, list[Annotation]] = {}
+    retracted: set[int] = set()
+    rows = session.scalars(stmt).all()
+    for row in rows:
+        if row.kind == "retract" and row.replaces_id is not None:
+            retracted.add(row.replaces_id)
+    for row in rows:
+        if row.kind == "label" and row.id not in retracted:
+            live.setdefault(row.item_id, []).append(row)
+    return {
+        item_id: CurrentLabel(item_id, list(rows[-1].value or []), rows[-1].annotator, rows[-1].id, rows[-1].created_at)
+        for item_id, rows in live.items()
+    }
+
+
+def label_order(session: Session, project_id: int) -> list[CurrentLabel]:
+    """Current labels in the order they were given (for replaying into another model)."""
+    return sorted(current_labels(session, project_id).values(), key=lambda c: c.annotation_id)

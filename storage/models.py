@@ -1,0 +1,176 @@
+"""SQLAlchemy models for every table of the data model (DESIGN.md)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(20), default="single_label")
+    classes: Mapped[list] = mapped_column(JSON)
+    data_root: Mapped[str] = mapped_column(Text)
+    backbone: Mapped[dict] = mapped_column(JSON)
+    head: Mapped[dict] = mapped_column(JSON)
+    training: Mapped[dict] = mapped_column(JSON, default=dict)
+    strategy: Mapped[str] = mapped_column(String(50), default="margin")
+    strategy_params: Mapped[dict] = mapped_column(JSON, default=dict)
+    round_size: Mapped[int] = mapped_column(Integer, default=10)
+    eval_size: Mapped[int] = mapped_column(Integer, default=10)
+    auto_next_round: Mapped[bool] = mapped_column(default=True)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    items: Mapped[list[Item]] = relationship(back_populates="project", cascade="all, delete-orphan")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "key"),
+        Index("ix_items_project_split", "project_id", "split"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(10), default="pool")
+    gold: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+    project: Mapped[Project] = relationship(back_populates="items")
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("project_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(50))
+    strategy_params: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(20), default="selecting")
+    note: Mapped[str] = mapped_column(Text, default="")
+    labels_at_start: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    labeling_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Annotation(Base):
+    """Append-only. kind='label' gives a value; kind='retract' withdraws the row named by `replaces_id`."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        Index("ix_annotations_item", "item_id"),
+        Index("ix_annotations_project_annotator", "project_id", "annotator"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    annotator: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(10), default="label")
+    value: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), nullable=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    queue_entry_id: Mapped[int | None] = mapped_column(ForeignKey("queue_entries.id"), nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QueueEntry(Base):
+    __tablename__ = "queue_entries"
+    __table_args__ = (
+        UniqueConstraint("round_id", "item_id"),
+        Index("ix_queue_round_state_position", "round_id", "state", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_priority", "state", "priority", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), nullable=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=10)
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class StrategyState(Base):
+    __tablename__ = "strategy_states"
+    __table_args__ = (UniqueConstraint("project_id", "strategy"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    strategy: Mapped[str] = mapped_column(String(50))
+    state: Mapped[dict] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Artifact(Base):
+    """A file under the project folder (features, head checkpoint, predictions), written atomically.
+
+    The row is added only after the file is complete; `sha256` lets readers refuse a damaged file.
+    """
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_project_kind", "project_id", "kind", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

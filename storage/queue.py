@@ -1,0 +1,222 @@
+"""The labeling queue: atomic claims with leases, label / skip / undo as append-only annotations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import Annotation, QueueEntry, Round, utcnow
+
+DEFAULT_LEASE_SECONDS = 600
+OPEN_STATES = ("pending", "claimed")
+
+
+class QueueError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    entry_id: int
+    round_id: int
+    item_id: int
+    position: int
+    arm: str
+    score: float | None
+    lease_expires: datetime
+
+
+def _claim(entry: QueueEntry) -> Claim:
+    return Claim(entry.id, entry.round_id, entry.item_id, entry.position, entry.arm, entry.score, entry.lease_expires)
+
+
+def labeling_round(session: Session, project_id: int) -> Round | None:
+    return session.scalars(
+        select(Round).where(Round.project_id == project_id, Round.state == "labeling").order_by(Round.index.desc())
+    ).first()
+
+
+def claim_next(
+    session: Session, round_id: int, annotator: str, lease_seconds: int = DEFAULT_LEASE_SECONDS
+) -> Claim | None:
+    """Give `annotator` an item of the round: the one they already hold, else the first free or expired one.
+
+    The conditional UPDATE only succeeds if the row is still free, so two annotators never get the same item within
+    a lease even when their transactions interleave (PostgreSQL); on SQLite the write transaction is serialised.
+    """
+    now = utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    held = session.scalars(
+        select(QueueEntry)
+        .where(
+            QueueEntry.round_id == round_id,
+            QueueEntry.state == "claimed",
+            QueueEntry.claimed_by == annotator,
+            QueueEntry.lease_expires >= now,
+        )
+        .order_by(QueueEntry.position)
+        .limit(1)
+    ).first()
+    if held is not None:
+        held.lease_expires = lease
+        session.flush()
+        return _claim(held)
+    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+    for _attempt in range(20):
+        candidate = session.scalars(
+            select(QueueEntry.id)
+            .where(QueueEntry.round_id == round_id, free)
+            .order_by(QueueEntry.position)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if candidate is None:
+            return None
+        result = session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.id == candidate, free)
+            .values(state="claimed", claimed_by=annotator, lease_expires=lease, claimed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            entry = session.get(QueueEntry, candidate, populate_existing=True)
+            return _claim(entry)
+    raise QueueError("could not claim an item after 20 attempts (heavy contention)")
+
+
+def _held_entry(session: Session, entry_id: int, annotator: str) -> QueueEntry:
+    entry = session.get(QueueEntry, entry_id, populate_existing=True)
+    if entry is None:
+        raise QueueError(f"queue entry {entry_id} does not exist")
+    if entry.state != "claimed" or entry.claimed_by != annotator:
+        raise QueueError(
+            f"queue entry {entry_id} is no longer yours (state {entry.state}, held by {entry.claimed_by}); "
+            "its lease may have expired and another annotator taken it"
+        )
+    return entry
+
+
+def submit_label(
+    session: Session,
+    project_id: int,
+    entry_id: int,
+    annotator: str,
+    value: list[int],
+    seconds: float | None = None,
+) -> Annotation:
+    entry = _held_entry(session, entry_id, annotator)
+    entry.state = "labeled"
+    row = Annotation(
+        project_id=project_id,
+        item_id=entry.item_id,
+        annotator=annotator,
+        kind="label",
+        value=sorted(set(int(v) for v in value)),
+        round_id=entry.round_id,
+        queue_entry_id=entry.id,
+        seconds=seconds,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def skip(session: Session, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> Annotation:
+    entry = _held_entry(session, entry_id, annotator)
+    entry.state = "skipped"
+    row = Annotation(
+        project_id=project_id,
+        item_id=entry.item_id,
+        annotator=annotator,
+        kind="skip",
+        value=None,
+        round_id=entry.round_id,
+        queue_entry_id=entry.id,
+        seconds=seconds,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def undo_last(session: Session, project_id: int, annotator: str, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Annotation | None:
+    """Retract the annotator's latest label or skip (adding a 'retract' row) and hand its item back to them.
+
+    Returns the retracted annotation, or None when there is nothing to undo. If the item's round is still being
+    labeled, its queue entry is claimed again by the same annotator so it is the next item they see.
+    """
+    retracted_ids = select(Annotation.replaces_id).where(
+        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None)
+    )
+    last = session.scalars(
+        select(Annotation)
+        .where(
+            Annotation.project_id == project_id,
+            Annotation.annotator == annotator,
+            Annotation.kind.in_(("label", "skip")),
+            Annotation.id.not_in(retracted_ids),
+        )
+        .order_by(Annotation.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return None
+    session.add(
+        Annotation(
+            project_id=project_id,
+            item_id=last.item_id,
+            annotator=annotator,
+            kind="retract",
+            value=None,
+            replaces_id=last.id,
+            round_id=last.round_id,
+            queue_entry_id=last.queue_entry_id,
+        )
+    )
+    if last.queue_entry_id is not None:
+        entry = session.get(QueueEntry, last.queue_entry_id, populate_existing=True)
+        round_ = session.get(Round, entry.round_id) if entry else None
+        if entry is not None and round_ is not None and round_.state == "labeling":
+            now = utcnow()
+            entry.state = "claimed"
+            entry.claimed_by = annotator
+            entry.claimed_at = now
+            entry.lease_expires = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    return last
+
+
+def release(session: Session, entry_id: int, annotator: str) -> None:
+    """Give a claimed item back to the queue (annotator leaves)."""
+    session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.id == entry_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+        .values(state="pending", claimed_by=None, lease_expires=None)
+    )
+
+
+def round_counts(session: Session, round_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(QueueEntry.state, func.count()).where(QueueEntry.round_id == round_id).group_by(QueueEntry.state)
+    ).all()
+    counts = {"pending": 0, "claimed": 0, "labeled": 0, "skipped": 0, "dropped": 0}
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def open_entries(session: Session, round_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(QueueEntry).where(QueueEntry.round_id == round_id, QueueEntry.state.in_(OPEN_STATES))
+    )
+
+
+def drop_open_entries(session: Session, round_id: int) -> int:
+    """When a round is closed early, its unlabeled entries are dropped (their items may be selected again)."""
+    result = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.round_id == round_id, QueueEntry.state.in_(OPEN_STATES))
+        .values(state="dropped", claimed_by=None, lease_expires=None)
+    )
+    return result.rowcount

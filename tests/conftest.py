@@ -1,0 +1,43 @@
+"""Shared fixtures: a real SQLite database file in a temp folder, and a small labeling round in it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from storage.db import Database, sqlite_url  # noqa: E402
+from storage.models import Item, Project, QueueEntry, Round  # noqa: E402
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(sqlite_url(tmp_path / "db.sqlite"))
+    yield database
+    database.dispose()
+
+
+def make_round(db: Database, n_items: int, name: str = "p") -> tuple[int, int]:
+    """A project with `n_items` pool items all queued in one labeling round; returns (project id, round id)."""
+    from sqlalchemy import insert
+
+    with db.write() as s:
+        project = Project(
+            name=name, classes=["a", "b", "c"], data_root="/nonexistent", backbone={"name": "pixels"},
+            head={"kind": "linear"}, training={}, strategy="random", strategy_params={},
+        )
+        s.add(project)
+        s.flush()
+        s.execute(insert(Item), [{"project_id": project.id, "key": f"{i}.png", "content_hash": "x", "split": "pool"} for i in range(n_items)])
+        round_ = Round(project_id=project.id, index=0, strategy="random", strategy_params={}, state="labeling")
+        s.add(round_)
+        s.flush()
+        ids = s.query(Item.id).filter(Item.project_id == project.id).order_by(Item.id).all()
+        s.execute(insert(QueueEntry), [{"round_id": round_.id, "item_id": iid, "position": pos, "arm": "random", "state": "pending"} for pos, (iid,) in enumerate(ids)])
+        return project.id, round_.id
