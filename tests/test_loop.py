@@ -1,0 +1,150 @@
+"""The whole loop on the demo: import, worker jobs, rounds labeled through the verbs, retrain, chart, export."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.settings import Settings
+from app.worker import Worker
+from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from storage.models import Item, Job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
+    return Settings.from_env()
+
+
+def gold_of(wb: Workbench, project_id: int) -> dict[int, int]:
+    """The simulated annotator's answers: the demo's gold labels (the strategies never see these)."""
+    with wb.db.read() as s:
+        return {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == project_id))}
+
+
+def label_round(wb: Workbench, project_id: int, gold: dict[int, int], annotator: str = "script") -> int:
+    n = 0
+    while (task := wb.next_task(project_id, annotator)) is not None:
+        wb.submit(project_id, task.entry_id, annotator, [gold[task.item_id]], seconds=0.5)
+        n += 1
+    return n
+
+
+def drain(worker: Worker) -> None:
+    while worker.run_once():
+        pass
+
+
+def test_three_rounds_on_the_demo_chart_grows_and_exports_match(settings: Settings) -> None:
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=10, eval_size=10), "demo")
+    worker = Worker(settings, device="cpu")
+    gold = gold_of(wb, pid)
+    drain(worker)
+    rounds = wb.rounds(pid)
+    assert [(r.index, r.state, r.strategy) for r in rounds] == [(0, "labeling", "random")]
+    first = wb.next_task(pid, "script")
+    assert first.arm == "eval" and first.guess is None  # the evaluation set is queued first, before any model
+    chart_sizes = []
+    for round_index in range(3):
+        assert label_round(wb, pid, gold) == (20 if round_index == 0 else 10)
+        assert wb.rounds(pid)[-1].state == "training"
+        drain(worker)
+        chart = wb.chart_data(pid)
+        chart_sizes.append(len(chart))
+        assert chart[-1]["labels"] == 10 * (round_index + 1)
+        assert 0.0 <= chart[-1]["accuracy"] <= 1.0 and chart[-1]["eval_n"] == 10
+    assert chart_sizes == [1, 2, 3]
+    rounds = wb.rounds(pid)
+    assert [r.state for r in rounds] == ["done", "done", "done", "labeling"]
+    assert rounds[1].strategy == "margin" and rounds[3].labels_at_start == 30
+    task = wb.next_task(pid, "script")
+    assert task.arm == "margin" and task.guess is not None  # the retrained model's guess is shown
+    with wb.db.read() as s:
+        eval_ids = {i.id for i in s.scalars(select(Item).where(Item.project_id == pid, Item.split == "eval"))}
+    labels = wb.labels(pid)
+    assert len(labels) == 40 and eval_ids <= set(labels)
+
+    keys = {}
+    with wb.db.read() as s:
+        keys = {i.id: i.key for i in s.scalars(select(Item).where(Item.project_id == pid))}
+    expected = {keys[i]: str(v[0]) for i, v in labels.items()}
+    _, data = wb.export(pid, "csv")
+    assert {r["path"]: r["label"] for r in csv.DictReader(io.StringIO(data.decode()))} == expected
+    _, data = wb.export(pid, "jsonl")
+    assert {r["path"]: r["label"] for r in map(json.loads, data.decode().splitlines())} == expected
+    _, data = wb.export(pid, "zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        images = [n for n in zf.namelist() if n.endswith(".png")]
+        assert len(images) == 40
+        by_base = {Path(k).name: v for k, v in expected.items()}
+        for name in images:  # <split>/<class>/<file>: the class folder matches the stored label
+            _split, label, base = name.split("/")
+            assert by_base[base] == label
+    _, data = wb.export(pid, "predictions")
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    assert len(rows) == len(keys) - 40  # every unlabeled item, the one claimed but not yet labeled included
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_real_worker_process_runs_embed_select_and_train_jobs(settings: Settings, tmp_path: Path) -> None:
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=5, eval_size=5), "demo")
+    gold = gold_of(wb, pid)
+    env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "worker", "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: wb.rounds(pid)[0].state == "labeling", 120, "round 0 to be selected")
+        assert label_round(wb, pid, gold) == 10
+        _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 120, "training and round 1")
+        with wb.db.read() as s:
+            done = {j.kind: j for j in s.scalars(select(Job).where(Job.project_id == pid, Job.state == "done"))}
+        assert {"embed", "select", "train"} <= set(done)
+        assert done["embed"].progress == 1.0 and done["embed"].worker.endswith(str(proc.pid))
+        assert wb.rounds(pid)[0].metrics["labels"] == 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    assert "stopped" in (tmp_path / "worker.log").read_text()
+
+
+def test_verbs_refuse_what_cannot_be_done(settings: Settings) -> None:
+    wb = Workbench(settings)
+    with pytest.raises(WorkbenchError, match="no such file"):
+        wb.create_project(ProjectConfig(name="x"), settings.home / "missing")
+    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=5, eval_size=5), "demo")
+    with pytest.raises(WorkbenchError, match="already exists"):
+        wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+    with pytest.raises(WorkbenchError, match="still selecting"):
+        wb.start_round(pid)
+    with pytest.raises(WorkbenchError, match="no round is being labeled"):
+        wb.close_round(pid)
+    drain(Worker(settings, device="cpu"))
+    task = wb.next_task(pid, "ann")
+    with pytest.raises(WorkbenchError, match="not valid"):
+        wb.submit(pid, task.entry_id, "ann", [10])
+    with pytest.raises(WorkbenchError, match="annotator name"):
+        wb.next_task(pid, "  ")
