@@ -59,7 +59,7 @@ class Item(Base):
     key: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     split: Mapped[str] = mapped_column(String(10), default="pool")
-    gold: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    gold: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     project: Mapped[Project] = relationship(back_populates="items")
 
@@ -76,7 +76,7 @@ class Round(Base):
     state: Mapped[str] = mapped_column(String(20), default="selecting")
     note: Mapped[str] = mapped_column(Text, default="")
     labels_at_start: Mapped[int] = mapped_column(Integer, default=0)
-    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     labeling_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -97,7 +97,7 @@ class Annotation(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     annotator: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(10), default="label")
-    value: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    value: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     replaces_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), nullable=True)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
     queue_entry_id: Mapped[int | None] = mapped_column(ForeignKey("queue_entries.id"), nullable=True)

@@ -1,0 +1,47 @@
+"""The built-in demo pool: scikit-learn's bundled handwritten digits written out as PNG files (no network)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEMO_CLASSES = [str(i) for i in range(10)]
+DEMO_SIZE = 32  # pixels per side; the 8x8 digits are upscaled 4x with nearest neighbour
+
+
+def write_demo(dest: Path) -> Path:
+    """Write the digits as 32x32 grayscale PNGs, a white digit on a black background, into dest/<digit>/.
+
+    Pixel values 0..16 are scaled to 0..255. Idempotent: files already there are not rewritten, and each file is
+    written to a temporary name and renamed, so an interrupted run never leaves a half-written image. Returns dest.
+    """
+    from sklearn.datasets import load_digits
+
+    dest = Path(dest)
+    digits = load_digits()
+    paths = [dest / DEMO_CLASSES[int(t)] / f"{i:04d}.png" for i, t in enumerate(digits.target)]
+    missing = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
+    if not missing:
+        return dest
+    for name in DEMO_CLASSES:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+    scale = DEMO_SIZE // digits.images.shape[1]
+    for i, path in missing:
+        pixels = np.rint(digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        big = np.kron(pixels, np.ones((scale, scale), dtype=np.uint8))  # nearest-neighbour upscale
+        _write_png_atomically(Image.fromarray(big), path)
+    return dest
+
+
+def _write_png_atomically(image: Image.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,505 @@
+"""Import a pool of images: an image folder (flat or one sub-folder per class) or a CSV/JSONL manifest.
+
+Reading a source (`scan_folder`, `read_manifest`) checks every file and stores nothing; `store_import` then adds
+the items inside the caller's write transaction, so an import is all or nothing:
+
+    result = read_manifest(Path("pool/manifest.csv"))
+    with db.write() as session:
+        store_import(session, project_id, result, eval_size=100, seed=0)
+
+Every problem found (unreadable, corrupt or truncated image, decompression bomb, unknown label, duplicate path,
+path outside the data root, missing file, empty source) is collected; one `ImportProblem` then lists the first
+`MAX_REPORTED_PROBLEMS` of them, each naming the file (and the manifest row), so a manifest can be fixed in one go.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import JSON, bindparam, insert, select
+from sqlalchemy.orm import Session
+
+from storage.models import Item, Project
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+MANIFEST_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SPLITS = ("pool", "eval")
+MAX_REPORTED_PROBLEMS = 20
+# Characters that make a spreadsheet read a cell as a formula; exports prefix such cells with an apostrophe.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+Progress = Callable[[float, str], None]
+
+
+class ImportProblem(ValueError):
+    """Bad import input. The message names each file (and manifest row) and what is wrong with it."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = problems if problems is not None else [message]
+
+
+@dataclass
+class ImportedItem:
+    key: str  # path relative to the data root, forward slashes
+    content_hash: str  # sha256 hex of the file bytes
+    gold: list[int] | None  # sorted class indices into ImportResult.classes, None when unlabeled
+    split: str | None  # 'pool' / 'eval' when the source says so, else None (store_import decides)
+
+
+@dataclass
+class ImportResult:
+    data_root: Path
+    classes: list[str]
+    items: list[ImportedItem]
+    skipped: list[str] = field(default_factory=list)  # non-image files a folder scan ignored (hidden ones not listed)
+
+
+@dataclass
+class _Entry:
+    """One file to import, before validation."""
+
+    where: str  # how messages name it: "cats/x.png" or "manifest.csv row 3 ('cats/x.png')"
+    path: Path  # data root / key, symlinks not resolved
+    key: str
+    labels: list[str]
+    split: str | None
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+    def raise_if_any(self, source: str) -> None:
+        if not self.items:
+            return
+        count = len(self.items)
+        shown = self.items[:MAX_REPORTED_PROBLEMS]
+        lines = [f"{count} problem{'s' if count != 1 else ''} in {source}:"] + [f"  - {p}" for p in shown]
+        if count > len(shown):
+            lines.append(f"  ... and {count - len(shown)} more (fix these and import again to see them)")
+        raise ImportProblem("\n".join(lines), list(self.items))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folders
+
+
+def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress | None = None) -> ImportResult:
+    """Read a folder of images.
+
+    Layouts: a flat folder of images (no gold labels), or one sub-folder per class (the sub-folder name is the
+    class, images anywhere below it get that gold label). Class order is the sorted sub-folder names unless
+    `classes` is given; then a class sub-folder not in `classes` is an error. Files with an image extension
+    (IMAGE_EXTENSIONS, any case) are imported; other files are ignored and listed in `skipped`; hidden files
+    and folders (name starting with '.') are ignored silently. Items come in sorted key order.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ImportProblem(f"{root}: not a folder (or it does not exist)")
+    if classes is not None:
+        _check_classes(classes)
+    root = root.resolve()
+    problems = _Problems()
+    skipped: list[str] = []
+
+    top_images: list[Path] = []
+    class_dirs: dict[str, list[Path]] = {}
+    for child in sorted(root.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            images = _images_below(child, root, problems, skipped)
+            if images:
+                class_dirs[child.name] = images
+        elif _is_image_name(child):
+            top_images.append(child)
+        else:
+            skipped.append(_key(child, root))
+
+    if top_images and class_dirs:
+        raise ImportProblem(
+            f"{root}: has both images at the top level ({_key(top_images[0], root)}, ...) and class sub-folders "
+            f"({', '.join(sorted(class_dirs)[:5])}); use either a flat folder or one sub-folder per class"
+        )
+
+    entries: list[_Entry] = []
+    if class_dirs:
+        if classes is None:
+            classes = sorted(class_dirs)
+        for name, paths in class_dirs.items():
+            if name not in classes:
+                problems.add(f"{name}/", f"sub-folder {name!r} is not one of the project's classes {classes}")
+                continue
+            entries += [_Entry(_key(p, root), p, _key(p, root), [name], None) for p in paths]
+    else:
+        entries = [_Entry(_key(p, root), p, _key(p, root), [], None) for p in top_images]
+        classes = list(classes) if classes is not None else []
+    entries.sort(key=lambda e: e.key)
+
+    if not entries and not problems.items:
+        hint = f" ({len(skipped)} other file(s) ignored, e.g. {skipped[0]})" if skipped else ""
+        raise ImportProblem(
+            f"{root}: no images found{hint}; image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    items = _validate(entries, root, classes, problems, progress)
+    problems.raise_if_any(str(root))
+    return ImportResult(data_root=root, classes=list(classes), items=items, skipped=sorted(skipped))
+
+
+def _images_below(folder: Path, root: Path, problems: _Problems, skipped: list[str]) -> list[Path]:
+    """Image files anywhere below `folder`, following symlinked folders that stay inside `root`."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        if not real.is_relative_to(root):
+            problems.add(_key(here, root) + "/", f"folder is a link to {real}, outside the data root {root}")
+            dirnames.clear()
+            continue
+        if real in seen:  # a link back to a folder already walked
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = here / name
+            if _is_image_name(path):
+                found.append(path)
+            else:
+                skipped.append(_key(path, root))
+    return found
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _key(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Manifests
+
+
+def read_manifest(
+    path: Path,
+    data_root: Path | None = None,
+    classes: list[str] | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Read a CSV (.csv) or JSON-lines (.jsonl / .ndjson) manifest.
+
+    CSV: a header row with `path` and optionally `label` and `split` (other columns are ignored); a label is one
+    class name. JSONL: one object per line with `path`, optional `label` (a class name, a list of names for
+    multi-label, or null) and optional `split`. Paths are relative to `data_root` (default: the manifest's folder)
+    or absolute inside it; backslashes are read as folder separators. An empty label means unlabeled; spaces
+    around a label are dropped unless the label with them is one of the given `classes`. `split` is
+    empty, 'pool' or 'eval'. Classes are the sorted distinct labels unless `classes` is given, in which case any
+    other label is an error. CSV cells written by our exporters with a formula-guard apostrophe are read back
+    without it (see `unguard_cell`). CSV row numbers count the header as row 1, as spreadsheets do.
+    """
+    path = Path(path)
+    kind = MANIFEST_EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        raise ImportProblem(f"{path}: unknown manifest type {path.suffix!r}; use .csv, .jsonl or .ndjson")
+    if not path.is_file():
+        raise ImportProblem(f"{path}: manifest file not found")
+    root_given = Path(data_root) if data_root is not None else path.parent
+    if not root_given.is_dir():
+        raise ImportProblem(f"{root_given}: data root is not a folder (or it does not exist)")
+    if classes is not None:
+        _check_classes(classes)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ImportProblem(f"{path}: not UTF-8 text ({e})") from e
+    except OSError as e:
+        raise ImportProblem(f"{path}: cannot read the manifest ({e.strerror or e})") from e
+
+    root = root_given.resolve()
+    problems = _Problems()
+    rows = _csv_rows(path, text) if kind == "csv" else _jsonl_rows(path, text, problems)
+    if not rows and not problems.items:
+        raise ImportProblem(f"{path}: the manifest has no rows")
+
+    entries: list[_Entry] = []
+    for where, raw_path, labels, raw_split in rows:
+        split = (raw_split or "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            problems.add(where, f"split {raw_split!r} must be empty, 'pool' or 'eval'")
+            continue
+        located = _locate(raw_path, root, Path(os.path.abspath(root_given)))
+        if isinstance(located, str):
+            problems.add(where, located)
+            continue
+        file_path, key = located
+        entries.append(_Entry(f"{where} ({key!r})", file_path, key, labels, split))
+
+    if classes is None:
+        classes = sorted({label.strip() for e in entries for label in e.labels})
+    items = _validate(entries, root, classes, problems, progress)
+    problems.raise_if_any(str(path))
+    return ImportResult(data_root=root, classes=list(classes), items=items)
+
+
+_Row = tuple[str, str, list[str], str | None]  # where, path, labels, split
+
+
+def _csv_rows(path: Path, text: str) -> list[_Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportProblem(f"{path}: the manifest is empty (expected a header row with a 'path' column)") from None
+    except csv.Error as e:
+        raise ImportProblem(f"{path}: row 1: not valid CSV ({e})") from e
+    columns = [unguard_cell(h).strip().lower() for h in header]
+    if "path" not in columns:
+        raise ImportProblem(f"{path}: row 1: the header {header} has no 'path' column")
+    at = {name: columns.index(name) for name in ("path", "label", "split") if name in columns}
+
+    def cell(values: list[str], name: str) -> str:
+        i = at.get(name)
+        return unguard_cell(values[i]) if i is not None and i < len(values) else ""
+
+    rows: list[_Row] = []
+    number = 1
+    try:
+        for values in reader:
+            number += 1
+            if not any(v.strip() for v in values):
+                continue  # blank line
+            label = cell(values, "label")
+            labels = [label] if label.strip() else []
+            rows.append((f"{path.name} row {number}", cell(values, "path"), labels, cell(values, "split")))
+    except csv.Error as e:
+        raise ImportProblem(f"{path}: row {number + 1}: not valid CSV ({e})") from e
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str, problems: _Problems) -> list[_Row]:
+    rows: list[_Row] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.add(where, f"not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            problems.add(where, f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        raw_path = obj.get("path")
+        if not isinstance(raw_path, str):
+            problems.add(where, "'path' is missing or not a string")
+            continue
+        labels = _json_labels(obj.get("label"))
+        if labels is None:
+            problems.add(where, f"'label' must be a class name, a list of class names or null, got {obj.get('label')!r}")
+            continue
+        split = obj.get("split")
+        if split is not None and not isinstance(split, str):
+            problems.add(where, f"'split' must be a string, got {split!r}")
+            continue
+        rows.append((where, raw_path, labels, split))
+    return rows
+
+
+def _json_labels(value: object) -> list[str] | None:
+    """Label names from a JSON label (None when the value has the wrong type). Integers read as their text."""
+    values = value if isinstance(value, list) else [value]
+    labels: list[str] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (str, int, type(None))):
+            return None
+        if v is not None and str(v).strip():
+            labels.append(str(v))
+    return labels
+
+
+def _locate(raw: str, root: Path, root_abs: Path) -> tuple[Path, str] | str:
+    """(path under the data root, key) for a manifest path, or what is wrong with it."""
+    text = raw.strip().replace("\\", "/")
+    if not text:
+        return "empty path"
+    posix = PurePosixPath(text)
+    if ".." in posix.parts:
+        return "path contains '..'; paths must stay inside the data root"
+    if posix.is_absolute():
+        for base in (root_abs, root):
+            if Path(text).is_relative_to(base):
+                relative = PurePosixPath(Path(text).relative_to(base).as_posix())
+                break
+        else:
+            return f"absolute path is outside the data root {root}"
+    else:
+        relative = posix
+    if not relative.parts:
+        return "path names the data root itself, not a file"
+    return root.joinpath(*relative.parts), relative.as_posix()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation shared by folders and manifests
+
+
+def _validate(
+    entries: list[_Entry], root: Path, classes: list[str], problems: _Problems, progress: Progress | None
+) -> list[ImportedItem]:
+    index = {name: i for i, name in enumerate(classes)}
+    first_seen: dict[Path, str] = {}
+    items: list[ImportedItem] = []
+    step = max(1, len(entries) // 200)
+    for n, entry in enumerate(entries):
+        if progress is not None and n % step == 0:
+            progress(n / len(entries), f"checking {entry.key}")
+        labels = [label if label in index else label.strip() for label in entry.labels]
+        unknown = [label for label in labels if label not in index]
+        if unknown:
+            problems.add(entry.where, f"unknown label {unknown[0]!r}; classes are {classes}")
+            continue
+        real = entry.path.resolve()
+        if not real.is_relative_to(root):
+            problems.add(entry.where, f"resolves to {real}, outside the data root {root} (a symlink?)")
+            continue
+        if real in first_seen:
+            problems.add(entry.where, f"duplicate: the same file as {first_seen[real]}")
+            continue
+        first_seen[real] = entry.where
+        if not real.is_file():
+            what = "broken symlink" if entry.path.is_symlink() else ("a folder, not a file" if real.is_dir() else "file not found")
+            problems.add(entry.where, f"{what} ({entry.path})")
+            continue
+        content_hash, problem = check_image(real)
+        if problem is not None:
+            problems.add(entry.where, problem)
+            continue
+        gold = sorted({index[label] for label in labels}) or None
+        items.append(ImportedItem(key=entry.key, content_hash=content_hash, gold=gold, split=entry.split))
+    if progress is not None:
+        progress(1.0, f"checked {len(entries)} files")
+    return items
+
+
+def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
+    """(sha256 hex of the bytes, None) for a good image, else (None, what is wrong).
+
+    Opens with PIL and `verify()`s, then re-opens and `load()`s to catch truncation. Images over
+    `Image.MAX_IMAGE_PIXELS` are refused (PIL's decompression-bomb warning is turned into an error here only).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read the file ({e.strerror or e})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return None, f"image too large, refused as a possible decompression bomb ({e})"
+    except UnidentifiedImageError:
+        return None, "not an image (or an image format PIL cannot read)"
+    except Exception as e:  # PIL raises many exception types for damaged data
+        return None, f"corrupt or truncated image ({type(e).__name__}: {e})"
+    return hashlib.sha256(data).hexdigest(), None
+
+
+def _check_classes(classes: Iterable[str]) -> None:
+    names = list(classes)
+    bad = [c for c in names if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ImportProblem(f"class names must be non-empty strings, got {bad[0]!r}")
+    duplicates = sorted({c for c in names if names.count(c) > 1})
+    if duplicates:
+        raise ImportProblem(f"class names must be unique; repeated: {duplicates}")
+
+
+def unguard_cell(value: str) -> str:
+    """Undo the exporters' spreadsheet formula guard: a leading apostrophe before = + - @ tab CR or ' is dropped."""
+    if len(value) >= 2 and value[0] == "'" and (value[1] in FORMULA_PREFIXES or value[1] == "'"):
+        return value[1:]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Storing
+
+
+def store_import(session: Session, project_id: int, result: ImportResult, eval_size: int, seed: int) -> int:
+    """Add one Item per imported file inside the caller's transaction; return how many were added.
+
+    Keys are the relative posix paths. A split given by the source is kept; among the items without one,
+    `eval_size` random items (numpy `default_rng(seed)`) become 'eval' and the rest 'pool'. Gold labels are mapped
+    from `result.classes` to the project's classes by name. A key the project already has, or a gold class the
+    project lacks, raises ImportProblem before anything is added. Uses one bulk insert (100k items: ~2 s).
+    """
+    if eval_size < 0:
+        raise ValueError(f"eval_size must be >= 0, got {eval_size}")
+    project = session.get(Project, project_id)
+    if project is None:
+        raise ImportProblem(f"project {project_id} does not exist")
+
+    to_project = _class_map(result.classes, list(project.classes))
+    existing = set(session.scalars(select(Item.key).where(Item.project_id == project_id)))
+    problems = _Problems()
+    keys: set[str] = set()
+    for item in result.items:
+        if item.key in existing:
+            problems.add(item.key, f"project {project.name!r} already has an item with this path")
+        elif item.key in keys:
+            problems.add(item.key, "listed twice in this import")
+        keys.add(item.key)
+        if item.split is not None and item.split not in SPLITS:
+            problems.add(item.key, f"split {item.split!r} must be 'pool' or 'eval'")
+        if item.gold and (missing := [result.classes[i] for i in item.gold if to_project.get(i) is None]):
+            problems.add(item.key, f"class {missing[0]!r} is not one of the project's classes {project.classes}")
+    problems.raise_if_any(f"the import into project {project.name!r}")
+
+    undecided = [i for i, item in enumerate(result.items) if item.split is None]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(undecided), size=min(eval_size, len(undecided)), replace=False)
+    eval_positions = {undecided[int(p)] for p in picked}
+
+    rows: list[dict] = []
+    for i, item in enumerate(result.items):
+        split = item.split or ("eval" if i in eval_positions else "pool")
+        gold = sorted(to_project[g] for g in item.gold) if item.gold else None
+        rows.append({"project_id": project_id, "key": item.key, "content_hash": item.content_hash,
+                     "split": split, "gold": gold})
+    if rows:
+        session.execute(_INSERT_ITEMS, rows)
+    return len(rows)
+
+
+# One executemany for all rows. An unlabeled item's gold is stored as SQL NULL (plain JSON would store JSON
+# 'null', and `Item.gold.is_(None)` would miss it); the ORM's insert(Item) would do the same only by splitting
+# the rows into one batch per run of rows with the same keys, which is slow for mixed labeled/unlabeled pools.
+_INSERT_ITEMS = insert(Item.__table__).values(gold=bindparam("gold", type_=JSON(none_as_null=True)))
+
+
+def _class_map(source: list[str], target: list[str]) -> dict[int, int | None]:
+    """source class index -> target class index (None where the target lacks the name)."""
+    where = {name: i for i, name in enumerate(target)}
+    return {i: where.get(name) for i, name in enumerate(source)}
