@@ -11,7 +11,7 @@ from storage.models import Project, Round, utcnow
 
 def open_round(s: Session, project: Project, strategy: str | None = None, params: dict | None = None) -> Round:
     """A new round in state 'selecting' with its select job. Round 0 is random (no model yet)."""
-    index = (s.scalar(select(func.max(Round.index)).where(Round.project_id == project.id)) or -1) + 1
+    index = s.scalar(select(func.coalesce(func.max(Round.index) + 1, 0)).where(Round.project_id == project.id))
     if strategy is None:
         strategy = "random" if index == 0 else project.strategy
     if params is None:

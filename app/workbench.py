@@ -5,7 +5,6 @@ Everything a page or the CLI does goes through here; the model work itself happe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +62,7 @@ class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
+        self._predictions_cache: dict[int, tuple[np.ndarray, dict[int, int]]] = {}
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
@@ -246,7 +246,10 @@ class Workbench:
             artifact = latest_artifact(s, project_id, "predictions")
         if artifact is None:
             return None
-        probs, index = _predictions(artifact.id, artifact.path, artifact.sha256, tuple(sorted(artifact.meta.items())))
+        if artifact.id not in self._predictions_cache:
+            probs, ids = load_matrix(artifact)
+            self._predictions_cache = {artifact.id: (probs, {int(i): row for row, i in enumerate(ids)})}
+        probs, index = self._predictions_cache[artifact.id]
         row = index.get(item_id)
         if row is None:
             return None
@@ -332,18 +335,64 @@ class Workbench:
             exporters.predictions_csv([keys[int(i)] for i in ids[keep]], probs[keep], list(project.classes)),
         )
 
+    # ----- for the web UI (appended) --------------------------------------------------------------------------------
+    def strategy_names(self) -> list[str]:
+        """Names of the registered selection strategies. Importing the registry loads torch (strategies/base.py)."""
+        from learners.strategies import available_strategies
+
+        return list(available_strategies())
+
+    def round_table(self, project_id: int) -> list[dict]:
+        """One row per round, oldest first: index, strategy, state, labels at start, queue counts, note, metrics."""
+        with self.db.read() as s:
+            rounds = list(s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index)))
+            return [
+                {
+                    "index": r.index,
+                    "strategy": r.strategy,
+                    "state": r.state,
+                    "labels_at_start": r.labels_at_start,
+                    "queue": queue.round_counts(s, r.id),
+                    "note": r.note,
+                    "metrics": r.metrics or {},
+                }
+                for r in rounds
+            ]
+
+    def failed_jobs(self, project_id: int) -> list[Job]:
+        """Failed jobs that no later job of the same kind and round has replaced (by a retry or a rerun)."""
+        with self.db.read() as s:
+            rows = list(s.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)))
+        latest: dict[tuple[str, int | None], Job] = {}
+        for job in rows:
+            latest[(job.kind, job.round_id)] = job
+        return [job for job in latest.values() if job.state == "failed"]
+
+    def retry_job(self, job_id: int) -> int:
+        """Queue a failed job again (same kind, project, round and parameters); returns the new job's id."""
+        with self.db.write() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise WorkbenchError(f"job {job_id} does not exist")
+            if job.state != "failed":
+                raise WorkbenchError(f"job {job_id} is {job.state}; only a failed job can be retried")
+            later = s.scalar(
+                select(Job.id).where(
+                    Job.project_id == job.project_id, Job.kind == job.kind, Job.round_id == job.round_id, Job.id > job.id
+                )
+            )
+            if later is not None:
+                raise WorkbenchError(f"job {job_id} was already run again as job {later}")
+            return jobs.enqueue(s, job.kind, job.project_id, job.round_id, dict(job.params or {})).id
+
+    def has_predictions(self, project_id: int) -> bool:
+        """Whether a trained head has written predictions yet (they exist after the first training)."""
+        with self.db.read() as s:
+            return latest_artifact(s, project_id, "predictions") is not None
+
 
 def _annotator(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise WorkbenchError("an annotator name is needed")
     return name[:100]
-
-
-@lru_cache(maxsize=4)
-def _predictions(artifact_id: int, path: str, sha256: str, meta: tuple) -> tuple[np.ndarray, dict[int, int]]:
-    from storage.models import Artifact
-
-    artifact = Artifact(id=artifact_id, path=path, sha256=sha256, meta=dict(meta))
-    probs, ids = load_matrix(artifact)
-    return probs, {int(i): row for row, i in enumerate(ids)}

@@ -1,0 +1,61 @@
+"""Export: the labels (CSV, JSONL, ImageFolder zip) and the model's predictions for the unlabeled items."""
+import streamlit as st
+
+from app import ui
+from app.workbench import WorkbenchError
+from storage.exporters import ExportProblem
+
+wb = ui.get_workbench()
+project_id, annotator = ui.sidebar(wb)
+st.title("Export")
+project_id = ui.require_project(project_id)
+
+status = wb.status(project_id)
+st.write(f"{status['labeled_pool']} pool labels and {status['labeled_eval']} eval labels so far.")
+
+
+def offer(fmt: str, label: str, mime: str, about: str) -> None:
+    """A download button for `Workbench.export(project_id, fmt)`; an export that cannot be made says why."""
+    col_button, col_about = st.columns([1, 2])
+    col_about.caption(about)
+    try:
+        file_name, data = wb.export(project_id, fmt)
+    except (WorkbenchError, ExportProblem) as error:
+        col_button.download_button(label, data=b"", key=f"download_{fmt}", disabled=True, width="stretch")
+        col_about.warning(str(error))
+        return
+    col_button.download_button(
+        label, data=data, file_name=file_name, mime=mime, key=f"download_{fmt}", on_click="ignore", width="stretch"
+    )
+
+
+st.subheader("Labels")
+offer("csv", "Labels (CSV)", "text/csv", "One row per labeled item: path, label, split, annotator, labeled_at.")
+offer("jsonl", "Labels (JSONL)", "application/x-ndjson", "The same rows as JSON lines.")
+
+# The zip holds the labeled images themselves, so it is built only when asked for.
+zip_key = f"_zip_{project_id}"
+col_button, col_about = st.columns([1, 2])
+col_about.caption("The labeled images, one folder per class (train/ for pool labels, eval/ for the eval set).")
+if col_button.button("Build ImageFolder zip", key="build_zip", width="stretch"):
+    try:
+        with st.spinner("Building the zip"):
+            st.session_state[zip_key] = wb.export(project_id, "zip")
+    except (WorkbenchError, ExportProblem) as error:
+        st.session_state.pop(zip_key, None)
+        col_about.error(str(error))
+if zip_key in st.session_state:
+    file_name, data = st.session_state[zip_key]
+    col_button.download_button(
+        f"ImageFolder zip ({len(data) / 1e6:.1f} MB)", data=data, file_name=file_name, mime="application/zip",
+        key="download_zip", on_click="ignore", width="stretch",
+    )
+    col_about.caption("Built from the labels at the time of the click; build it again after more labeling.")
+
+st.subheader("Predictions")
+if wb.has_predictions(project_id):
+    offer("predictions", "Predictions (CSV)", "text/csv",
+          "The latest model's class and confidence for every unlabeled item.")
+else:
+    st.download_button("Predictions (CSV)", data=b"", key="download_predictions", disabled=True)
+    st.caption("Predictions exist after the first training: when round 0 closes, or after Retrain now (Rounds page).")

@@ -1,0 +1,152 @@
+"""Label: one item at a time, a button (and a key) per class, skip and undo; the next item appears at once."""
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from app import ui
+from app.workbench import Workbench, WorkbenchError
+from storage.queue import QueueError
+
+wb = ui.get_workbench()
+project_id, annotator = ui.sidebar(wb)
+st.title("Label")
+project_id = ui.require_project(project_id)
+
+
+# ----- actions (on_click callbacks: they run once per click, before the page is drawn again) -------------------
+def seconds_on(entry_id: int) -> float | None:
+    shown = st.session_state.get("_shown")
+    if shown and shown[0] == entry_id:
+        return round(time.monotonic() - shown[1], 2)
+    return None
+
+
+def give_label(wb: Workbench, project_id: int, entry_id: int, annotator: str, value: int, text: str) -> None:
+    try:
+        wb.submit(project_id, entry_id, annotator, [value], seconds=seconds_on(entry_id))
+    except (WorkbenchError, QueueError) as error:  # e.g. a second press on an item already labeled
+        ui.flash("warning", f"Label not stored: {error}")
+    else:
+        st.session_state["_last_action"] = f"labeled {text}"
+
+
+def skip(wb: Workbench, project_id: int, entry_id: int, annotator: str, text: str) -> None:
+    try:
+        wb.skip(project_id, entry_id, annotator, seconds=seconds_on(entry_id))
+    except (WorkbenchError, QueueError) as error:
+        ui.flash("warning", f"Skip not stored: {error}")
+    else:
+        st.session_state["_last_action"] = f"skipped {text}"
+
+
+def undo(wb: Workbench, project_id: int, annotator: str) -> None:
+    try:
+        undone = wb.undo(project_id, annotator)
+    except (WorkbenchError, QueueError) as error:
+        ui.flash("warning", f"Nothing undone: {error}")
+        return
+    if undone is None:
+        ui.flash("info", "Nothing to undo.")
+    else:
+        what = "skip" if undone.kind == "skip" else "label"
+        st.session_state["_last_action"] = f"undid your last {what}"
+
+
+# ----- no item: say why, and look again every few seconds while the worker is busy ---------------------------------
+def explain_wait(status: dict) -> None:
+    round_ = status["round"]
+    if round_ is None:
+        st.info("This project has no round yet.")
+    elif round_["state"] == "selecting":
+        st.info(f"Round {round_['index']} is being selected ({round_['strategy']}); items appear once it is queued.")
+    elif round_["state"] == "training":
+        then = ", then the next round is selected" if wb.project(project_id).auto_next_round else ""
+        st.info(f"Round {round_['index']} is closed: the model is training on the labels so far{then}.")
+    elif round_["state"] == "labeling":
+        st.info(f"Every item of round {round_['index']} is taken by another annotator; free items will show up here.")
+    else:
+        st.success(f"Round {round_['index']} is closed and done.")
+        st.page_link(ui.PAGES["rounds"], label="Start the next round on the Rounds page", icon=":material/autorenew:")
+    ui.show_jobs(status["jobs"])
+    failed = wb.failed_jobs(project_id)
+    if failed:
+        st.error(f"{len(failed)} job(s) failed; see the Rounds page to retry.")
+
+
+def worker_busy(status: dict) -> bool:
+    state = (status["round"] or {}).get("state")
+    return bool(status["jobs"]) or state in ("selecting", "training", "labeling")
+
+
+def waiting_view() -> None:
+    busy = worker_busy(wb.status(project_id))
+
+    @st.fragment(run_every=ui.POLL_SECONDS if busy else None)
+    def body() -> None:
+        status = wb.status(project_id)
+        # Something to label now, or nothing more to wait for: draw the whole page again.
+        if (status["round"] or {}).get("state") == "labeling" and wb.next_task(project_id, annotator) is not None:
+            st.rerun()
+        if worker_busy(status) != busy:
+            st.rerun()
+        explain_wait(status)
+
+    body()
+
+
+# ----- the page -------------------------------------------------------------------------------------------------------
+ui.show_flash()
+try:
+    task = wb.next_task(project_id, annotator)
+except WorkbenchError as error:
+    st.error(str(error))
+    st.stop()
+
+if task is None:
+    waiting_view()
+    st.stop()
+
+classes = wb.project(project_id).classes
+if st.session_state.get("_shown", (None,))[0] != task.entry_id:
+    st.session_state["_shown"] = (task.entry_id, time.monotonic())
+
+image_col, side_col = st.columns([3, 2], gap="large")
+with image_col:
+    st.image(ui.load_for_display(task.path), caption=Path(task.key).name)  # the file name only: a class folder in the path would give the answer away
+
+with side_col:
+    st.progress(
+        task.done_in_round / max(task.total_in_round, 1),
+        text=f"round {task.round_index}: {task.done_in_round} of {task.total_in_round}",
+    )
+    if task.guess is not None:
+        k, p = task.guess
+        st.markdown(f"model guesses **{classes[k]}** ({p:.0%})")
+    else:
+        st.caption("no model guess yet (before the first training)")
+    chosen_by = "the evaluation set (random, never trained on)" if task.split == "eval" else task.arm
+    st.caption(f"chosen by: {chosen_by}")
+
+    # Streamlit draws each button's shortcut key on the button itself, so the label is just the class name.
+    with st.container(horizontal=True, wrap=True):
+        for k, (name, key) in enumerate(zip(classes, ui.shortcut_keys(classes))):
+            st.button(
+                name,
+                key=f"class_{k}",
+                shortcut=key,
+                on_click=give_label,
+                args=(wb, project_id, task.entry_id, annotator, k, f"{task.key} as {name}"),
+            )
+
+    st.write("")
+    with st.container(horizontal=True):
+        st.button("Skip", key="skip", shortcut="s", on_click=skip,
+                  args=(wb, project_id, task.entry_id, annotator, task.key))
+        st.button("Undo", key="undo", shortcut="u", on_click=undo, args=(wb, project_id, annotator),
+                  help="Take back your last label or skip.")
+        # A button takes one shortcut: this twin gives Undo its Ctrl+Z as well.
+        st.button("Undo", key="undo_ctrl_z", shortcut="ctrl+z", on_click=undo, args=(wb, project_id, annotator),
+                  type="tertiary", help="Take back your last label or skip.")
+    if "_last_action" in st.session_state:
+        st.caption(f"last: {st.session_state['_last_action']}")

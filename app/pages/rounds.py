@@ -1,0 +1,135 @@
+"""Rounds: the table of rounds, the worker's jobs, and the buttons that close, start and retrain."""
+import pandas as pd
+import streamlit as st
+
+from app import ui
+from app.workbench import Workbench, WorkbenchError
+
+wb = ui.get_workbench()
+project_id, annotator = ui.sidebar(wb)
+st.title("Rounds")
+project_id = ui.require_project(project_id)
+
+
+def act(what: str, verb, *args) -> None:
+    """Run a verb from a button callback; its outcome is shown at the top of the next run."""
+    try:
+        result = verb(*args)
+    except WorkbenchError as error:
+        ui.flash("error", f"{what}: {error}")
+    else:
+        ui.flash("success", what if result is None else f"{what}: {result}")
+
+
+def start_next(wb: Workbench, project_id: int) -> None:
+    strategy = st.session_state["next_strategy"]
+    try:
+        if st.session_state.get("make_default"):
+            wb.set_strategy(project_id, strategy)
+        index = wb.start_round(project_id, strategy)
+    except WorkbenchError as error:
+        ui.flash("error", f"Start next round: {error}")
+    else:
+        ui.flash("success", f"Round {index} started with {strategy}; the worker is selecting its items.")
+
+
+def metrics_summary(metrics: dict) -> str:
+    if not metrics:
+        return ""
+    parts = []
+    if metrics.get("accuracy") is not None:
+        parts.append(f"acc {ui.pct(metrics['accuracy'])}")
+    if metrics.get("balanced_accuracy") is not None:
+        parts.append(f"bal. acc {ui.pct(metrics['balanced_accuracy'])}")
+    if metrics.get("macro_f1") is not None:
+        parts.append(f"macro F1 {metrics['macro_f1']:.2f}")
+    if metrics.get("n"):
+        parts.append(f"on {metrics['n']} eval items")
+    if metrics.get("labels") is not None:
+        parts.append(f"{metrics['labels']} pool labels")
+    return " · ".join(parts)
+
+
+ui.show_flash()
+project = wb.project(project_id)
+status = wb.status(project_id)
+current = status["round"]
+
+# ----- the table ----------------------------------------------------------------------------------------------------
+rounds = wb.round_table(project_id)
+if rounds:
+    table = pd.DataFrame(
+        [
+            {
+                "round": r["index"],
+                "strategy": r["strategy"],
+                "state": r["state"],
+                "metrics": metrics_summary(r["metrics"]),
+                "labels at start": r["labels_at_start"],
+                "pending": r["queue"]["pending"],
+                "claimed": r["queue"]["claimed"],
+                "labeled": r["queue"]["labeled"],
+                "skipped": r["queue"]["skipped"],
+                "dropped": r["queue"]["dropped"],
+                "note": r["note"],
+            }
+            for r in reversed(rounds)  # newest first
+        ]
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+else:
+    st.info("No round yet.")
+
+# ----- jobs ---------------------------------------------------------------------------------------------------------
+st.subheader("Worker jobs")
+
+
+@st.fragment(run_every=ui.POLL_SECONDS if status["jobs"] else None)
+def job_progress() -> None:
+    jobs = wb.status(project_id)["jobs"]
+    if not jobs:
+        if status["jobs"]:  # the jobs this page was drawn with have finished: redraw the table and buttons
+            st.rerun()
+        st.caption("No job running or queued.")
+        return
+    ui.show_jobs(jobs)
+
+
+job_progress()
+
+for job in wb.failed_jobs(project_id):
+    round_text = "" if job.round_id is None else f" (round id {job.round_id})"
+    with st.container(border=True):
+        st.error(f"{job.kind} job {job.id}{round_text} failed: {job.error}")
+        st.button(
+            "Retry", key=f"retry_{job.id}", on_click=act,
+            args=(f"{job.kind} job {job.id} queued again as job", wb.retry_job, job.id),
+        )
+
+# ----- actions ------------------------------------------------------------------------------------------------------
+st.subheader("Actions")
+state = None if current is None else current["state"]
+close_col, retrain_col = st.columns(2)
+with close_col:
+    st.button(
+        "Close round now", key="close_round", disabled=state != "labeling", on_click=act,
+        args=("Closed round", wb.close_round, project_id),
+        help="Unlabeled items of the round are dropped; the model trains on the labels so far.",
+    )
+with retrain_col:
+    st.button(
+        "Retrain now", key="retrain", on_click=act, args=("Training job queued", wb.retrain, project_id),
+        help="Train on the labels so far without closing the round.",
+    )
+
+strategies = ui.strategy_names(wb)
+with st.container(border=True):
+    st.selectbox(
+        "Strategy for the next round", strategies, key="next_strategy",
+        index=strategies.index(project.strategy) if project.strategy in strategies else 0,
+    )
+    st.checkbox(f"also make it the project's default (now {project.strategy})", key="make_default")
+    can_start = state in (None, "done")
+    st.button("Start next round", key="start_round", disabled=not can_start, on_click=start_next, args=(wb, project_id))
+    if not can_start:
+        st.caption(f"Round {current['index']} is {state}; a new round starts once it is done.")

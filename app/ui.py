@@ -1,0 +1,170 @@
+"""Pieces shared by the Streamlit pages: the cached Workbench, the sidebar (project picker, annotator name),
+one-shot messages that survive a rerun, and job progress bars.
+
+The pages only call `Workbench` verbs; no SQL, no model code and no torch here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from app.settings import Settings
+from app.workbench import Workbench
+
+DEFAULT_ANNOTATOR = "annotator-1"
+POLL_SECONDS = 1.5  # how often a page refreshes itself while the worker is busy
+MIN_IMAGE_SIDE = 384  # small images (the 8x8 demo digits) are enlarged to about this size, keeping hard pixel edges
+
+PAGES = {
+    "projects": "app/pages/projects.py",
+    "label": "app/pages/label.py",
+    "rounds": "app/pages/rounds.py",
+    "dashboard": "app/pages/dashboard.py",
+    "export": "app/pages/export.py",
+}
+
+
+# ----- the workbench ----------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _workbench(home: str, db_url: str, lease_seconds: int) -> Workbench:
+    return Workbench(Settings(home=Path(home), db_url=db_url, lease_seconds=lease_seconds))
+
+
+def get_workbench() -> Workbench:
+    """One Workbench (one database engine) per settings, shared by every session of this server."""
+    settings = Settings.from_env()
+    return _workbench(str(settings.home), settings.db_url, settings.lease_seconds)
+
+
+@st.cache_data(show_spinner=False)
+def strategy_names(_wb: Workbench) -> list[str]:
+    """The registry's names, read once per server process (importing the registry is slow)."""
+    return _wb.strategy_names()
+
+
+# ----- sidebar ----------------------------------------------------------------------------------------------------
+def _keep(widget_key: str, state_key: str) -> None:
+    """Copy a sidebar widget's value to a plain session-state key, which outlives page switches."""
+    value = st.session_state[widget_key]
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:  # an empty annotator name is not kept; the field shows the previous one again
+            return
+    st.session_state[state_key] = value
+
+
+def _rename_annotator() -> None:
+    """A new annotator name: give back the item the old name holds on the Label page, then keep the new name."""
+    old = st.session_state.get("annotator")
+    shown = st.session_state.get("_shown")  # (queue entry id, time shown), set by the Label page
+    _keep("_annotator_field", "annotator")
+    if shown and old and st.session_state["annotator"] != old:
+        get_workbench().release(shown[0], old)
+        st.session_state.pop("_shown")
+
+
+def sidebar(wb: Workbench) -> tuple[int | None, str]:
+    """Render the project picker and the annotator name; return (selected project id or None, annotator)."""
+    projects = wb.projects()
+    names = {p.id: p.name for p in projects}
+    if "annotator" not in st.session_state:
+        st.session_state["annotator"] = (st.query_params.get("annotator") or "").strip()[:100] or DEFAULT_ANNOTATOR
+    if st.session_state.get("project_id") not in names:
+        st.session_state["project_id"] = projects[0].id if projects else None
+    # Widgets on different pages are different widgets to Streamlit: seed them from the plain keys each run.
+    st.session_state["_project_pick"] = st.session_state["project_id"]
+    st.session_state["_annotator_field"] = st.session_state["annotator"]
+    with st.sidebar:
+        if projects:
+            st.selectbox(
+                "Project",
+                list(names),
+                format_func=lambda pid: names[pid],
+                key="_project_pick",
+                on_change=_keep,
+                args=("_project_pick", "project_id"),
+            )
+        else:
+            st.info("No project yet: create one on the Projects page.")
+        st.text_input(
+            "Annotator",
+            key="_annotator_field",
+            on_change=_rename_annotator,
+            help="Your name as stored with each label. Set it in the link with ?annotator=NAME.",
+            max_chars=100,
+        )
+    if st.query_params.get("annotator") != st.session_state["annotator"]:
+        st.query_params["annotator"] = st.session_state["annotator"]  # a reload or a bookmark keeps the name
+    return st.session_state["project_id"], st.session_state["annotator"]
+
+
+def require_project(project_id: int | None) -> int:
+    """Stop the page with a pointer to the Projects page when no project exists yet."""
+    if project_id is None:
+        st.info("There is no project yet.")
+        st.page_link(PAGES["projects"], label="Create one on the Projects page", icon=":material/add:")
+        st.stop()
+    return project_id
+
+
+# ----- messages that survive the rerun after a button -----------------------------------------------------------
+def flash(kind: str, text: str) -> None:
+    """Queue a message (kind: success, info, warning, error) to show at the top of the next run."""
+    st.session_state.setdefault("_flash", []).append((kind, text))
+
+
+def show_flash() -> None:
+    for kind, text in st.session_state.pop("_flash", []):
+        getattr(st, kind)(text)
+
+
+# ----- jobs -------------------------------------------------------------------------------------------------------
+def job_line(job: dict) -> str:
+    return f"{job['kind']} job {job['id']} ({job['state']}): {job['message'] or ''}"
+
+
+def show_jobs(jobs: list[dict]) -> None:
+    """A progress bar per active job (dicts as in `Workbench.status(...)['jobs']`)."""
+    for job in jobs:
+        st.progress(min(max(float(job["progress"] or 0.0), 0.0), 1.0), text=job_line(job))
+    if any(job["state"] == "queued" for job in jobs) and not any(job["state"] == "running" for job in jobs):
+        st.caption("Queued jobs wait for a model worker: `python -m app worker` (or `python -m app start`).")
+
+
+# ----- labeling keys ----------------------------------------------------------------------------------------------
+# Class shortcut keys: digits 1-9 and 0, then letters (Streamlit reserves "c" and "r"; "s" is Skip, "u" is Undo).
+CLASS_KEYS = list("1234567890") + [k for k in "abcdefghijklmnopqrstuvwxyz" if k not in "crsu"]
+
+
+def shortcut_keys(classes: list[str]) -> list[str | None]:
+    """The shortcut key of each class: a class named by one free key keeps it (the digit "3" is key 3), the others
+    take the next unused keys in order; classes past the last key get none."""
+    keys: list[str | None] = [None] * len(classes)
+    taken = set()
+    for k, name in enumerate(classes):
+        if name.lower() in CLASS_KEYS and name.lower() not in taken:
+            keys[k] = name.lower()
+            taken.add(name.lower())
+    free = iter(key for key in CLASS_KEYS if key not in taken)
+    for k in range(len(classes)):
+        if keys[k] is None:
+            keys[k] = next(free, None)
+    return keys
+
+
+# ----- images -----------------------------------------------------------------------------------------------------
+def load_for_display(path: Path) -> Image.Image:
+    """The image at `path`, enlarged by a whole factor with nearest-neighbour when it is tiny (sharp pixels)."""
+    image = Image.open(path)
+    image.load()
+    side = max(image.size)
+    if side < MIN_IMAGE_SIDE:
+        factor = max(1, MIN_IMAGE_SIDE // side)
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    return image
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"

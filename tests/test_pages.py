@@ -1,0 +1,363 @@
+"""The Streamlit pages, driven with AppTest against a real SQLite workbench in a temp folder.
+
+The demo project (1797 digits, its round 0 selected by the in-process worker) is built once per test session and its
+database copied for each test, so every test starts from the same state in its own WORKBENCH_HOME.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app import ui
+from app.settings import Settings
+from app.workbench import ProjectConfig, Workbench
+from storage import jobs
+from storage.db import sqlite_url
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+TIMEOUT = 30
+ROUND0_SIZE = 20  # demo defaults: 10 eval items + 10 pool items in round 0
+
+
+def _run_worker() -> None:
+    from app.worker import Worker
+
+    worker = Worker(device="cpu")
+    while worker.run_once():
+        pass
+
+
+def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> Settings:
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url(home / "workbench.sqlite"))
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workbench home holding the demo project with round 0 queued (embedded and selected by the worker)."""
+    home = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as mp:
+        wb = Workbench(_use_home(mp, home))
+        wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+        _run_worker()
+        wb.db.dispose()
+    return home
+
+
+@pytest.fixture
+def wb(demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workbench:
+    """This test's own workbench: a copy of the template database (image files stay in the template's home)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    src = sqlite3.connect(demo_template / "workbench.sqlite")
+    dst = sqlite3.connect(home / "workbench.sqlite")
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    workbench = Workbench(_use_home(monkeypatch, home))
+    yield workbench
+    workbench.db.dispose()
+
+
+@pytest.fixture
+def demo_id(wb: Workbench) -> int:
+    return wb.project_id("Demo digits")
+
+
+def open_page(page: str | None = None, project_id: int | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    if project_id is not None:
+        at.session_state["project_id"] = project_id
+    at.run()
+    if page is not None:
+        at.switch_page(f"app/pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shown_key(at: AppTest) -> str:
+    assert len(at.image) == 1
+    return at.image[0].captions[0]
+
+
+def gold_of(key: str) -> int:
+    return int(key.split("/")[0])  # the demo's images live in one folder per digit
+
+
+def label_whole_round(wb: Workbench, project_id: int) -> None:
+    while (task := wb.next_task(project_id, "oracle")) is not None:
+        wb.submit(project_id, task.entry_id, "oracle", [gold_of(task.key)], seconds=1.0)
+
+
+@pytest.fixture
+def trained(wb: Workbench, demo_id: int) -> int:
+    """Round 0 fully labeled, trained and evaluated by the in-process worker (round 1 queued after it)."""
+    label_whole_round(wb, demo_id)
+    _run_worker()
+    assert wb.rounds(demo_id)[0].state == "done"
+    return demo_id
+
+
+def write_pngs(folder: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    return folder
+
+
+# ----- Projects -------------------------------------------------------------------------------------------------------
+def test_projects_page_lists_the_demo(wb: Workbench) -> None:
+    at = open_page()
+    assert at.title[0].value == "Projects"
+    table = at.dataframe[0].value
+    row = table[table["name"] == "Demo digits"].iloc[0]
+    assert row["pool items"] == 1787 and row["eval items"] == 10
+    assert row["round"] == 0 and row["round state"] == "labeling"
+    assert at.sidebar.selectbox(key="_project_pick").value == wb.project_id("Demo digits")
+
+
+def test_create_project_from_an_image_folder(wb: Workbench, tmp_path: Path) -> None:
+    folder = write_pngs(tmp_path / "pets")
+    at = open_page()
+    at.text_input(key="new_name").input("Pets")
+    at.radio(key="new_source").set_value("folder").run()
+    at.text_input(key="new_folder").input(str(folder))
+    at.number_input(key="new_round_size").set_value(3)
+    at.number_input(key="new_eval_size").set_value(2)
+    at.button(key="create_project").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+    pets = wb.project(wb.project_id("Pets"))
+    assert pets.classes == ["cat", "dog"] and pets.round_size == 3 and pets.eval_size == 2
+    assert wb.status(pets.id)["items"] == {"pool": 6, "eval": 2}
+    assert "Created project 'Pets'" in at.success[0].value
+    assert at.session_state["project_id"] == pets.id  # the new project is selected
+    assert "Pets" in at.dataframe[0].value["name"].tolist()
+
+
+def test_create_project_with_a_bad_path_shows_an_error(wb: Workbench, tmp_path: Path) -> None:
+    before = [p.name for p in wb.projects()]
+    at = open_page()
+    at.text_input(key="new_name").input("Nowhere")
+    at.radio(key="new_source").set_value("folder").run()
+    at.text_input(key="new_folder").input(str(tmp_path / "missing"))
+    at.button(key="create_project").click().run()
+    assert not at.exception
+    assert "no such file or folder" in at.error[0].value
+    assert [p.name for p in wb.projects()] == before
+
+
+def test_create_project_from_a_folder_with_a_corrupt_image_stores_nothing(wb: Workbench, tmp_path: Path) -> None:
+    folder = write_pngs(tmp_path / "pets")
+    (folder / "cat" / "broken.png").write_bytes(b"not a png at all")
+    before = [p.name for p in wb.projects()]
+    at = open_page()
+    at.text_input(key="new_name").input("Broken pets")
+    at.radio(key="new_source").set_value("folder").run()
+    at.text_input(key="new_folder").input(str(folder))
+    at.button(key="create_project").click().run()
+    assert not at.exception
+    assert "broken.png" in at.error[0].value
+    assert [p.name for p in wb.projects()] == before
+
+
+# ----- Label ----------------------------------------------------------------------------------------------------------
+def test_label_page_shows_the_item_and_one_button_per_class(wb: Workbench, demo_id: int) -> None:
+    at = open_page("label")
+    assert at.title[0].value == "Label"
+    key = shown_key(at)
+    assert key.endswith(".png")
+    buttons = [at.button(key=f"class_{k}") for k in range(10)]
+    assert [b.label for b in buttons] == [str(k) for k in range(10)]
+    assert [b.proto.shortcut for b in buttons] == [str(k) for k in range(10)]  # the digit "3" is on key 3
+    assert (at.button(key="skip").label, at.button(key="skip").proto.shortcut) == ("Skip", "s")
+    assert (at.button(key="undo").label, at.button(key="undo").proto.shortcut) == ("Undo", "u")
+    assert at.button(key="undo_ctrl_z").proto.shortcut == "ctrl+z"
+    assert at.get("progress")[0].proto.text == f"round 0: 0 of {ROUND0_SIZE}"
+    assert any("chosen by" in c.value for c in at.caption)
+
+
+def test_shortcut_keys() -> None:
+    assert ui.shortcut_keys(["cat", "dog", "bird"]) == ["1", "2", "3"]
+    assert ui.shortcut_keys([str(k) for k in range(10)]) == [str(k) for k in range(10)]
+    assert ui.shortcut_keys(["b", "cow", "1"]) == ["b", "2", "1"]  # single-key names keep their key
+    keys = ui.shortcut_keys([f"class {k}" for k in range(40)])
+    assert keys[:11] == list("1234567890a") and keys[11] == "b" and keys[12] == "d"  # no c (reserved)
+    assert not {"c", "r", "s", "u"} & set(keys) and keys[-1] is None  # 32 keys for 40 classes
+
+
+def test_label_skip_and_undo(wb: Workbench, demo_id: int) -> None:
+    at = open_page("label", annotator="alice")
+    assert at.session_state["annotator"] == "alice"
+    first = shown_key(at)
+
+    at.button(key="class_3").click().run()  # one click = one label, and the next item is shown at once
+    assert wb.labels(demo_id) == {item_id(wb, demo_id, first): [3]}
+    second = shown_key(at)
+    assert second != first
+    assert at.get("progress")[0].proto.text == f"round 0: 1 of {ROUND0_SIZE}"
+
+    at.run()  # a plain rerun must not label again
+    assert len(wb.labels(demo_id)) == 1 and shown_key(at) == second
+
+    at.button(key="skip").click().run()
+    third = shown_key(at)
+    assert third not in (first, second)
+    assert len(wb.labels(demo_id)) == 1
+
+    at.button(key="undo").click().run()  # takes back the skip: the skipped item comes back
+    assert shown_key(at) == second
+    at.button(key="undo_ctrl_z").click().run()  # takes back the label
+    assert shown_key(at) == first
+    assert wb.labels(demo_id) == {}
+
+
+def item_id(wb: Workbench, project_id: int, key: str) -> int:
+    from sqlalchemy import select
+
+    from storage.models import Item
+
+    with wb.db.read() as s:
+        return s.scalar(select(Item.id).where(Item.project_id == project_id, Item.key == key))
+
+
+def test_renaming_the_annotator_gives_the_item_back(wb: Workbench, demo_id: int) -> None:
+    at = open_page("label", annotator="alice")
+    first = shown_key(at)
+    at.sidebar.text_input(key="_annotator_field").input("bob").run()
+    assert at.session_state["annotator"] == "bob"
+    assert shown_key(at) == first  # alice's claim was released, so bob gets the same item rather than the next
+    at.button(key="class_1").click().run()
+    assert wb.labels(demo_id) == {item_id(wb, demo_id, first): [1]}
+
+
+def test_label_page_explains_why_there_is_no_item(wb: Workbench, demo_id: int) -> None:
+    wb.close_round(demo_id)
+    at = open_page("label")
+    assert not at.image
+    assert "model is training" in at.info[0].value
+    bars = at.get("progress")
+    assert bars and "train job" in bars[0].proto.text
+
+
+# ----- Rounds ---------------------------------------------------------------------------------------------------------
+def test_rounds_page_closes_the_round(wb: Workbench, demo_id: int) -> None:
+    at = open_page("rounds")
+    table = at.dataframe[0].value
+    assert table.iloc[0]["round"] == 0 and table.iloc[0]["state"] == "labeling"
+    assert table.iloc[0]["pending"] == ROUND0_SIZE
+    assert at.button(key="start_round").disabled
+
+    at.button(key="close_round").click().run()
+    assert not at.exception
+    assert wb.current_round(demo_id).state == "training"
+    assert at.dataframe[0].value.iloc[0]["state"] == "training"
+    assert at.button(key="close_round").disabled
+    assert any("train job" in bar.proto.text for bar in at.get("progress"))
+
+
+def test_rounds_page_retries_a_failed_job(wb: Workbench, demo_id: int) -> None:
+    wb.close_round(demo_id)
+    with wb.db.write() as s:  # play a worker whose train job blew up
+        job = jobs.claim(s, "test-worker")
+        jobs.fail(s, job.id, "RuntimeError: out of memory")
+    at = open_page("rounds")
+    assert f"train job {job.id}" in at.error[0].value and "out of memory" in at.error[0].value
+
+    at.button(key=f"retry_{job.id}").click().run()
+    assert not at.exception and not at.error
+    retried = [j for j in wb.jobs(demo_id) if j.kind == "train" and j.id > job.id]
+    assert len(retried) == 1 and retried[0].state == "queued" and retried[0].round_id == job.round_id
+
+
+def test_rounds_page_starts_the_next_round_with_another_strategy(wb: Workbench, tmp_path: Path) -> None:
+    config = ProjectConfig(name="Pets", round_size=3, eval_size=2, auto_next_round=False)
+    pets = wb.create_project(config, write_pngs(tmp_path / "pets"))
+    _run_worker()  # embed, select round 0
+    while (task := wb.next_task(pets, "oracle")) is not None:
+        wb.submit(pets, task.entry_id, "oracle", [["cat", "dog"].index(task.key.split("/")[0])])
+    _run_worker()  # train; no automatic next round for this project
+    assert wb.current_round(pets).state == "done"
+
+    at = open_page("rounds", project_id=pets)
+    assert at.dataframe[0].value.iloc[0]["metrics"].startswith("acc ")
+    assert at.selectbox(key="next_strategy").options == wb.strategy_names()
+    at.selectbox(key="next_strategy").set_value("entropy")
+    at.checkbox(key="make_default").check()
+    at.button(key="start_round").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    latest = wb.current_round(pets)
+    assert latest.index == 1 and latest.strategy == "entropy" and latest.state == "selecting"
+    assert wb.project(pets).strategy == "entropy"
+    assert "Round 1 started with entropy" in at.success[0].value
+    assert at.button(key="start_round").disabled
+
+
+# ----- Dashboard ------------------------------------------------------------------------------------------------------
+def test_dashboard_before_training(wb: Workbench, demo_id: int) -> None:
+    at = open_page("dashboard")
+    assert "No round has been trained yet" in at.info[0].value
+
+
+def test_dashboard_shows_the_trained_round(wb: Workbench, trained: int) -> None:
+    at = open_page("dashboard")
+    points = at.dataframe[0].value
+    assert points["round"].tolist() == [0]
+    assert points["labels"].tolist() == [10]
+    assert 0.0 <= points["accuracy"].iloc[0] <= 1.0
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2  # label efficiency + labels per class
+    assert '"domain": [0, 1]' in charts[0].proto.spec
+    assert at.metric[0].value == "10"
+
+
+# ----- Export ---------------------------------------------------------------------------------------------------------
+def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
+    at = open_page("export")
+    buttons = {b.key: b for b in at.get("download_button")}
+    assert not buttons["download_csv"].disabled and not buttons["download_jsonl"].disabled
+    assert buttons["download_predictions"].disabled
+    assert any("after the first training" in c.value for c in at.caption)
+
+    at.button(key="build_zip").click().run()
+    assert not at.exception and not at.error
+    assert "download_zip" in {b.key for b in at.get("download_button")}
+
+
+def test_export_page_offers_predictions_after_training(wb: Workbench, trained: int) -> None:
+    at = open_page("export")
+    buttons = {b.key: b for b in at.get("download_button")}
+    assert set(buttons) == {"download_csv", "download_jsonl", "download_predictions"}
+    assert not any(b.disabled for b in buttons.values())
+
+
+# ----- shared sidebar -------------------------------------------------------------------------------------------------
+def test_project_choice_and_annotator_survive_page_switches(wb: Workbench, tmp_path: Path) -> None:
+    second = wb.create_project(ProjectConfig(name="Pets", eval_size=2), write_pngs(tmp_path / "pets"))
+    at = open_page()
+    at.sidebar.selectbox(key="_project_pick").set_value(second).run()
+    at.sidebar.text_input(key="_annotator_field").input("bob").run()
+    for page in ("label", "rounds", "dashboard", "export"):
+        at.switch_page(f"app/pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert at.sidebar.selectbox(key="_project_pick").value == second
+        assert at.sidebar.text_input(key="_annotator_field").value == "bob"
+
+
+def test_pages_without_any_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_home(monkeypatch, tmp_path / "empty")
+    for page in (None, "label", "rounds", "dashboard", "export"):
+        at = open_page(page)
+        assert at.info, page
