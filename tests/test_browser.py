@@ -1,0 +1,153 @@
+"""A real browser on the README's main command: label 30 digits with the keyboard, undo once, see round 2 begin
+with a retrained model and the chart updated, download the ImageFolder zip and compare it with the database."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.settings import Settings
+from app.workbench import DEMO_PROJECT, Workbench
+from storage.models import Item
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ANNOTATOR = "browser-user"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def workbench_server(tmp_path: Path):
+    """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
+    port = _free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "start", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 90, "the Streamlit server")
+        yield f"http://127.0.0.1:{port}", Settings(home=home, db_url=env["WORKBENCH_DB_URL"]), tmp_path / "server.log"
+    finally:
+        proc.terminate()  # what Ctrl-C does: the launcher stops the worker and the server
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_server, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, settings, server_log = workbench_server
+    wb = Workbench(settings)
+    pid = wb.project_id(DEMO_PROJECT)
+    with wb.db.read() as s:
+        gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
+
+    def held_item() -> int | None:
+        """The item the browser's annotator holds (the oracle reads its gold label to know which key to press)."""
+        task = wb.next_task(pid, ANNOTATOR)
+        return None if task is None else task.item_id
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/label?annotator={ANNOTATOR}")
+        pressed = 0
+        undone = False
+        while pressed < 30:
+            round_index = 0 if pressed < 20 else 1
+            done = pressed if pressed < 20 else pressed - 20
+            expect(page.get_by_text(f"round {round_index}: {done} of")).to_be_visible(timeout=90_000)
+            item = _wait(held_item, 30, "an item held by the browser's annotator")
+            page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a field
+            if pressed == 5 and not undone:
+                page.keyboard.press(str((gold[item] + 1) % 10))  # a wrong key ...
+                expect(page.get_by_text(f"round 0: {done + 1} of")).to_be_visible()
+                page.keyboard.press("u")  # ... taken back with the undo key
+                expect(page.get_by_text(f"round 0: {done} of")).to_be_visible()
+                assert held_item() == item
+                undone = True
+                continue
+            page.keyboard.press(str(gold[item]))
+            pressed += 1
+            _wait(lambda: len(wb.labels(pid)) == pressed, 30, f"label {pressed} in the database")
+
+        rounds = _wait(lambda: (r := wb.rounds(pid)) and len(r) == 3 and r[2].state == "labeling" and r, 120, "round 2")
+        assert [r.state for r in rounds] == ["done", "done", "labeling"]
+        expect(page.get_by_text("round 2: 0 of")).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("model guesses")).to_be_visible()
+
+        page.goto(f"{url}/dashboard?annotator={ANNOTATOR}")
+        expect(page.get_by_text("Accuracy per label spent")).to_be_visible()
+        expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible()
+        assert len(wb.chart_data(pid)) == 2
+
+        page.goto(f"{url}/export?annotator={ANNOTATOR}")
+        page.get_by_role("button", name="Build ImageFolder zip").click()
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="ImageFolder zip").filter(has_text="MB").click()
+        zip_path = tmp_path / "download.zip"
+        download_info.value.save_as(zip_path)
+        page.screenshot(path=str(tmp_path / "export.png"))
+        browser.close()
+
+    labels = wb.labels(pid)
+    assert len(labels) == 30
+    with wb.db.read() as s:
+        items = {i.id: i for i in s.scalars(select(Item).where(Item.project_id == pid))}
+    expected = {
+        ("eval" if items[i].split == "eval" else "train", str(v[0]), Path(items[i].key).name) for i, v in labels.items()
+    }
+    with zipfile.ZipFile(zip_path) as zf:
+        got = {tuple(name.split("/")) for name in zf.namelist() if name.endswith(".png")}
+        for name in zf.namelist():
+            if name.endswith(".png"):
+                _, label, base = name.split("/")
+                original = next(it for it in items.values() if Path(it.key).name == base)
+                assert zf.read(name) == (Path(wb.project(pid).data_root) / original.key).read_bytes()
+    assert got == expected
+    assert all(gold[i] == v[0] for i, v in labels.items())  # the undone wrong label left no trace in the labels

@@ -1,0 +1,58 @@
+"""The CLI verbs in real subprocesses: import, worker --once, round close, export, status, and clear errors."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_cli_import_label_free_round_close_and_export(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
+    images = tmp_path / "shapes"
+    for cls, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (images / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (12, 12), tuple(max(0, c - 10 * i) for c in colour)).save(images / cls / f"{cls}{i}.png")
+    out = run(["import", str(images), "--name", "shapes", "--round-size", "3", "--eval-size", "2"], env)
+    assert "project 1 'shapes' created" in out.stdout
+    run(["worker", "--once", "--device", "cpu"], env)
+    status = run(["status", "shapes"], env).stdout
+    assert '"state": "labeling"' in status and '"pending": 5' in status
+
+    from app.settings import Settings
+    from app.workbench import Workbench
+
+    wb = Workbench(Settings(home=home, db_url=env["WORKBENCH_DB_URL"]))
+    for _ in range(3):
+        task = wb.next_task(1, "cli-test")
+        wb.submit(1, task.entry_id, "cli-test", [0 if "red" in task.key else 1])
+    out = run(["round", "close", "shapes"], env)
+    assert "round 0 closed" in out.stdout
+    run(["worker", "--once", "--device", "cpu"], env)
+    assert [r.state for r in wb.rounds(1)] == ["done", "labeling"]
+
+    run(["export", "shapes", "--format", "csv", "--out", str(tmp_path / "labels.csv")], env)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "labels.csv").read_text())))
+    assert sorted(r["label"] for r in rows) == sorted(wb.project(1).classes[v[0]] for v in wb.labels(1).values())
+    run(["export", "shapes", "--format", "predictions", "--out", str(tmp_path / "pred.csv")], env)
+    assert len((tmp_path / "pred.csv").read_text().splitlines()) == 1 + 16 - 3
+
+    bad = run(["import", str(tmp_path / "nowhere"), "--name", "x"], env, check=False)
+    assert bad.returncode == 2 and "nowhere: no such file or folder" in bad.stderr
+    bad = run(["export", "nosuch"], env, check=False)
+    assert bad.returncode == 2 and "no project named 'nosuch'" in bad.stderr
