@@ -6,7 +6,9 @@ from sqlalchemy.orm import Session
 
 from storage import jobs
 from storage.labels import current_labels
-from storage.models import Project, Round, utcnow
+from storage.models import Job, Project, QueueEntry, Round, utcnow
+
+SEQUENTIAL_LOOKAHEAD = 2  # picks a sequential strategy keeps queued ahead, so an annotator never waits
 
 
 def open_round(s: Session, project: Project, strategy: str | None = None, params: dict | None = None) -> Round:
@@ -34,3 +36,34 @@ def send_to_training(s: Session, round_: Round) -> None:
     round_.state = "training"
     round_.closed_at = utcnow()
     jobs.enqueue(s, "train", round_.project_id, round_.id)
+
+
+def after_answer(s: Session, round_: Round, project: Project, sequential: bool) -> None:
+    """After a label or skip: a sequential round asks the worker for its next pick; a finished round trains."""
+    counts = dict(
+        s.execute(
+            select(QueueEntry.state, func.count())
+            .where(QueueEntry.round_id == round_.id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
+            .group_by(QueueEntry.state)
+        ).all()
+    )
+    picked = sum(counts.values())
+    open_now = counts.get("pending", 0) + counts.get("claimed", 0)
+    open_eval = s.scalar(
+        select(func.count()).select_from(QueueEntry).where(
+            QueueEntry.round_id == round_.id, QueueEntry.arm == "eval", QueueEntry.state.in_(("pending", "claimed"))
+        )
+    )
+    if round_.state != "labeling":
+        return
+    if sequential and picked < project.round_size:
+        waiting = s.scalar(
+            select(func.count()).select_from(Job).where(
+                Job.round_id == round_.id, Job.kind == "select", Job.state == "queued"
+            )
+        )
+        if not waiting:
+            jobs.enqueue(s, "select", project.id, round_.id, {"next": True})
+        return
+    if open_now == 0 and open_eval == 0:
+        send_to_training(s, round_)

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.rounds import open_round
+from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, send_to_training
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images, standardize
 from learners.heads import HeadConfig, TrainedHead, train_head
@@ -86,6 +86,8 @@ def ensure_features(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.n
 
 
 def select_round(job: Job, ctx: TaskContext) -> str:
+    """Fill a round's queue. Batch strategies pick the whole round at once; sequential ones (GALAXY, DIRECT) keep
+    `SEQUENTIAL_LOOKAHEAD` picks ahead of the annotators, one more after each label, from all labels so far."""
     with ctx.db.read() as s:
         round_ = s.get(Round, job.round_id)
         project = s.get(Project, job.project_id)
@@ -98,40 +100,69 @@ def select_round(job: Job, ctx: TaskContext) -> str:
                 .where(Round.project_id == project.id, QueueEntry.state.in_(("pending", "claimed", "skipped")))
             )
         )
-    if round_.state != "selecting":
+        picked, open_now = round_picks(s, round_.id)
+    strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
+    follow_up = round_.state == "labeling" and strategy.sequential
+    if round_.state != "selecting" and not follow_up:
         return f"round {round_.index} is {round_.state}; nothing to select"
+    if strategy.sequential:
+        budget = max(0, min(SEQUENTIAL_LOOKAHEAD - open_now, project.round_size - picked))
+    else:
+        budget = project.round_size
     ids = np.array([it.id for it in items], dtype=np.int64)
     entries: list[tuple[int, str, float | None]] = []
-    if round_.index == 0:
+    if round_.index == 0 and not follow_up:
         entries += [(it.id, "eval", None) for it in items if it.split == "eval" and it.id not in labels and it.id not in queued]
-    pool_mask = np.array([it.split == "pool" and it.id not in labels and it.id not in queued for it in items])
-    candidates = np.flatnonzero(pool_mask)
-    inputs = StrategyInputs(candidates=candidates)
-    pred = _latest_predictions(ctx, project.id)
-    if pred is not None:
-        probs, pred_ids = pred
-        inputs.probs = _align(probs, pred_ids, ids)
-    labeled_pos = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
-    inputs.labeled = labeled_pos
-    inputs.labels = np.array([labels[items[i].id].value[0] for i in labeled_pos], dtype=np.int64)
-    strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
-    if "features" in strategy.needs or "penultimate" in strategy.needs:
-        features, _ = ensure_features(ctx, project.id)
-        inputs.features = standardize(features)[0]
-    ctx.progress(0.3, f"{round_.strategy}: choosing {project.round_size} of {len(candidates)}")
-    rng = np.random.default_rng([project.seed, round_.index])
-    selection = strategy.select(inputs, project.round_size, rng)
+    candidates = np.flatnonzero([it.split == "pool" and it.id not in labels and it.id not in queued for it in items])
+    inputs = _strategy_inputs(ctx, project, items, ids, labels, candidates, strategy.needs)
+    inputs.step = picked
+    ctx.progress(0.5, f"{round_.strategy}: choosing {budget} of {len(candidates)}")
+    rng = np.random.default_rng([project.seed, round_.index, picked])
+    selection = strategy.select(inputs, budget, rng)
     entries += [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
     with ctx.db.write() as s:
         round_ = s.get(Round, job.round_id)
-        if round_.state != "selecting":  # another worker finished it first
-            return f"round {round_.index} already selected"
-        for position, (item_id, arm, score) in enumerate(entries):
+        if round_picks(s, round_.id)[0] != picked or round_.state not in ("selecting", "labeling"):
+            return f"round {round_.index} changed while selecting (another worker); nothing added"
+        start = s.scalar(select(func.coalesce(func.max(QueueEntry.position) + 1, 0)).where(QueueEntry.round_id == round_.id))
+        for position, (item_id, arm, score) in enumerate(entries, start=start):
             s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
-        round_.note = selection.note
-        round_.state = "labeling" if entries else "done"
-        round_.labeling_at = utcnow()
+        if not follow_up:
+            round_.note = selection.note
+            round_.labeling_at = utcnow()
+            round_.state = "labeling" if entries else "done"
+        elif not entries and open_now == 0:  # the pool ran out before the round was full
+            send_to_training(s, round_)
     return f"round {round_.index}: {len(entries)} items queued ({selection.note or round_.strategy})"
+
+
+def round_picks(s, round_id: int) -> tuple[int, int]:
+    """(pool items picked so far in the round, of which still open), dropped entries and the eval set excluded."""
+    rows = s.execute(
+        select(QueueEntry.state, func.count())
+        .where(QueueEntry.round_id == round_id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
+        .group_by(QueueEntry.state)
+    ).all()
+    counts = dict(rows)
+    return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
+
+
+def _strategy_inputs(ctx, project: Project, items: list[Item], ids: np.ndarray, labels: dict, candidates: np.ndarray, needs) -> StrategyInputs:
+    """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
+    inputs = StrategyInputs(candidates=candidates)
+    pred = _latest_predictions(ctx, project.id)
+    if pred is not None:
+        inputs.probs = _align(*pred, ids)
+    labeled = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
+    inputs.labeled = labeled
+    inputs.labels = np.array([labels[items[i].id].value[0] for i in labeled], dtype=np.int64)
+    if needs & {"features", "penultimate"}:
+        features, feature_ids = ensure_features(ctx, project.id)
+        x = _align(standardize(features)[0], feature_ids, ids)
+        inputs.features = x
+        head = load_head(ctx.db, project.id) if "penultimate" in needs else None
+        inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
+    return inputs
 
 
 def _latest_predictions(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:

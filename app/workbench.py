@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from app.rounds import open_round, send_to_training
+from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
 from storage import exporters, importers, jobs, queue
 from storage.db import Database
@@ -63,6 +63,7 @@ class Workbench:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
         self._predictions_cache: dict[int, tuple[np.ndarray, dict[int, int]]] = {}
+        self._sequential: dict[str, bool] = {"random": False}
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
@@ -225,8 +226,15 @@ class Workbench:
     def _close_if_done(self, s, entry_id: int) -> None:
         entry = s.get(QueueEntry, entry_id)
         round_ = s.get(Round, entry.round_id)
-        if round_.state == "labeling" and queue.open_entries(s, round_.id) == 0:
-            send_to_training(s, round_)
+        project = s.get(Project, round_.project_id)
+        after_answer(s, round_, project, sequential=self._is_sequential(round_.strategy))
+
+    def _is_sequential(self, strategy: str) -> bool:
+        if strategy not in self._sequential:
+            from learners.strategies import get_strategy
+
+            self._sequential[strategy] = get_strategy(strategy).sequential
+        return self._sequential[strategy]
 
     def undo(self, project_id: int, annotator: str) -> Annotation | None:
         with self.db.write() as s:
