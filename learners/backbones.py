@@ -1,0 +1,186 @@
+"""Frozen feature extractors: `pixels` (resized grey pixels) and any timm model (`timm/<name>`).
+
+A backbone asked for with pretrained weights that cannot be had raises `BackboneUnavailable`; it never falls
+back to random weights silently.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+PIXELS_DEFAULT_SIZE = 16
+ACCEPTED_FORMS = "'pixels' or 'timm/<model name>' (for example 'timm/resnet18')"
+
+
+class BackboneUnavailable(Exception):
+    """The requested backbone (or its weights) cannot be loaded; the message says which and why."""
+
+
+@dataclass
+class BackboneSpec:
+    """What to embed with. `name` is 'pixels' or 'timm/<model>'.
+
+    `checkpoint` (a .safetensors or torch file holding the model's state dict) takes precedence over
+    `pretrained`. `image_size` is the square input side (pixels default 16; timm default: the model's own).
+    """
+
+    name: str
+    pretrained: bool = True
+    checkpoint: str | None = None
+    image_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | str) -> BackboneSpec:
+        if isinstance(d, str):
+            return cls(name=d)
+        unknown = set(d) - {"name", "pretrained", "checkpoint", "image_size"}
+        if unknown:
+            raise ValueError(f"unknown backbone setting(s) {sorted(unknown)}; accepted: name, pretrained, "
+                             "checkpoint, image_size")
+        if "name" not in d:
+            raise ValueError(f"backbone spec {d!r} has no 'name'; use {ACCEPTED_FORMS}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "pretrained": self.pretrained, "checkpoint": self.checkpoint,
+                "image_size": self.image_size}
+
+
+@dataclass
+class Backbone:
+    """A loaded, frozen backbone. `transform` maps a PIL image to the tensor `module` expects (one item, no
+    batch dimension); `module(batch)` returns (B, dim) features."""
+
+    name: str
+    module: nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    dim: int
+
+
+def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
+    """Build the backbone `spec` names, in eval mode with gradients off, on `device`."""
+    if spec.image_size is not None and spec.image_size < 1:
+        raise ValueError(f"{spec.name}: image_size must be a positive integer, got {spec.image_size}")
+    if spec.name == "pixels":
+        backbone = _load_pixels(spec)
+    elif spec.name.startswith("timm/") and len(spec.name) > len("timm/"):
+        backbone = _load_timm(spec)
+    else:
+        raise ValueError(f"unknown backbone {spec.name!r}; accepted forms: {ACCEPTED_FORMS}")
+    backbone.module.eval().requires_grad_(False).to(device)
+    return backbone
+
+
+class _PixelsTransform:
+    """Resize to size x size, grey levels in [0, 1], shape (1, size, size). A class so DataLoader workers can
+    pickle it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        grey = image.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(grey, dtype=np.float32) / 255.0
+        return torch.from_numpy(pixels).unsqueeze(0)
+
+
+def _load_pixels(spec: BackboneSpec) -> Backbone:
+    size = spec.image_size or PIXELS_DEFAULT_SIZE
+    return Backbone(name="pixels", module=nn.Flatten(), transform=_PixelsTransform(size), dim=size * size)
+
+
+class _RandomInitWarning(logging.Handler):
+    """Collects timm log records that announce a fallback to random initialization."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "random init" in message.lower():
+            self.messages.append(message)
+
+
+@contextmanager
+def _watch_timm_random_init() -> Iterator[_RandomInitWarning]:
+    logger = logging.getLogger("timm.models._builder")
+    handler = _RandomInitWarning()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def _load_timm(spec: BackboneSpec) -> Backbone:
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model_name = spec.name.removeprefix("timm/")
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model {model_name!r} in backbone {spec.name!r}; "
+                         f"see timm.list_models(); accepted forms: {ACCEPTED_FORMS}")
+    use_hub_weights = spec.pretrained and spec.checkpoint is None
+    try:
+        with _watch_timm_random_init() as watch:
+            model = timm.create_model(model_name, pretrained=use_hub_weights, num_classes=0)
+    except Exception as error:  # timm/huggingface_hub raise many types (OSError, RuntimeError, ...)
+        if not use_hub_weights:
+            raise
+        raise BackboneUnavailable(
+            f"{spec.name}: pretrained weights could not be downloaded or found in the timm hub cache (offline?). "
+            f"Set pretrained: false to use random weights, or checkpoint: /path/to/file. "
+            f"Cause: {type(error).__name__}: {error}") from error
+    if use_hub_weights and watch.messages:
+        raise BackboneUnavailable(f"{spec.name}: timm has no loadable pretrained weights for this model "
+                                  f"({watch.messages[0]}). Set pretrained: false or checkpoint: /path/to/file.")
+    if spec.checkpoint is not None:
+        _load_checkpoint(model, spec)
+
+    overrides = {"input_size": (3, spec.image_size, spec.image_size)} if spec.image_size else {}
+    data_config = resolve_data_config(overrides, model=model)
+    transform = create_transform(**data_config, is_training=False)
+    return Backbone(name=spec.name, module=model, transform=transform, dim=int(model.num_features))
+
+
+def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
+    """Load a state dict from `spec.checkpoint` into `model` (built with num_classes=0).
+
+    Classifier weights in the file are ignored; any other missing or unexpected key is an error."""
+    path = Path(spec.checkpoint).expanduser()
+    if not path.is_file():
+        raise BackboneUnavailable(f"{spec.name}: checkpoint file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise BackboneUnavailable(f"{spec.name}: cannot read checkpoint {path}: {error}") from error
+    for wrapper_key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
+            state = state[wrapper_key]
+    if not isinstance(state, dict):
+        raise BackboneUnavailable(f"{spec.name}: checkpoint {path} does not hold a state dict")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+
+    classifier = model.pretrained_cfg.get("classifier") or ""
+    classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    expected = set(model.state_dict())
+    unexpected = [k for k in state if k not in expected and not any(k.startswith(c + ".") for c in classifiers if c)]
+    missing = sorted(expected - set(state))
+    if missing or unexpected:
+        raise BackboneUnavailable(f"{spec.name}: checkpoint {path} does not match the model: "
+                                  f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected})

@@ -1,0 +1,142 @@
+"""What every selection strategy reads and returns, and the checks and cold-start rule they share.
+
+Importing `learners.strategies` (for example to list the registered names in the web UI) loads numpy only:
+modules import torch inside the functions that compute.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+Ask = Callable[[int], int]
+INPUT_FIELDS = frozenset({"probs", "features", "penultimate", "labels"})
+
+
+@dataclass
+class StrategyInputs:
+    """Pool arrays for one selection. `candidates` are positions into the pool arrays (U: unlabeled, not in the
+    eval set, not queued); `labeled`/`labels` are the positions and classes of the labeled pool items.
+    `probs` (N x C), `features` (N x d) and `penultimate` (N x h) are indexed by pool position."""
+
+    candidates: np.ndarray
+    probs: np.ndarray | None = None
+    features: np.ndarray | None = None
+    penultimate: np.ndarray | None = None
+    labeled: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    step: int = 0  # picks this round has already made (sequential strategies continue their cycle from here)
+
+
+@dataclass
+class Selection:
+    """Picks, best first: pool positions, one score per pick, and the arm (strategy name) that chose each."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    arms: list[str]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not len(self.positions) == len(self.scores) == len(self.arms):
+            raise ValueError("positions, scores and arms must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class Strategy(ABC):
+    """A selection rule. Call `select`; subclasses implement `_select`, which may assume that
+    0 < budget <= len(candidates), the candidates are unique valid positions, and every input in `needs` is
+    present (with one exception: a strategy needing `probs` never sees a missing `probs` - `select` falls back
+    to random picks and says so in `Selection.note`; this is the cold start, before any head exists)."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()
+    sequential: ClassVar[bool] = False
+
+    def select(
+        self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, ask: Ask | None = None
+    ) -> Selection:
+        """Up to `budget` candidates, best first (all of them when budget >= |U|).
+
+        `ask(position) -> label` is used by sequential strategies only: in simulation it is the oracle, answering
+        each pick before the next. Without it a sequential strategy treats its earlier picks of this call as
+        taken but unlabeled (never as labeled); the web UI calls it with budget 1 after each human label."""
+        candidates = _checked_candidates(inputs)
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        budget = min(budget, len(candidates))
+        if budget == 0:
+            return Selection(np.empty(0, dtype=np.int64), np.empty(0), [])
+        if "probs" in self.needs and inputs.probs is None:
+            picks = random_selection(candidates, budget, rng)
+            picks.note = f"cold start: no head yet, {self.name} fell back to random"
+            return picks
+        for field in self.needs:
+            if getattr(inputs, field) is None:
+                raise ValueError(f"strategy {self.name!r} needs {field!r}, which was not given")
+        if "labels" in self.needs and inputs.labeled is None:
+            raise ValueError(f"strategy {self.name!r} needs the labeled positions ('labeled') with 'labels'")
+        inputs = replace(inputs, candidates=candidates)
+        if self.sequential:
+            return self._select(inputs, budget, rng, ask=ask)
+        return self._select(inputs, budget, rng)
+
+    @abstractmethod
+    def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, **kwargs) -> Selection:
+        """Sequential strategies receive `ask=` (None or the callback) as a keyword."""
+
+
+def _pool_size(inputs: StrategyInputs) -> int | None:
+    for array in (inputs.probs, inputs.features, inputs.penultimate):
+        if array is not None:
+            return len(array)
+    return None
+
+
+def _checked_candidates(inputs: StrategyInputs) -> np.ndarray:
+    candidates = np.asarray(inputs.candidates)
+    if candidates.ndim != 1 or (len(candidates) and not np.issubdtype(candidates.dtype, np.integer)):
+        raise ValueError("candidates must be a 1-D array of integer pool positions")
+    candidates = candidates.astype(np.int64, copy=False)
+    if len(candidates) == 0:
+        return candidates
+    pool_size = _pool_size(inputs)
+    if candidates.min() < 0 or (pool_size is not None and candidates.max() >= pool_size):
+        raise ValueError(f"candidate positions must lie in [0, {pool_size}), got range "
+                         f"[{candidates.min()}, {candidates.max()}]")
+    if np.bincount(candidates).max() > 1:
+        raise ValueError("candidates contain duplicate positions")
+    return candidates
+
+
+def top_k(scores: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
+    """Indices of the k largest `scores`, best first; ties are broken by a random permutation drawn from `rng`.
+
+    Partial selection (torch.topk), no full sort: O(n) plus O(k log k)."""
+    import torch
+
+    permutation = torch.from_numpy(rng.permutation(len(scores))).to(scores.device)
+    shuffled = scores[permutation]
+    kth_value = torch.topk(shuffled, k, sorted=False).values.min()
+    above = torch.nonzero(shuffled > kth_value).squeeze(1)
+    at_kth = torch.nonzero(shuffled == kth_value).squeeze(1)[: k - len(above)]
+    chosen = torch.cat([above, at_kth])
+    # stable sort: equal scores keep their (random) shuffled order
+    best_first = torch.sort(shuffled[chosen], descending=True, stable=True).indices
+    return permutation[chosen[best_first]]
+
+
+def random_selection(candidates: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+    """`budget` candidates uniformly at random, best first; each pick's score is its uniform random priority
+    in [0, 1) (float64 draws: ties have probability ~0)."""
+    priority = rng.random(len(candidates))
+    top = np.argpartition(-priority, budget - 1)[:budget]
+    order = top[np.argsort(-priority[top])]
+    return Selection(candidates[order], priority[order], ["random"] * budget)
