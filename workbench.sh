@@ -13,6 +13,7 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/.requirements.in
   .venv/bin/python -m pip install --quiet -r requirements.txt
   cp requirements.txt .venv/.requirements.installed
 fi
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # no busy-waiting torch threads on a shared CPU
 case "${1:-start}" in
   test) shift; exec .venv/bin/python -m pytest "$@" ;;
   *) [ $# -eq 0 ] && set -- start; exec .venv/bin/python -m app "$@" ;;

@@ -224,13 +224,16 @@ def test_label_skip_and_undo(wb: Workbench, demo_id: int) -> None:
     assert wb.labels(demo_id) == {}
 
 
-def item_id(wb: Workbench, project_id: int, key: str) -> int:
+def item_id(wb: Workbench, project_id: int, shown_name: str) -> int:
+    """The item shown under `shown_name`: the page shows only the file name (a class folder would give the answer away)."""
     from sqlalchemy import select
 
     from storage.models import Item
 
     with wb.db.read() as s:
-        return s.scalar(select(Item.id).where(Item.project_id == project_id, Item.key == key))
+        keys = dict(s.execute(select(Item.key, Item.id).where(Item.project_id == project_id)).all())
+    (match,) = [i for k, i in keys.items() if k.rsplit("/", 1)[-1] == shown_name]
+    return match
 
 
 def test_renaming_the_annotator_gives_the_item_back(wb: Workbench, demo_id: int) -> None:
