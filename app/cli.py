@@ -88,6 +88,28 @@ def _wait_for_jobs(wb, pid: int) -> None:
     bar.close()
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.simulation import summarize
+
+    wb = _workbench()
+    pid = wb.project_id(args.project)
+    job_id = wb.start_simulation(
+        pid, args.strategies.split(","), list(range(args.seeds)), args.round_size, args.rounds
+    )
+    print(f"simulation job {job_id} queued (a model worker runs it: ./workbench.sh start, or ./workbench.sh worker)")
+    if not args.wait:
+        return 0
+    _wait_for_jobs(wb, pid)
+    result = next((r for r in wb.simulations(pid) if r["job_id"] == job_id), None)
+    if result is None:
+        failed = [j.error for j in wb.failed_jobs(pid) if j.id == job_id]
+        print(f"error: simulation failed: {failed}", file=sys.stderr)
+        return 1
+    for row in summarize(result, args.metric)["table"]:
+        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     wb = _workbench()
     name, data = wb.export(wb.project_id(args.project), args.format)
@@ -111,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("start", help="start the web UI and the model worker (Ctrl-C stops both)")
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2, help="model workers (2: a long simulation never holds up labeling)")
     p.add_argument("--no-demo", action="store_true", help="do not create the demo project")
     p.set_defaults(func=cmd_start)
 
@@ -143,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="csv", choices=["csv", "jsonl", "zip", "predictions"])
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("simulate", help="compare strategies with an oracle on a project with gold labels")
+    p.add_argument("project")
+    p.add_argument("--strategies", default="random,margin,entropy", help="comma-separated strategy names")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--round-size", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5, help="rounds after the random seed round")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "macro_f1"])
+    p.add_argument("--wait", action="store_true", help="wait with a progress bar, then print the summary")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("status", help="show projects, rounds and jobs")
     p.add_argument("project", nargs="?")

@@ -16,7 +16,7 @@ from learners.metrics import classification_metrics, labels_per_class
 from learners.strategies import StrategyInputs, get_strategy
 from storage import jobs
 from storage.db import Database
-from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_matrix, save_tensors
+from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_json, save_matrix, save_tensors
 from storage.labels import current_labels
 from storage.models import Item, Job, Project, QueueEntry, Round, utcnow
 
@@ -32,7 +32,7 @@ class TaskContext:
 
 
 def run_job(job: Job, ctx: TaskContext) -> str:
-    handler = {"embed": embed, "select": select_round, "train": train}.get(job.kind)
+    handler = {"embed": embed, "select": select_round, "train": train, "simulate": simulate}.get(job.kind)
     if handler is None:
         raise ValueError(f"job {job.id}: unknown kind {job.kind!r}")
     return handler(job, ctx)
@@ -235,6 +235,20 @@ def train(job: Job, ctx: TaskContext) -> str:
                 if project.auto_next_round:
                     open_round(s, s.get(Project, project.id))
     return note
+
+
+def simulate(job: Job, ctx: TaskContext) -> str:
+    from app.settings import Settings
+    from app.simulation import SimulationConfig, run_simulation
+
+    ensure_features(ctx, job.project_id)
+    config = SimulationConfig.from_dict(job.params)
+    settings = Settings(home=ctx.home, db_url=ctx.db.url)
+    result = run_simulation(settings, job.project_id, config, device=ctx.device, progress=ctx.progress)
+    path = project_dir(ctx.home, job.project_id) / "simulations" / f"simulation-{job.id}.json"
+    with ctx.db.write() as s:
+        save_json(s, path, project_id=job.project_id, kind="simulation", data=result, meta={"job_id": job.id})
+    return f"{len(config.strategies)} strategies x {len(config.seeds)} seeds, {len(result['points'])} points"
 
 
 def load_head(db: Database, project_id: int) -> TrainedHead | None:

@@ -404,3 +404,31 @@ def _annotator(name: str) -> str:
     if not name:
         raise WorkbenchError("an annotator name is needed")
     return name[:100]
+
+    # ----- simulation -------------------------------------------------------------------------------------------
+    def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
+        """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id."""
+        names = self.strategy_names()
+        unknown = [s for s in strategies if s not in names]
+        if unknown or not strategies:
+            raise WorkbenchError(f"unknown strategies {unknown}; available: {', '.join(names)}" if unknown else "choose at least one strategy")
+        if not seeds or round_size < 1 or rounds < 1:
+            raise WorkbenchError("a simulation needs at least one seed, a round size >= 1 and at least one round")
+        with self.db.read() as s:
+            items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id))
+            with_gold = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id, Item.gold.is_not(None)))
+        if with_gold < items:
+            raise WorkbenchError(f"simulation needs gold labels on every item; {items - with_gold} of {items} have none")
+        params = {"strategies": list(strategies), "seeds": [int(x) for x in seeds], "round_size": int(round_size), "rounds": int(rounds)}
+        with self.db.write() as s:
+            return jobs.enqueue(s, "simulate", project_id, None, params).id
+
+    def simulations(self, project_id: int) -> list[dict]:
+        """Finished simulations of the project, newest first: {"job_id", "created_at", "config", "points", "human"}."""
+        from storage.files import load_json
+        from storage.models import Artifact
+
+        with self.db.read() as s:
+            arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "simulation").order_by(Artifact.id.desc())))
+        return [{"job_id": a.meta.get("job_id"), "created_at": a.created_at, **load_json(a)} for a in arts]
+

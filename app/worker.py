@@ -53,12 +53,15 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, settings: Settings | None = None, name: str | None = None, device: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, name: str | None = None, device: str | None = None, quiet: bool = False
+    ) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.device = device or pick_device()
         self._stopping = False
+        self.quiet = quiet
 
     def stop(self, *_args) -> None:
         self._stopping = True
@@ -81,13 +84,17 @@ class Worker:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             with self.db.write() as s:
                 jobs.fail(s, job.id, detail)
-            print(f"[worker {self.name}] job {job.id} ({job.kind}) failed: {detail}", flush=True)
+            self._say(f"job {job.id} ({job.kind}) failed: {detail}")
             return True
         beat.stop()
         with self.db.write() as s:
             jobs.finish(s, job.id, message)
-        print(f"[worker {self.name}] job {job.id} ({job.kind}) done: {message}", flush=True)
+        self._say(f"job {job.id} ({job.kind}) done: {message}")
         return True
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[worker {self.name}] {text}", flush=True)
 
     def run_forever(self, idle_sleep: float = 0.5) -> None:
         signal.signal(signal.SIGTERM, self.stop)

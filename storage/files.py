@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -122,6 +123,18 @@ def load_tensors(artifact: Artifact) -> tuple[dict[str, np.ndarray], dict[str, s
     """Arrays and metadata of a safetensors artifact (never a pickle)."""
     data = _read_checked(Path(artifact.path), artifact.sha256)
     return load_safetensors_bytes(data), dict(artifact.meta)
+
+
+def save_json(session: Session, path: Path, *, project_id: int, kind: str, data: dict, meta: dict | None = None) -> Artifact:
+    sha = atomic_write_bytes(path, json.dumps(data, ensure_ascii=False, default=str).encode())
+    artifact = Artifact(project_id=project_id, kind=kind, path=str(path), sha256=sha, meta=meta or {})
+    session.add(artifact)
+    session.flush()
+    return artifact
+
+
+def load_json(artifact: Artifact) -> dict:
+    return json.loads(_read_checked(Path(artifact.path), artifact.sha256))
 
 
 def latest_artifact(session: Session, project_id: int, kind: str, **meta_filters: str) -> Artifact | None:

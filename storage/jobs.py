@@ -10,7 +10,7 @@ from storage.models import Job, utcnow
 
 STALE_AFTER_SECONDS = 30
 MAX_ATTEMPTS = 3
-PRIORITY = {"select": 0, "train": 5, "embed": 10, "export": 20}
+PRIORITY = {"select": 0, "train": 5, "embed": 10, "simulate": 15, "export": 20}
 
 
 def enqueue(

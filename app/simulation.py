@@ -1,0 +1,176 @@
+"""Simulation: the human loop run with an oracle that answers from gold labels, to compare strategies on a
+project's own data before spending labels.
+
+Each (strategy, seed) run is a fresh workbench database beside the project (same items, same ids, same cached
+features, no gold labels in it) driven through the same verbs and worker tasks as people use. The oracle is the
+only holder of gold labels and answers only items the loop hands it; the evaluation set is labeled by the oracle
+up front, as annotators label it first in a real project.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import insert, select
+
+from app.rounds import open_round
+from app.settings import Settings
+from app.worker import Worker
+from app.workbench import Workbench
+from storage.files import latest_artifact, load_matrix
+from storage.models import Annotation, Artifact, Item, Project, Round
+
+ORACLE = "oracle"
+
+
+@dataclass
+class SimulationConfig:
+    strategies: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    round_size: int = 20  # B: the seed round and every later round
+    rounds: int = 5  # R rounds after the seed round
+    head: dict | None = None  # default: the project's head
+    training: dict | None = None  # default: the project's training settings
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimulationConfig:
+        return cls(**d)
+
+
+def run_simulation(
+    settings: Settings, project_id: int, config: SimulationConfig, device: str = "cpu",
+    progress: Callable[[float, str], None] | None = None,
+) -> dict:
+    """Every (strategy, seed) run; returns {"config", "points": [...], "human": [...]} (points: one per round)."""
+    source = Workbench(settings)
+    project = source.project(project_id)
+    with source.db.read() as s:
+        items = list(s.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)))
+        features = latest_artifact(s, project_id, "features")
+    gold = {it.id: it.gold for it in items if it.gold}
+    missing = [it.key for it in items if it.split == "eval" and it.id not in gold]
+    if len(gold) < len(items) or missing:
+        raise ValueError(
+            f"project {project.name!r}: simulation needs a gold label on every item; {len(items) - len(gold)} have none"
+        )
+    if features is None:
+        raise ValueError(f"project {project.name!r}: its features are not computed yet (the embed job runs first)")
+    runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
+    points: list[dict] = []
+    started = time.time()
+    for n, (strategy, seed) in enumerate(runs):
+        def run_progress(fraction: float, message: str, n: int = n) -> None:
+            if progress:
+                progress((n + fraction) / len(runs), f"{message} ({n + 1}/{len(runs)}, {time.time() - started:.0f} s)")
+
+        points += _one_run(settings, project, items, gold, features, config, strategy, seed, device, run_progress)
+    return {"config": asdict(config), "points": points, "human": source.chart_data(project_id)}
+
+
+def _one_run(
+    settings: Settings, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
+    config: SimulationConfig, strategy: str, seed: int, device: str, progress: Callable[[float, str], None],
+) -> list[dict]:
+    home = settings.home / "projects" / str(project.id) / "simulation-runs" / f"{strategy}-seed{seed}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    sim_settings = Settings(home=home, db_url=f"sqlite:///{home / 'sim.sqlite'}", lease_seconds=settings.lease_seconds)
+    wb = Workbench(sim_settings)
+    try:
+        pid = _copy_project(wb, project, items, gold, features, config, strategy, seed)
+        worker = Worker(sim_settings, name=f"simulation-{strategy}-{seed}", device=device, quiet=True)
+        target = config.rounds + 1
+        while len(wb.chart_data(pid)) < target:
+            task = wb.next_task(pid, ORACLE)
+            if task is not None:
+                wb.submit(pid, task.entry_id, ORACLE, gold[task.item_id])  # the oracle answers only what it is asked
+            elif not worker.run_once():
+                failed = [f"{j.kind}: {j.error}" for j in wb.failed_jobs(pid)]
+                raise RuntimeError(f"simulation of {strategy} (seed {seed}) stalled: {failed or wb.status(pid)}")
+            progress(len(wb.chart_data(pid)) / target, f"{strategy}, seed {seed}")
+        pool_acc = _pool_accuracies(wb, pid, gold)
+        return [
+            {**point, "round_strategy": point["strategy"], "strategy": strategy, "seed": seed,
+             "pool_accuracy": pool_acc.get(point["round"])}
+            for point in wb.chart_data(pid)[:target]
+        ]
+    finally:
+        wb.db.dispose()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _copy_project(
+    wb: Workbench, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
+    config: SimulationConfig, strategy: str, seed: int,
+) -> int:
+    with wb.db.write() as s:
+        sim = Project(
+            id=project.id, name=f"{project.name} / {strategy} / seed {seed}", task=project.task,
+            classes=list(project.classes), data_root=project.data_root, backbone=dict(project.backbone),
+            head=dict(config.head or project.head), training=dict(config.training or project.training or {}),
+            strategy=strategy, strategy_params={}, round_size=config.round_size, eval_size=0,
+            auto_next_round=True, seed=seed,
+        )
+        s.add(sim)
+        s.flush()
+        # Same ids as the real project, so the cached features (rows keyed by item id) apply as they are; no gold.
+        s.execute(insert(Item), [
+            {"id": it.id, "project_id": sim.id, "key": it.key, "content_hash": it.content_hash, "split": it.split, "gold": None}
+            for it in items
+        ])
+        s.add(Artifact(project_id=sim.id, kind="features", path=features.path, sha256=features.sha256, meta=dict(features.meta)))
+        s.execute(insert(Annotation), [
+            {"project_id": sim.id, "item_id": it.id, "annotator": ORACLE, "kind": "label", "value": gold[it.id]}
+            for it in items if it.split == "eval"
+        ])
+        open_round(s, sim, strategy="random")
+        return sim.id
+
+
+def _pool_accuracies(wb: Workbench, project_id: int, gold: dict[int, list[int]]) -> dict[int, float]:
+    """Transductive accuracy of each round's head on the whole pool (simulation only: it reads gold labels)."""
+    out = {}
+    with wb.db.read() as s:
+        rounds = {r.id: r.index for r in s.scalars(select(Round).where(Round.project_id == project_id))}
+        arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "predictions")))
+        pool = {it for it, in s.execute(select(Item.id).where(Item.project_id == project_id, Item.split == "pool"))}
+    for art in arts:
+        if art.round_id in rounds:
+            probs, ids = load_matrix(art)
+            keep = np.array([int(i) in pool for i in ids])
+            truth = np.array([gold[int(i)][0] for i in ids[keep]])
+            out[rounds[art.round_id]] = float((probs[keep].argmax(1) == truth).mean())
+    return out
+
+
+def summarize(result: dict, metric: str = "accuracy") -> dict:
+    """Per strategy: the mean curve with its standard error over seeds, the normalised area under it, the labels
+    needed to reach random's final value, and the label savings against random (None where not reached)."""
+    from learners.efficiency import auc, label_savings, labels_to_reach, mean_and_se
+
+    by_strategy: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for strategy in dict.fromkeys(p["strategy"] for p in result["points"]):
+        for seed in sorted({p["seed"] for p in result["points"] if p["strategy"] == strategy}):
+            pts = sorted((p for p in result["points"] if p["strategy"] == strategy and p["seed"] == seed), key=lambda p: p["labels"])
+            by_strategy.setdefault(strategy, []).append(
+                (np.array([p["labels"] for p in pts], float), np.array([p[metric] for p in pts], float))
+            )
+    curves = {name: mean_and_se(runs) for name, runs in by_strategy.items()}
+    reference = curves.get("random")
+    table = []
+    for name, (labels, mean, se) in curves.items():
+        row = {"strategy": name, "seeds": len(by_strategy[name]), "final": float(mean[-1]), "auc": auc(labels, mean)}
+        if reference is not None:
+            target = float(reference[1][-1])
+            row["labels_to_reach_random_final"] = labels_to_reach(labels, mean, target)
+            row["label_savings_vs_random"] = label_savings((labels, mean), (reference[0], reference[1]))
+        table.append(row)
+    return {
+        "metric": metric,
+        "curves": {name: {"labels": l.tolist(), "mean": m.tolist(), "se": e.tolist()} for name, (l, m, e) in curves.items()},
+        "table": table,
+    }
