@@ -51,6 +51,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _settle(page) -> None:
+    """Wait until Streamlit has finished running the page script (its 'running' indicator is gone)."""
+    running = page.locator("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']")
+    deadline = time.time() + 30
+    while running.count() and time.time() < deadline:
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(150)
+
+
 @pytest.fixture
 def workbench_server(tmp_path: Path):
     """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
@@ -112,9 +121,15 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
                 assert held_item() == item
                 undone = True
                 continue
+            _settle(page)
             page.keyboard.press(str(gold[item]))
             pressed += 1
-            _wait(lambda: len(wb.labels(pid)) == pressed, 30, f"label {pressed} in the database")
+            try:
+                _wait(lambda: len(wb.labels(pid)) == pressed, 10, f"label {pressed} in the database")
+            except AssertionError:  # the key landed while the page was being redrawn: press it once more
+                _settle(page)
+                page.keyboard.press(str(gold[item]))
+                _wait(lambda: len(wb.labels(pid)) == pressed, 30, f"label {pressed} in the database")
 
         rounds = _wait(lambda: (r := wb.rounds(pid)) and len(r) == 3 and r[2].state == "labeling" and r, 120, "round 2")
         assert [r.state for r in rounds] == ["done", "done", "labeling"]
