@@ -27,6 +27,18 @@ from storage.models import Annotation, Artifact, Item, Project, Round
 ORACLE = "oracle"
 
 
+class Oracle:
+    """The simulated annotator: answers the item it is handed from the gold labels, and nothing else."""
+
+    def __init__(self, gold: dict[int, list[int]]) -> None:
+        self._gold = gold
+        self.asked: list[int] = []
+
+    def answer(self, item_id: int) -> list[int]:
+        self.asked.append(item_id)
+        return list(self._gold[item_id])
+
+
 @dataclass
 class SimulationConfig:
     strategies: list[str]
@@ -83,11 +95,12 @@ def _one_run(
     try:
         pid = _copy_project(wb, project, items, gold, features, config, strategy, seed)
         worker = Worker(sim_settings, name=f"simulation-{strategy}-{seed}", device=device, quiet=True)
+        oracle = Oracle(gold)
         target = config.rounds + 1
         while len(wb.chart_data(pid)) < target:
             task = wb.next_task(pid, ORACLE)
             if task is not None:
-                wb.submit(pid, task.entry_id, ORACLE, gold[task.item_id])  # the oracle answers only what it is asked
+                wb.submit(pid, task.entry_id, ORACLE, oracle.answer(task.item_id))
             elif not worker.run_once():
                 failed = [f"{j.kind}: {j.error}" for j in wb.failed_jobs(pid)]
                 raise RuntimeError(f"simulation of {strategy} (seed {seed}) stalled: {failed or wb.status(pid)}")
@@ -123,7 +136,7 @@ def _copy_project(
             for it in items
         ])
         s.add(Artifact(project_id=sim.id, kind="features", path=features.path, sha256=features.sha256, meta=dict(features.meta)))
-        s.execute(insert(Annotation), [
+        s.execute(insert(Annotation), [  # the evaluation set, labeled first as people do; it never trains or selects
             {"project_id": sim.id, "item_id": it.id, "annotator": ORACLE, "kind": "label", "value": gold[it.id]}
             for it in items if it.split == "eval"
         ])

@@ -399,12 +399,6 @@ class Workbench:
             return latest_artifact(s, project_id, "predictions") is not None
 
 
-def _annotator(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise WorkbenchError("an annotator name is needed")
-    return name[:100]
-
     # ----- simulation -------------------------------------------------------------------------------------------
     def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
         """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id."""
@@ -432,3 +426,9 @@ def _annotator(name: str) -> str:
             arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "simulation").order_by(Artifact.id.desc())))
         return [{"job_id": a.meta.get("job_id"), "created_at": a.created_at, **load_json(a)} for a in arts]
 
+
+def _annotator(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise WorkbenchError("an annotator name is needed")
+    return name[:100]
