@@ -97,14 +97,17 @@ def _one_run(
         worker = Worker(sim_settings, name=f"simulation-{strategy}-{seed}", device=device, quiet=True)
         oracle = Oracle(gold)
         target = config.rounds + 1
-        while len(wb.chart_data(pid)) < target:
+        trained = 0
+        while trained < target:
             task = wb.next_task(pid, ORACLE)
             if task is not None:
                 wb.submit(pid, task.entry_id, ORACLE, oracle.answer(task.item_id))
-            elif not worker.run_once():
+                continue
+            if not worker.run_once():
                 failed = [f"{j.kind}: {j.error}" for j in wb.failed_jobs(pid)]
                 raise RuntimeError(f"simulation of {strategy} (seed {seed}) stalled: {failed or wb.status(pid)}")
-            progress(len(wb.chart_data(pid)) / target, f"{strategy}, seed {seed}")
+            trained = len(wb.chart_data(pid))
+            progress(trained / target, f"{strategy}, seed {seed}")
         pool_acc = _pool_accuracies(wb, pid, gold)
         return [
             {**point, "round_strategy": point["strategy"], "strategy": strategy, "seed": seed,

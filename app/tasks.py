@@ -43,10 +43,15 @@ def _backbone_key(backbone: dict) -> str:
     return f"{spec.name}|pretrained={spec.pretrained}|ckpt={spec.checkpoint}|size={spec.image_size}"
 
 
-def _pool_items(db: Database, project_id: int) -> tuple[Project, list[Item]]:
+def _item_rows(s, project_id: int) -> list:
+    """(id, key, split) of every item, ordered by id: light rows, and never the gold labels."""
+    return list(s.execute(select(Item.id, Item.key, Item.split).where(Item.project_id == project_id).order_by(Item.id)))
+
+
+def _pool_items(db: Database, project_id: int) -> tuple[Project, list]:
     with db.read() as s:
         project = s.get(Project, project_id)
-        items = list(s.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)))
+        items = _item_rows(s, project_id)
     return project, items
 
 
@@ -91,7 +96,7 @@ def select_round(job: Job, ctx: TaskContext) -> str:
     with ctx.db.read() as s:
         round_ = s.get(Round, job.round_id)
         project = s.get(Project, job.project_id)
-        items = list(s.scalars(select(Item).where(Item.project_id == project.id).order_by(Item.id)))
+        items = _item_rows(s, project.id)
         labels = current_labels(s, project.id)
         queued = set(
             s.scalars(
@@ -147,7 +152,7 @@ def round_picks(s, round_id: int) -> tuple[int, int]:
     return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
 
 
-def _strategy_inputs(ctx, project: Project, items: list[Item], ids: np.ndarray, labels: dict, candidates: np.ndarray, needs) -> StrategyInputs:
+def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels: dict, candidates: np.ndarray, needs) -> StrategyInputs:
     """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
     inputs = StrategyInputs(candidates=candidates)
     pred = _latest_predictions(ctx, project.id)
@@ -185,7 +190,7 @@ def train(job: Job, ctx: TaskContext) -> str:
     ctx.progress(0.05, "features ready")
     with ctx.db.read() as s:
         project = s.get(Project, job.project_id)
-        items = list(s.scalars(select(Item).where(Item.project_id == project.id).order_by(Item.id)))
+        items = _item_rows(s, project.id)
         labels = current_labels(s, project.id)
     split = {it.id: it.split for it in items}
     x, mean, std = standardize(features)
