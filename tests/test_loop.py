@@ -148,3 +148,34 @@ def test_verbs_refuse_what_cannot_be_done(settings: Settings) -> None:
         wb.submit(pid, task.entry_id, "ann", [10])
     with pytest.raises(WorkbenchError, match="annotator name"):
         wb.next_task(pid, "  ")
+
+
+def test_a_sequential_strategy_fills_its_round_one_pick_per_label(settings: Settings) -> None:
+    from storage.models import QueueEntry, Round
+
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Galaxy digits", strategy="galaxy", round_size=6, eval_size=10), "demo")
+    worker = Worker(settings, device="cpu")
+    gold = gold_of(wb, pid)
+    drain(worker)
+    label_round(wb, pid, gold)  # round 0: the eval set and 6 random picks
+    drain(worker)
+    round1 = wb.rounds(pid)[1]
+    assert (round1.strategy, round1.state) == ("galaxy", "labeling")
+
+    def queued() -> list[QueueEntry]:
+        with wb.db.read() as s:
+            return list(s.scalars(select(QueueEntry).where(QueueEntry.round_id == round1.id).order_by(QueueEntry.position)))
+
+    assert len(queued()) == 2  # two picks ahead, so the annotator never waits for the worker
+    for n in range(6):
+        task = wb.next_task(pid, "seq")
+        assert task is not None and task.arm == "galaxy"
+        wb.submit(pid, task.entry_id, "seq", [gold[task.item_id]])
+        drain(worker)  # the next pick is computed from every label so far
+        entries = queued()
+        assert len(entries) == min(n + 3, 6)
+        assert len({e.item_id for e in entries}) == len(entries)
+    with wb.db.read() as s:
+        states = [r.state for r in s.scalars(select(Round).where(Round.project_id == pid).order_by(Round.index))]
+    assert states[:2] == ["done", "done"] and wb.chart_data(pid)[-1]["labels"] == 12
