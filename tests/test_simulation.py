@@ -73,6 +73,26 @@ def test_a_simulation_job_stores_results_with_a_summary(demo) -> None:
     assert random_row["label_savings_vs_random"] == pytest.approx(0.0)
     assert all(len(c["se"]) == 3 for c in summary["curves"].values())
 
+    # the Simulate page shows the curves, the savings table and the downloads of every point
+    from streamlit.testing.v1 import AppTest
+
+    import os
+
+    os.environ["WORKBENCH_HOME"], os.environ["WORKBENCH_DB_URL"] = str(settings.home), settings.db_url
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "streamlit_app.py"), default_timeout=60)
+        at.session_state["project_id"] = pid
+        at.run()
+        at.switch_page("app/pages/simulate.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.title[0].value == "Simulate"
+        strategies_in_table = set(at.dataframe[0].value["strategy"])
+        assert strategies_in_table == {"random", "margin"}
+        at.radio[0].set_value("balanced_accuracy").run()
+        assert not at.exception
+    finally:
+        del os.environ["WORKBENCH_HOME"], os.environ["WORKBENCH_DB_URL"]
+
 
 def test_simulation_refuses_a_project_without_gold(tmp_path: Path) -> None:
     from PIL import Image
