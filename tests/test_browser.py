@@ -61,14 +61,15 @@ def _settle(page) -> None:
 
 
 @pytest.fixture
-def workbench_server(tmp_path: Path):
+def workbench_server(tmp_path: Path, request: pytest.FixtureRequest):
     """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
+    extra = getattr(request, "param", [])
     port = _free_port()
     home = tmp_path / "home"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "start", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+        [sys.executable, "-m", "app", "start", "--port", str(port), *extra], cwd=ROOT, env=env, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -166,3 +167,46 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
                 assert zf.read(name) == (Path(wb.project(pid).data_root) / original.key).read_bytes()
     assert got == expected
     assert all(gold[i] == v[0] for i, v in labels.items())  # the undone wrong label left no trace in the labels
+
+
+@pytest.mark.parametrize("workbench_server", [["--no-demo"]], indirect=True)
+def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.workbench import ProjectConfig
+    from storage.models import QueueEntry
+
+    url, settings, _log = workbench_server
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Galaxy digits", strategy="galaxy", round_size=4, eval_size=4), "demo")
+    with wb.db.read() as s:
+        gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
+    _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
+    while (task := wb.next_task(pid, "oracle")) is not None:
+        wb.submit(pid, task.entry_id, "oracle", [gold[task.item_id]])
+    _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 90, "round 1 (galaxy)")
+    round_id = wb.rounds(pid)[1].id
+
+    def queued() -> int:
+        with wb.db.read() as s:
+            return len(list(s.scalars(select(QueueEntry.id).where(QueueEntry.round_id == round_id))))
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/label?annotator={ANNOTATOR}")
+        for n in range(4):
+            expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("chosen by: galaxy")).to_be_visible()
+            item = wb.next_task(pid, ANNOTATOR).item_id
+            _settle(page)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.keyboard.press(str(gold[item]))
+            _wait(lambda: len(wb.labels(pid, split="pool")) == 4 + n + 1, 30, f"galaxy label {n + 1}")
+            # the queue grows by one pick per label, computed by the worker from every label so far
+            _wait(lambda: queued() == min(n + 3, 4), 30, f"galaxy pick {n + 3}")
+        _wait(lambda: len(wb.chart_data(pid)) == 2, 90, "round 1 trained")
+        browser.close()
