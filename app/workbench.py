@@ -64,6 +64,7 @@ class Workbench:
         self.db = Database(self.settings.db_url)
         self._predictions_cache: dict[int, tuple[np.ndarray, dict[int, int]]] = {}
         self._sequential: dict[str, bool] = {"random": False}
+        self._fixed_cache: dict[int, dict] = {}
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
@@ -192,29 +193,36 @@ class Workbench:
             claim = queue.claim_next(s, round_.id, annotator, self.settings.lease_seconds)
             if claim is None:
                 return None
-            item = s.get(Item, claim.item_id)
-            project = s.get(Project, project_id)
+            key, split = s.execute(select(Item.key, Item.split).where(Item.id == claim.item_id)).one()
             counts = queue.round_counts(s, round_.id)
+            predictions = latest_artifact(s, project_id, "predictions")
         return Task(
             entry_id=claim.entry_id,
-            item_id=item.id,
-            key=item.key,
-            path=Path(project.data_root) / item.key,
-            split=item.split,
+            item_id=claim.item_id,
+            key=key,
+            path=Path(self._fixed(project_id)["data_root"]) / key,
+            split=split,
             arm=claim.arm,
             round_index=round_.index,
             done_in_round=counts["labeled"] + counts["skipped"],
             total_in_round=sum(counts.values()) - counts["dropped"],
-            guess=self.guess(project_id, item.id),
+            guess=self._guess(predictions, claim.item_id),
         )
+
+    def _fixed(self, project_id: int) -> dict:
+        """What never changes after a project is created (classes, task, data root), read once."""
+        if project_id not in self._fixed_cache:
+            project = self.project(project_id)
+            self._fixed_cache[project_id] = {"classes": list(project.classes), "task": project.task, "data_root": project.data_root}
+        return self._fixed_cache[project_id]
 
     def submit(self, project_id: int, entry_id: int, annotator: str, value: list[int], seconds: float | None = None) -> None:
         annotator = _annotator(annotator)
+        fixed = self._fixed(project_id)
+        bad = [v for v in value if not 0 <= int(v) < len(fixed["classes"])]
+        if bad or (fixed["task"] == "single_label" and len(value) != 1):
+            raise WorkbenchError(f"label {value} is not valid for classes {fixed['classes']}")
         with self.db.write() as s:
-            project = s.get(Project, project_id)
-            bad = [v for v in value if not 0 <= int(v) < len(project.classes)]
-            if bad or (project.task == "single_label" and len(value) != 1):
-                raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
             queue.submit_label(s, project_id, entry_id, annotator, value, seconds)
             self._close_if_done(s, entry_id)
 
@@ -250,8 +258,12 @@ class Workbench:
 
     # ----- model outputs ------------------------------------------------------------------------------------------
     def guess(self, project_id: int, item_id: int) -> tuple[int, float] | None:
+        """(class index, probability) the latest head gives the item, or None before the first training."""
         with self.db.read() as s:
             artifact = latest_artifact(s, project_id, "predictions")
+        return self._guess(artifact, item_id)
+
+    def _guess(self, artifact, item_id: int) -> tuple[int, float] | None:
         if artifact is None:
             return None
         if artifact.id not in self._predictions_cache:
