@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -410,16 +409,15 @@ def test_failed_import_stores_nothing(tmp_path: Path, db: Database) -> None:
     assert item_count(db) == 1
 
 
-def test_store_import_of_100k_items_is_fast(tmp_path: Path, db: Database) -> None:
+def test_store_import_of_100k_items_with_mixed_gold(tmp_path: Path, db: Database) -> None:
+    """100k items in one bulk insert (its speed is a benchmark matter: benchmarks/bench_labeling.py builds such a pool)."""
     items = [ImportedItem(f"img/{i:06d}.png", f"{i:064x}", [i % 3] if i % 2 else None, None) for i in range(100_000)]
     project = make_project(db, tmp_path, ["a", "b", "c"])
-    start = time.perf_counter()
     with db.write() as s:
         assert store_import(s, project, ImportResult(tmp_path, ["a", "b", "c"], items), eval_size=100, seed=0) == 100_000
-    elapsed = time.perf_counter() - start
     with db.read() as s:
         assert s.scalar(select(func.count()).where(Item.split == "eval")) == 100
-    assert elapsed < 10, f"storing 100k items took {elapsed:.1f}s"
+        assert s.scalar(select(func.count()).where(Item.gold.is_(None))) == 50_000
 
 
 # ---------------------------------------------------------------------------------------------------------------
