@@ -49,6 +49,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         name=args.name,
         backbone=json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone},
         head={"kind": args.head},
+        training={"ssl": args.ssl, "view_flip": not args.no_flip},
         strategy=args.strategy,
         round_size=args.round_size,
         eval_size=args.eval_size,
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="pixels", help="pixels, timm/<model>, or a JSON spec")
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--strategy", default="margin")
+    p.add_argument("--ssl", default="none", choices=["none", "pseudo_label", "flexmatch"], help="semi-supervised training")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmented views (digits, text)")
     p.add_argument("--round-size", type=int, default=10)
     p.add_argument("--eval-size", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, send_to_training
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images, standardize
-from learners.heads import HeadConfig, TrainedHead, train_head
+from learners.heads import HeadConfig, TrainedHead
+from learners.ssl import REQUIRED_VIEWS, SSLConfig, train_head_ssl
+from learners.views import VIEW_NAMES, embed_views, standardize_views
 from learners.metrics import classification_metrics, labels_per_class
 from learners.strategies import StrategyInputs, get_strategy
 from storage import jobs
@@ -57,7 +59,47 @@ def _pool_items(db: Database, project_id: int) -> tuple[Project, list]:
 
 def embed(job: Job, ctx: TaskContext) -> str:
     features, _ = ensure_features(ctx, job.project_id)
-    return f"{features.shape[0]} items embedded, {features.shape[1]} features each"
+    message = f"{features.shape[0]} items embedded, {features.shape[1]} features each"
+    with ctx.db.read() as s:
+        training = s.get(Project, job.project_id).training or {}
+    if REQUIRED_VIEWS.get(SSLConfig.from_dict(training.get("ssl", "none")).method):
+        views = ensure_views(ctx, job.project_id)
+        message += f"; augmented views {', '.join(f'{k} x{len(v)}' for k, v in views.items())}"
+    return message
+
+
+def ensure_views(ctx: TaskContext, project_id: int) -> dict[str, np.ndarray]:
+    """The project's augmented views {name: raw features (K, N, d)}, computed once (training.md: K copies each)."""
+    project, items = _pool_items(ctx.db, project_id)
+    copies = int((project.training or {}).get("view_copies", 2))
+    flip = bool((project.training or {}).get("view_flip", True))  # off for digits, text, handwriting
+    key = f"{_backbone_key(project.backbone)}|copies={copies}|flip={flip}|seed={project.seed}"
+    ids = np.array([item.id for item in items], dtype=np.int64)
+    views: dict[str, np.ndarray] = {}
+    for name in VIEW_NAMES:
+        with ctx.db.read() as s:
+            artifact = latest_artifact(s, project_id, "views", view=name, key=key)
+        if artifact is not None:
+            matrix, cached_ids = load_matrix(artifact)
+            if np.array_equal(cached_ids, ids):
+                views[name] = matrix.transpose(1, 0, 2)  # stored item-major: (N, K, d)
+    missing = [name for name in VIEW_NAMES if name not in views]
+    if not missing:
+        return views
+    backbone = load_backbone(BackboneSpec.from_dict(project.backbone), device=ctx.device)
+    computed = embed_views(
+        [Path(project.data_root) / item.key for item in items], backbone, views=missing, copies=copies,
+        seed=project.seed, flip=flip, device=ctx.device, num_workers=2 if len(items) > 2000 else 0,
+        progress=lambda f, m: ctx.progress(f, f"augmented views: {m}"),
+    )
+    folder = project_dir(ctx.home, project_id) / "features"
+    with ctx.db.write() as s:
+        for name, array in computed.items():
+            save_matrix(
+                s, folder / f"{name}-{utcnow():%Y%m%d%H%M%S%f}.npy", project_id=project_id, kind="views",
+                matrix=np.ascontiguousarray(array.transpose(1, 0, 2)), item_ids=ids, meta={"view": name, "key": key},
+            )
+    return {**views, **computed}
 
 
 def ensure_features(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,9 +247,14 @@ def train(job: Job, ctx: TaskContext) -> str:
         head = None
     else:
         config = HeadConfig.from_dict({**project.head, "seed": project.seed})
-        head = train_head(
-            x[[row_of[i] for i in pool_ids]], y_pool, num_classes, config, device=ctx.device,
-            progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
+        ssl = SSLConfig.from_dict((project.training or {}).get("ssl", "none"))
+        views = None
+        if REQUIRED_VIEWS.get(ssl.method):
+            views = standardize_views(ensure_views(ctx, project.id), mean, std)
+        eval_rows = np.array([row_of[it.id] for it in items if it.split == "eval"], dtype=np.int64)
+        head = train_head_ssl(
+            x, np.array([row_of[i] for i in pool_ids], dtype=np.int64), y_pool, num_classes, config, ssl, views,
+            eval_excluded=eval_rows, device=ctx.device, progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
         )
         ctx.progress(0.9, "evaluating")
         probs = head.predict_proba(x)
@@ -215,7 +262,7 @@ def train(job: Job, ctx: TaskContext) -> str:
             y_eval = np.array([labels[i].value[0] for i in eval_ids], dtype=np.int64)
             y_hat = probs[[row_of[i] for i in eval_ids]].argmax(1)
             metrics.update(classification_metrics(y_eval, y_hat, num_classes))
-        note = f"trained {config.kind} head on {len(pool_ids)} labels, evaluated on {len(eval_ids)}"
+        note = f"trained {config.kind} head ({ssl.method}) on {len(pool_ids)} labels, evaluated on {len(eval_ids)}"
     with ctx.db.write() as s:
         round_id = job.round_id
         if head is not None:

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from learners.backbones import Backbone
 
 Progress = Callable[[float, str], None]
+# (decoded RGB image, its position in `paths`) -> the tensor the backbone module reads
+ImageTransform = Callable[[Image.Image, int], torch.Tensor]
 
 
 class ImageFileDataset(Dataset):
@@ -21,9 +23,11 @@ class ImageFileDataset(Dataset):
     comes back wrapped in a worker traceback, and the failed iterator's workers then took 2 x 5 s to shut down
     when it was garbage-collected (torch 2.14)."""
 
-    def __init__(self, paths: Sequence[str | Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, paths: Sequence[str | Path], transform: Callable[[Image.Image], torch.Tensor],
+                 indexed_transform: ImageTransform | None = None) -> None:
         self.paths = [str(p) for p in paths]
         self.transform = transform
+        self.indexed_transform = indexed_transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -35,6 +39,8 @@ class ImageFileDataset(Dataset):
                 image = image.convert("RGB")
         except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
             return None, f"cannot read image {path}: {type(error).__name__}: {error}"
+        if self.indexed_transform is not None:
+            return self.indexed_transform(image, index), None
         return self.transform(image), None
 
 
@@ -54,8 +60,12 @@ def embed_images(
     num_workers: int = 0,
     device: str = "cpu",
     progress: Progress | None = None,
+    image_transform: ImageTransform | None = None,
 ) -> np.ndarray:
     """Features of every image, in the order of `paths`: float32 array of shape (len(paths), backbone.dim).
+
+    `image_transform(image, position)`, when given, replaces `backbone.transform`; it receives the item's
+    position in `paths` so that random augmentations can be seeded per item (see `learners.views`).
 
     The backbone module is moved to `device`. Images are decoded and transformed by a DataLoader (in
     `num_workers` worker processes when > 0). `progress(fraction, message)` is called after every batch and
@@ -68,7 +78,7 @@ def embed_images(
         return features
     module = backbone.module.to(device).eval()
     loader = DataLoader(
-        ImageFileDataset(paths, backbone.transform),
+        ImageFileDataset(paths, backbone.transform, image_transform),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=_collate,

@@ -143,6 +143,34 @@ def _one_cpu_thread(device: str) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def check_training_data(features: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labeled rows as (float32 features (N, d), int64 labels (N,)); ValueError on empty or bad input."""
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels)
+    if features.ndim != 2 or labels.shape != (len(features),):
+        raise ValueError(f"need features (N, d) and labels (N,), got {features.shape} and {labels.shape}")
+    if len(labels) == 0:
+        raise ValueError("cannot train a head without any labeled item")
+    if num_classes < 1 or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    return features, labels.astype(np.int64)
+
+
+def new_head(in_dim: int, num_classes: int, config: HeadConfig,
+             device: str = "cpu") -> tuple[_HeadNet, torch.optim.Optimizer]:
+    """A freshly initialised head network (seeded by `config.seed`, global torch RNG untouched), in training
+    mode on `device`, and its Adam optimiser. Shared by `train_head` and `learners.ssl`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        net = _HeadNet(in_dim, num_classes, MLP_HIDDEN if config.kind == "mlp" else None)
+    net.to(device).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.resolved_lr, weight_decay=config.resolved_weight_decay)
+    return net, optimiser
+
+
+one_cpu_thread = _one_cpu_thread  # public name for learners.ssl
+
+
 def train_head(
     features: np.ndarray,
     labels: np.ndarray,
@@ -156,25 +184,14 @@ def train_head(
 
     Adam, mini-batches reshuffled every epoch; initialisation and shuffling come from `config.seed` only
     (the global torch RNG is left as it was). Classes absent from `labels` are still output classes.
-    On CPU the training loop runs on one thread (see `_one_cpu_thread`).
+    On CPU the training loop runs on one thread (see `_one_cpu_thread`). Semi-supervised training
+    (unlabeled rows, augmented views) is `learners.ssl.train_head_ssl`.
     """
-    features = np.asarray(features, dtype=np.float32)
-    labels = np.asarray(labels)
-    if features.ndim != 2 or labels.shape != (len(features),):
-        raise ValueError(f"need features (N, d) and labels (N,), got {features.shape} and {labels.shape}")
-    if len(labels) == 0:
-        raise ValueError("cannot train a head without any labeled item")
-    if num_classes < 1 or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
-
+    features, labels = check_training_data(features, labels, num_classes)
     in_dim = features.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        net = _HeadNet(in_dim, num_classes, MLP_HIDDEN if config.kind == "mlp" else None)
-    net.to(device).train()
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.resolved_lr, weight_decay=config.resolved_weight_decay)
+    net, optimiser = new_head(in_dim, num_classes, config, device)
     x = torch.from_numpy(features).to(device)
-    y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    y = torch.from_numpy(labels).to(device)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     with _one_cpu_thread(device):

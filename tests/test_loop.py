@@ -179,3 +179,22 @@ def test_a_sequential_strategy_fills_its_round_one_pick_per_label(settings: Sett
     with wb.db.read() as s:
         states = [r.state for r in s.scalars(select(Round).where(Round.project_id == pid).order_by(Round.index))]
     assert states[:2] == ["done", "done"] and wb.chart_data(pid)[-1]["labels"] == 12
+
+
+@pytest.mark.parametrize("ssl", ["pseudo_label", "flexmatch"])
+def test_semi_supervised_retraining_runs_in_the_worker(settings: Settings, ssl: str) -> None:
+    from storage.files import latest_artifact
+
+    wb = Workbench(settings)
+    config = ProjectConfig(name=f"SSL {ssl}", head={"kind": "mlp"}, training={"ssl": ssl, "view_flip": False}, round_size=20, eval_size=20)
+    pid = wb.create_project(config, "demo")
+    worker = Worker(settings, device="cpu")
+    drain(worker)
+    with wb.db.read() as s:
+        has_views = latest_artifact(s, pid, "views", view="strong") is not None
+    assert has_views == (ssl == "flexmatch")  # augmented views are embedded only when the method needs them
+    label_round(wb, pid, gold_of(wb, pid))
+    drain(worker)
+    round0 = wb.rounds(pid)[0]
+    assert round0.state == "done" and f"({ssl})" in round0.note
+    assert round0.metrics["labels"] == 20 and round0.metrics["accuracy"] is not None

@@ -14,6 +14,7 @@ SOURCES = {
     "manifest": "Manifest (CSV / JSONL)",
 }
 HEADS = ["linear", "mlp"]
+SSL_METHODS = ["none", "pseudo_label", "flexmatch"]  # lftl_vpa arrives with the LFTL issue
 
 wb = ui.get_workbench()
 project_id, annotator = ui.sidebar(wb)
@@ -94,6 +95,15 @@ strategies = ui.strategy_names(wb)
 col1, col2, col3 = st.columns(3)
 with col1:
     head = st.selectbox("Head", HEADS, key="new_head")
+    ssl = st.selectbox(
+        "Semi-supervised training", SSL_METHODS, key="new_ssl",
+        help="none: labels only. pseudo_label: confident predictions on unlabeled items join training. "
+             "flexmatch: class-adaptive thresholds on augmented views (the worker embeds weak and strong views).",
+    )
+    view_flip = st.checkbox(
+        "Horizontal flips in augmented views", value=True, key="new_view_flip",
+        help="Used by flexmatch's weak and strong views. Turn off for digits, text and handwriting.",
+    )
     seed = st.number_input("Seed", min_value=0, value=0, step=1, key="new_seed")
 with col2:
     default_strategy = ProjectConfig(name="").strategy
@@ -132,6 +142,7 @@ if st.button("Create project", type="primary", key="create_project"):
             name=name.strip(),
             backbone=backbone,
             head={"kind": head},
+            training={"ssl": ssl, "view_flip": bool(view_flip)},
             strategy=strategy,
             round_size=int(round_size),
             eval_size=int(eval_size),

@@ -1,0 +1,370 @@
+"""Semi-supervised training of the heads on cached features (specs/training.md, "Semi-supervised methods").
+
+    head = train_head_ssl(x, labeled_idx, y, num_classes, HeadConfig(kind="mlp"), "flexmatch", views,
+                          eval_excluded=eval_rows)
+
+`features` holds every pool row (standardized); `labeled_idx` says which rows carry `labels`; every other row
+that is not in `eval_excluded` is unlabeled data. Evaluation rows never take part in training (their features
+and views are never read).
+
+Methods (the registry `SSL_METHODS`):
+
+- `none`: supervised only; exactly `learners.heads.train_head` on the labeled rows (views are not read).
+- `pseudo_label` and `flexmatch` share one loop (as LabelBench's semi-supervised trainer does): per step a
+  labeled batch of min(batch_size, L) rows and an unlabeled batch of min(uratio x that, U) rows drawn from
+  shuffled passes over the unlabeled rows; loss = CE(labeled) + lambda_u x (unlabeled term).
+- `pseudo_label`: unlabeled rows whose max probability is >= tau (0.95) get their argmax as target, weight 1:
+  the term is the mean cross-entropy over the batch's rows that have a target, like labeled rows in a batch.
+  Targets are recomputed each epoch from the head as it stood at the start of the epoch, on the plain features
+  (rows are scored when drawn, with a frozen copy of that head: the same targets as scoring the whole pool, at
+  the cost of the rows actually drawn). Inputs are the weak view when one is given, else the plain features.
+- `flexmatch`: labeled batch on the weak view; yhat = argmax softmax(head(weak)) without gradient; class
+  thresholds from `flexmatch_thresholds` over every unlabeled row's latest confident (>= tau) pseudo-label,
+  computed before this batch updates them; term = mean(mask * CE(head(strong), yhat)) over the batch. Needs the
+  weak and strong views (`learners.views`): without them it raises ValueError rather than inventing feature noise.
+- `lftl_vpa`: slot for LFTL's visual-persistence adaptation (specs/lftl.md); not implemented yet.
+
+Epochs: an epoch is one pass over the labeled rows (as LabelBench counts them) but at least
+`min_steps_per_epoch` (default 10) steps, so `config.epochs` = 20 gives >= 200 steps. Without that floor 50
+labels make one step per epoch, 20 in all, too few for the unlabeled term to matter. `none` keeps train_head's
+definition (one pass, no floor), so part of a method's gain over `none` on small label sets is the extra steps:
+benchmarks/bench_ssl.py also reports `none` trained for the same number of steps.
+
+Warm-up (a deviation from the spec, `warmup_epochs`, default 1): the first epoch uses the labeled rows only.
+With FlexMatch's threshold warm-up, T_c starts at 0 while most unlabeled rows have no confident label yet, so
+every pseudo-label of an untrained head counts; on 100,000 unlabeled rows (d = 512, 200 labels) that collapsed
+the mlp onto two classes (20 % accuracy, against 97 % supervised) and one supervised epoch first fixed it
+(99.9 %); on the digits it changes nothing measurable. `warmup_epochs=0` gives the spec's loss from step one.
+
+Views: `views[name]` is an array (K, N, d) aligned with `features` (standardized with the plain view's mean and
+std: `learners.views.standardize_views`); epoch e reads copy e mod K.
+
+Labeled batch view (`labeled_view`, default "weak" as the spec says): the head is evaluated on plain features
+but, by the spec, trains its labeled rows on the weak view only, which costs accuracy where the weak view is far
+from the plain one. benchmarks/bench_ssl.py, demo digits through `learners.views` (pixels backbone, mlp,
+50 labels, 3 seeds): `none` for the same steps 80.9 %; flexmatch with flips 68.2 % (labeled weak) / 78.8 %
+(labeled plain); without flips 84.8 % / 85.1 %. "plain" is offered for such cases; flips are the bigger issue.
+
+Everything is seeded by `config.seed` (initialisation, batch order); the global torch RNG is untouched.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from learners.heads import (
+    HeadConfig,
+    Progress,
+    TrainedHead,
+    check_training_data,
+    new_head,
+    one_cpu_thread,
+    train_head,
+)
+
+Views = dict[str, np.ndarray]
+
+
+@dataclass
+class SSLConfig:
+    """Semi-supervised settings. `tau`: confidence cut-off (pseudo_label's 0.95, FlexMatch's tau); `lambda_u`:
+    weight of the unlabeled term; `uratio`: unlabeled batch size / labeled batch size; `min_steps_per_epoch`:
+    the floor on optimiser steps per epoch; `warmup_epochs`: first epochs on labeled rows only;
+    `labeled_view`: what the labeled batch reads, the spec's "weak" view or the "plain" features (module
+    docstring)."""
+
+    method: str = "none"
+    tau: float = 0.95
+    lambda_u: float = 1.0
+    uratio: int = 5
+    min_steps_per_epoch: int = 10
+    warmup_epochs: int = 1
+    labeled_view: str = "weak"
+
+    def __post_init__(self) -> None:
+        if self.method not in SSL_METHODS:
+            raise ValueError(f"unknown ssl method {self.method!r}; known: {', '.join(SSL_METHODS)}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
+        if self.labeled_view not in ("weak", "plain"):
+            raise ValueError(f"labeled_view must be 'weak' or 'plain', got {self.labeled_view!r}")
+        if self.lambda_u < 0 or self.uratio < 1 or self.min_steps_per_epoch < 1 or self.warmup_epochs < 0:
+            raise ValueError(f"need lambda_u >= 0, uratio >= 1, min_steps_per_epoch >= 1 and warmup_epochs >= 0, "
+                             f"got {self.lambda_u}, {self.uratio}, {self.min_steps_per_epoch} and "
+                             f"{self.warmup_epochs}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | str | None) -> SSLConfig:
+        """From a project's settings: a method name, or a dict of the fields above."""
+        if isinstance(d, str):
+            return cls(method=d)
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ssl setting(s) {sorted(unknown)}; accepted: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass
+class SSLProblem:
+    """Validated inputs of one semi-supervised training run (positions are rows of `features`)."""
+
+    features: np.ndarray  # (N, d) float32, every pool row
+    labeled_idx: np.ndarray  # (L,) int64
+    labels: np.ndarray  # (L,) int64
+    unlabeled_idx: np.ndarray  # (U,) int64: not labeled, not excluded
+    num_classes: int
+    config: HeadConfig
+    ssl: SSLConfig
+    views: Views | None
+    device: str
+
+    def inputs(self, view: str | None, epoch: int, rows: np.ndarray) -> torch.Tensor:
+        """Feature rows `rows` of `view` (copy epoch mod K), or of the plain features when `view` is None."""
+        source = self.features if view is None else self.views[view][epoch % len(self.views[view])]
+        return torch.from_numpy(source[rows]).to(self.device)
+
+
+SSLMethod = Callable[[SSLProblem, Progress | None], TrainedHead]
+
+
+def flexmatch_thresholds(latest_confident_label: np.ndarray, num_classes: int, tau: float) -> np.ndarray:
+    """FlexMatch's class-wise thresholds T (num_classes,), float64.
+
+    `latest_confident_label[i]` is unlabeled item i's latest pseudo-label predicted with confidence >= tau, or
+    -1 if it never had one. sigma_c = items whose latest confident label is c, sigma_unused = items with none;
+    beta_c = sigma_c / max(max_c sigma_c, sigma_unused) (0 when there is no unlabeled item);
+    T_c = tau * beta_c / (2 - beta_c).
+    """
+    latest = np.asarray(latest_confident_label)
+    if latest.ndim != 1 or (len(latest) and (latest.min() < -1 or latest.max() >= num_classes)):
+        raise ValueError(f"latest_confident_label must be 1-D with values in [-1, {num_classes})")
+    counts = np.bincount(latest.astype(np.int64) + 1, minlength=num_classes + 1)
+    unused, sigma = counts[0], counts[1:]
+    denominator = max(int(sigma.max(initial=0)), int(unused))
+    beta = sigma / denominator if denominator > 0 else np.zeros(num_classes)
+    return tau * beta / (2.0 - beta)
+
+
+def pseudo_label_targets(probs: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, targets): the rows of `probs` whose max probability is >= tau, and their argmax."""
+    probs = np.asarray(probs)
+    rows = np.flatnonzero(probs.max(axis=1) >= tau)
+    return rows, probs[rows].argmax(axis=1)
+
+
+class _BatchCycler:
+    """Endless seeded mini-batches of positions 0..n-1: shuffled passes, a batch may straddle two passes."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n = n
+        self.generator = generator
+        self.pending = np.empty(0, dtype=np.int64)
+
+    def take(self, size: int) -> np.ndarray:
+        while len(self.pending) < size:
+            self.pending = np.concatenate([self.pending, torch.randperm(self.n, generator=self.generator).numpy()])
+        batch, self.pending = self.pending[:size], self.pending[size:]
+        return batch
+
+
+def _steps_per_epoch(rows: int, batch_size: int, minimum: int) -> int:
+    return max(math.ceil(rows / batch_size), minimum)
+
+
+def _train_none(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
+    return train_head(problem.features[problem.labeled_idx], problem.labels, problem.num_classes, problem.config,
+                      device=problem.device, progress=progress)
+
+
+class _UnlabeledTerm:
+    """The unlabeled part of a semi-supervised loss; subclasses say how pseudo-labels and masks are made."""
+
+    view: str | None = "weak"  # view the labeled batch (and the method's own inputs) read; None = plain features
+
+    def start_epoch(self, net: nn.Module, epoch: int) -> None:
+        """Called before each epoch (after warm-up) with the current network."""
+
+    def loss(self, net: nn.Module, epoch: int, positions: np.ndarray) -> tuple[torch.Tensor, int]:
+        """(loss term, rows that contributed) for unlabeled batch `positions` (indices into unlabeled_idx)."""
+        raise NotImplementedError
+
+
+class _PseudoLabelTerm(_UnlabeledTerm):
+    """Targets fixed per epoch: the head as it was at the start of the epoch scores the plain features; rows
+    with max prob >= tau get their argmax. The loss is the mean cross-entropy over the batch's rows that have a
+    target (each weighs like a labeled row in its batch). Rows are scored when drawn, with that frozen copy,
+    which gives the same targets as scoring every unlabeled row up front at a fraction of the cost on big pools
+    (rescoring 100,000 rows of d = 512 every epoch took 40 of 49 s)."""
+
+    def __init__(self, problem: SSLProblem) -> None:
+        self.p = problem
+        self.view = "weak" if problem.views is not None and "weak" in problem.views else None
+        self.frozen: nn.Module | None = None
+
+    def start_epoch(self, net: nn.Module, epoch: int) -> None:
+        self.frozen = copy.deepcopy(net).eval().requires_grad_(False)
+
+    def loss(self, net: nn.Module, epoch: int, positions: np.ndarray) -> tuple[torch.Tensor, int]:
+        p = self.p
+        rows = p.unlabeled_idx[positions]
+        with torch.no_grad():
+            probs = torch.softmax(self.frozen(p.inputs(None, epoch, rows)), dim=1).cpu().numpy()
+        keep, targets = pseudo_label_targets(probs, p.ssl.tau)
+        if len(keep) == 0:
+            return torch.zeros((), device=p.device), 0
+        logits = net(p.inputs(self.view, epoch, rows[keep]))
+        return nn.functional.cross_entropy(logits, torch.from_numpy(targets).to(p.device)), len(keep)
+
+
+class _FlexMatchTerm(_UnlabeledTerm):
+    """yhat from the weak view (no gradient), class thresholds from every unlabeled row's latest confident
+    pseudo-label (before this batch updates them), loss mean(mask * CE(head(strong), yhat)) over the batch."""
+
+    def __init__(self, problem: SSLProblem) -> None:
+        self.p = problem
+        self.latest_confident = np.full(len(problem.unlabeled_idx), -1, dtype=np.int64)
+
+    def loss(self, net: nn.Module, epoch: int, positions: np.ndarray) -> tuple[torch.Tensor, int]:
+        p = self.p
+        rows = p.unlabeled_idx[positions]
+        with torch.no_grad():
+            max_prob, y_hat = torch.softmax(net(p.inputs("weak", epoch, rows)), dim=1).max(dim=1)
+        thresholds = torch.from_numpy(flexmatch_thresholds(self.latest_confident, p.num_classes, p.ssl.tau))
+        mask = (max_prob >= thresholds.to(p.device, max_prob.dtype)[y_hat]).float()
+        per_row = nn.functional.cross_entropy(net(p.inputs("strong", epoch, rows)), y_hat, reduction="none")
+        confident = (max_prob >= p.ssl.tau).cpu().numpy()
+        self.latest_confident[positions[confident]] = y_hat.cpu().numpy()[confident]
+        return (mask * per_row).mean(), int(mask.sum().item())
+
+
+def _train_with_unlabeled(problem: SSLProblem, term: _UnlabeledTerm, progress: Progress | None) -> TrainedHead:
+    """The loop pseudo_label and flexmatch share: per step a labeled batch of min(batch_size, L) rows and an
+    unlabeled batch of min(uratio x that, U) rows; loss = CE(labeled) + lambda_u x term; epochs as in the
+    module docstring; no unlabeled term during the first `warmup_epochs` epochs."""
+    p, config, ssl = problem, problem.config, problem.ssl
+    dim = p.features.shape[1]
+    net, optimiser = new_head(dim, p.num_classes, config, p.device)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    labeled_y = torch.from_numpy(p.labels).to(p.device)
+    labeled_batches = _BatchCycler(len(p.labeled_idx), shuffle)
+    unlabeled_batches = _BatchCycler(len(p.unlabeled_idx), shuffle)
+    batch_l = min(config.batch_size, len(p.labeled_idx))
+    batch_u = min(ssl.uratio * batch_l, len(p.unlabeled_idx))
+    steps = _steps_per_epoch(len(p.labeled_idx), batch_l, ssl.min_steps_per_epoch)
+    labeled_view = None if ssl.labeled_view == "plain" else term.view
+    with one_cpu_thread(p.device):
+        for epoch in range(config.epochs):
+            use_unlabeled = batch_u > 0 and epoch >= ssl.warmup_epochs
+            if use_unlabeled:
+                term.start_epoch(net, epoch)
+            used = seen = 0
+            for _ in range(steps):
+                lb = labeled_batches.take(batch_l)
+                logits = net(p.inputs(labeled_view, epoch, p.labeled_idx[lb]))
+                loss = nn.functional.cross_entropy(logits, labeled_y[torch.from_numpy(lb).to(p.device)])
+                if use_unlabeled:
+                    ub = unlabeled_batches.take(batch_u)
+                    unlabeled_loss, contributed = term.loss(net, epoch, ub)
+                    loss = loss + ssl.lambda_u * unlabeled_loss
+                    used, seen = used + contributed, seen + len(ub)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+            if progress:
+                share = f"{used / seen:.0%} of unlabeled rows used" if seen else "labeled rows only"
+                progress((epoch + 1) / config.epochs, f"epoch {epoch + 1}/{config.epochs}, {share}, "
+                                                      f"loss {loss.item():.4f}")
+    return TrainedHead(config.kind, p.num_classes, dim, net)
+
+
+def _train_pseudo_label(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
+    return _train_with_unlabeled(problem, _PseudoLabelTerm(problem), progress)
+
+
+def _train_flexmatch(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
+    return _train_with_unlabeled(problem, _FlexMatchTerm(problem), progress)
+
+
+def _train_lftl_vpa(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
+    raise NotImplementedError("lftl_vpa comes with the LFTL issue")
+
+
+SSL_METHODS: dict[str, SSLMethod] = {
+    "none": _train_none,
+    "pseudo_label": _train_pseudo_label,
+    "flexmatch": _train_flexmatch,
+    "lftl_vpa": _train_lftl_vpa,
+}
+# Views each method cannot run without (the app embeds them when a project's method is listed here).
+REQUIRED_VIEWS: dict[str, tuple[str, ...]] = {"flexmatch": ("weak", "strong")}
+
+
+def _check_views(views: Views | None, method: str, n: int, dim: int) -> Views | None:
+    required = REQUIRED_VIEWS.get(method, ())
+    missing = [name for name in required if views is None or name not in views]
+    if missing:
+        raise ValueError(f"ssl method {method!r} needs augmented feature views {', '.join(missing)} "
+                         f"(arrays of shape (K, {n}, {dim}) from learners.views.embed_views, standardized); "
+                         f"got {'no views' if views is None else 'views ' + ', '.join(sorted(views))}")
+    if views is None:
+        return None
+    checked = {}
+    for name, array in views.items():
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 3 or array.shape[0] < 1 or array.shape[1:] != (n, dim):
+            raise ValueError(f"view {name!r} must have shape (K >= 1, {n}, {dim}), got {array.shape}")
+        checked[name] = array
+    return checked
+
+
+def _positions(values: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    values = np.asarray([] if values is None else values)
+    if values.ndim != 1 or (len(values) and not np.issubdtype(values.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 1-D array of row positions")
+    values = values.astype(np.int64)
+    if len(values) and (values.min() < 0 or values.max() >= n):
+        raise ValueError(f"{what} must lie in [0, {n}), got range [{values.min()}, {values.max()}]")
+    if len(np.unique(values)) != len(values):
+        raise ValueError(f"{what} repeats a row")
+    return values
+
+
+def train_head_ssl(
+    features: np.ndarray,
+    labeled_idx: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    config: HeadConfig,
+    ssl: str | SSLConfig = "none",
+    views: Views | None = None,
+    *,
+    eval_excluded: np.ndarray | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> TrainedHead:
+    """Train a fresh head on `features[labeled_idx]` (classes `labels`) plus, for semi-supervised methods, the
+    unlabeled rows: every row neither in `labeled_idx` nor in `eval_excluded` (pass the evaluation set's rows
+    there; they are never read). `ssl` is a method name or an SSLConfig. See the module docstring."""
+    settings = ssl if isinstance(ssl, SSLConfig) else SSLConfig(method=ssl)
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (rows x dims), got shape {features.shape}")
+    n, dim = features.shape
+    labeled = _positions(labeled_idx, n, "labeled_idx")
+    excluded = _positions(eval_excluded, n, "eval_excluded")
+    _, labels = check_training_data(features[labeled], labels, num_classes)
+    if np.intersect1d(labeled, excluded).size:
+        raise ValueError("a row is both labeled for training and excluded as evaluation data")
+    unlabeled = np.setdiff1d(np.arange(n), np.concatenate([labeled, excluded]))
+    problem = SSLProblem(features, labeled, labels, unlabeled, num_classes, config, settings,
+                         _check_views(views, settings.method, n, dim), device)
+    return SSL_METHODS[settings.method](problem, progress)
