@@ -210,3 +210,33 @@ def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_se
             _wait(lambda: queued() == min(n + 3, 4), 30, f"galaxy pick {n + 3}")
         _wait(lambda: len(wb.chart_data(pid)) == 2, 90, "round 1 trained")
         browser.close()
+
+
+def test_simulate_three_strategies_on_the_demo_and_read_the_savings(workbench_server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, settings, _log = workbench_server
+    wb = Workbench(settings)
+    pid = wb.project_id(DEMO_PROJECT)
+    _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "the demo's embedding and round 0")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/simulate?annotator={ANNOTATOR}")
+        expect(page.get_by_text("No finished simulation yet.")).to_be_visible(timeout=60_000)
+        rounds = page.get_by_label("Rounds after the seed round (R)")
+        rounds.fill("2")
+        rounds.press("Tab")
+        page.get_by_role("button", name="Start simulation").click()
+        expect(page.get_by_text("queued").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("simulate job")).to_be_visible(timeout=60_000)  # its progress bar
+        expect(page.get_by_text("label savings vs random")).to_be_attached(timeout=240_000)  # the savings table
+        expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()
+        expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible(timeout=30_000)
+        browser.close()
+    (result,) = wb.simulations(pid)
+    assert result["config"]["strategies"] == ["random", "margin", "entropy"]
+    assert len(result["points"]) == 3 * 3 * 3  # strategies x seeds x (seed round + 2 rounds)
