@@ -9,6 +9,7 @@ Run: .venv/bin/python benchmarks/bench_simulation.py [--seeds 5] [--strategies r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="random,margin,entropy,confidence,coreset,badge,galaxy")
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--max-labels", type=int, default=300)
+    parser.add_argument("--head", default='{"kind": "linear"}', help="head settings (JSON)")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     rounds = args.max_labels // args.batch - 1
@@ -81,7 +83,8 @@ def main() -> None:
         worker = Worker(settings, device="cpu", quiet=True)
         while worker.run_once():
             pass
-        config = SimulationConfig(strategies=args.strategies.split(","), seeds=seeds, round_size=args.batch, rounds=rounds)
+        config = SimulationConfig(strategies=args.strategies.split(","), seeds=seeds, round_size=args.batch, rounds=rounds,
+                                  head=json.loads(args.head))
         last = [0.0]
 
         def progress(fraction: float, message: str) -> None:
@@ -92,7 +95,7 @@ def main() -> None:
         result = run_simulation(settings, pid, config, progress=progress)
     for metric in ("accuracy", "balanced_accuracy"):
         summary = summarize(result, metric)
-        print(f"\nworkbench ({metric}), pixels + linear head, {len(seeds)} seeds, {args.batch} per round to {args.max_labels} labels:")
+        print(f"\nworkbench ({metric}), pixels + head {args.head}, {len(seeds)} seeds, {args.batch} per round to {args.max_labels} labels:")
         print(f"  {'strategy':<12} {'final':>7} {'AUC':>7} {'labels to random final':>23} {'savings vs random':>18}")
         for row in summary["table"]:
             reach = row.get("labels_to_reach_random_final")

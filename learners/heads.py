@@ -5,6 +5,8 @@ penultimate representation G used by BADGE/coreset. Heads are retrained from scr
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -32,6 +34,9 @@ class HeadConfig:
     lr: float | None = None
     weight_decay: float | None = None
     seed: int = 0
+    # An epoch is one pass over the labels but at least this many optimiser steps: with one pass, 50 labels would
+    # train for 20 steps in all (undertrained; measured in benchmarks/bench_ssl.py and bench_simulation.py).
+    min_steps_per_epoch: int = 10
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -196,8 +201,9 @@ def train_head(
 
     with _one_cpu_thread(device):
         for epoch in range(config.epochs):
-            order = torch.randperm(len(x), generator=shuffle).to(device)
-            for start in range(0, len(x), config.batch_size):
+            passes = max(1, math.ceil(config.min_steps_per_epoch / math.ceil(len(x) / config.batch_size)))
+            order = torch.cat([torch.randperm(len(x), generator=shuffle) for _ in range(passes)]).to(device)
+            for start in range(0, len(order), config.batch_size):
                 batch = order[start:start + config.batch_size]
                 loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
                 optimiser.zero_grad(set_to_none=True)
