@@ -106,32 +106,26 @@ def submit_label(
     value: list[int],
     seconds: float | None = None,
 ) -> Annotation:
-    entry = _held_entry(session, entry_id, annotator)
-    entry.state = "labeled"
-    row = Annotation(
-        project_id=project_id,
-        item_id=entry.item_id,
-        annotator=annotator,
-        kind="label",
-        value=sorted(set(int(v) for v in value)),
-        round_id=entry.round_id,
-        queue_entry_id=entry.id,
-        seconds=seconds,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    return _answer(session, project_id, entry_id, annotator, "label", sorted(set(int(v) for v in value)), seconds)
 
 
 def skip(session: Session, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> Annotation:
+    return _answer(session, project_id, entry_id, annotator, "skip", None, seconds)
+
+
+def _answer(
+    session: Session, project_id: int, entry_id: int, annotator: str, kind: str, value: list[int] | None,
+    seconds: float | None,
+) -> Annotation:
+    """Close the annotator's claim as labeled or skipped and append the matching annotation row."""
     entry = _held_entry(session, entry_id, annotator)
-    entry.state = "skipped"
+    entry.state = "labeled" if kind == "label" else "skipped"
     row = Annotation(
         project_id=project_id,
         item_id=entry.item_id,
         annotator=annotator,
-        kind="skip",
-        value=None,
+        kind=kind,
+        value=value,
         round_id=entry.round_id,
         queue_entry_id=entry.id,
         seconds=seconds,
