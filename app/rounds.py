@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage import jobs
+from storage import jobs, queue
 from storage.labels import current_labels
 from storage.models import Job, Project, QueueEntry, Round, utcnow
 
@@ -38,25 +38,23 @@ def send_to_training(s: Session, round_: Round) -> None:
     jobs.enqueue(s, "train", round_.project_id, round_.id)
 
 
-def after_answer(s: Session, round_: Round, project: Project, sequential: bool) -> None:
-    """After a label or skip: a sequential round asks the worker for its next pick; a finished round trains."""
+def round_picks(s: Session, round_id: int) -> tuple[int, int]:
+    """(pool items picked so far in the round, of which still open), dropped entries and the eval set excluded."""
     counts = dict(
         s.execute(
             select(QueueEntry.state, func.count())
-            .where(QueueEntry.round_id == round_.id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
+            .where(QueueEntry.round_id == round_id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
             .group_by(QueueEntry.state)
         ).all()
     )
-    picked = sum(counts.values())
-    open_now = counts.get("pending", 0) + counts.get("claimed", 0)
-    open_eval = s.scalar(
-        select(func.count()).select_from(QueueEntry).where(
-            QueueEntry.round_id == round_.id, QueueEntry.arm == "eval", QueueEntry.state.in_(("pending", "claimed"))
-        )
-    )
+    return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
+
+
+def after_answer(s: Session, round_: Round, project: Project, sequential: bool) -> None:
+    """After a label or skip: a sequential round asks the worker for its next pick; a finished round trains."""
     if round_.state != "labeling":
         return
-    if sequential and picked < project.round_size:
+    if sequential and round_picks(s, round_.id)[0] < project.round_size:
         waiting = s.scalar(
             select(func.count()).select_from(Job).where(
                 Job.round_id == round_.id, Job.kind == "select", Job.state == "queued"
@@ -65,5 +63,5 @@ def after_answer(s: Session, round_: Round, project: Project, sequential: bool) 
         if not waiting:
             jobs.enqueue(s, "select", project.id, round_.id, {"next": True})
         return
-    if open_now == 0 and open_eval == 0:
+    if queue.open_entries(s, round_.id) == 0:
         send_to_training(s, round_)

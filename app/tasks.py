@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import func, select
 
-from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, send_to_training
+from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, round_picks, send_to_training
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images, standardize
 from learners.heads import HeadConfig, TrainedHead
@@ -16,7 +16,6 @@ from learners.ssl import REQUIRED_VIEWS, SSLConfig, train_head_ssl
 from learners.views import VIEW_NAMES, embed_views, standardize_views
 from learners.metrics import classification_metrics, labels_per_class
 from learners.strategies import StrategyInputs, get_strategy
-from storage import jobs
 from storage.db import Database
 from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_json, save_matrix, save_tensors
 from storage.labels import current_labels
@@ -183,17 +182,6 @@ def select_round(job: Job, ctx: TaskContext) -> str:
     return f"round {round_.index}: {len(entries)} items queued ({selection.note or round_.strategy})"
 
 
-def round_picks(s, round_id: int) -> tuple[int, int]:
-    """(pool items picked so far in the round, of which still open), dropped entries and the eval set excluded."""
-    rows = s.execute(
-        select(QueueEntry.state, func.count())
-        .where(QueueEntry.round_id == round_id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
-        .group_by(QueueEntry.state)
-    ).all()
-    counts = dict(rows)
-    return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
-
-
 def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels: dict, candidates: np.ndarray, needs) -> StrategyInputs:
     """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
     inputs = StrategyInputs(candidates=candidates)
@@ -312,5 +300,3 @@ def load_head(db: Database, project_id: int) -> TrainedHead | None:
     arrays = {k: v for k, v in arrays.items() if not k.startswith("feature_")}
     return TrainedHead.from_state(arrays, meta)
 
-
-__all__ = ["TaskContext", "run_job", "ensure_features", "load_head", "jobs"]

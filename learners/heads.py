@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from learners.cpu import one_cpu_thread
 
 Progress = Callable[[float, str], None]
 
@@ -129,25 +130,6 @@ class TrainedHead:
         return cls(kind, num_classes, in_dim, net)
 
 
-@contextmanager
-def _one_cpu_thread(device: str) -> Iterator[None]:
-    """Run torch on one CPU thread (restored afterwards); no effect for other devices.
-
-    A head trains in hundreds of tiny steps, too small for intra-op parallelism to pay. On a shared 2-core
-    machine OpenMP's spin-waiting made them stall: 20 epochs on the digits (1257 items, mlp) took median 0.37 s
-    but p90 7.4 s with two threads, against median 0.33 s and p90 0.42 s with one.
-    """
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def check_training_data(features: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Labeled rows as (float32 features (N, d), int64 labels (N,)); ValueError on empty or bad input."""
     features = np.asarray(features, dtype=np.float32)
@@ -173,7 +155,6 @@ def new_head(in_dim: int, num_classes: int, config: HeadConfig,
     return net, optimiser
 
 
-one_cpu_thread = _one_cpu_thread  # public name for learners.ssl
 
 
 def train_head(
@@ -189,7 +170,7 @@ def train_head(
 
     Adam, mini-batches reshuffled every epoch; initialisation and shuffling come from `config.seed` only
     (the global torch RNG is left as it was). Classes absent from `labels` are still output classes.
-    On CPU the training loop runs on one thread (see `_one_cpu_thread`). Semi-supervised training
+    On CPU the training loop runs on one thread (see `one_cpu_thread`). Semi-supervised training
     (unlabeled rows, augmented views) is `learners.ssl.train_head_ssl`.
     """
     features, labels = check_training_data(features, labels, num_classes)
@@ -199,7 +180,7 @@ def train_head(
     y = torch.from_numpy(labels).to(device)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    with _one_cpu_thread(device):
+    with one_cpu_thread(device):
         for epoch in range(config.epochs):
             passes = max(1, math.ceil(config.min_steps_per_epoch / math.ceil(len(x) / config.batch_size)))
             order = torch.cat([torch.randperm(len(x), generator=shuffle) for _ in range(passes)]).to(device)

@@ -59,13 +59,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.cpu import one_cpu_thread
 from learners.heads import (
     HeadConfig,
     Progress,
     TrainedHead,
     check_training_data,
     new_head,
-    one_cpu_thread,
     train_head,
 )
 

@@ -65,7 +65,6 @@ class Database:
         if migrate:
             upgrade(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self.is_sqlite = url.startswith("sqlite")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -38,7 +38,3 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
         for item_id, rows in live.items()
     }
 
-
-def label_order(session: Session, project_id: int) -> list[CurrentLabel]:
-    """Current labels in the order they were given (for replaying into another model)."""
-    return sorted(current_labels(session, project_id).values(), key=lambda c: c.annotation_id)

@@ -51,6 +51,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _open_page(pw):
+    """Debian's chromium, headless, and a page with generous timeouts (CI machines are slow)."""
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    )
+    page = browser.new_page(accept_downloads=True)
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
 def _settle(page) -> None:
     """Wait until Streamlit has finished running the page script (its 'running' indicator is gone)."""
     running = page.locator("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']")
@@ -99,12 +109,7 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
         return None if task is None else task.item_id
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(accept_downloads=True)
-        page.set_default_timeout(60_000)
+        browser, page = _open_page(pw)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         pressed = 0
         undone = False
@@ -192,11 +197,7 @@ def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_se
             return len(list(s.scalars(select(QueueEntry.id).where(QueueEntry.round_id == round_id))))
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
+        browser, page = _open_page(pw)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         for n in range(4):
             expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
@@ -220,11 +221,7 @@ def test_simulate_three_strategies_on_the_demo_and_read_the_savings(workbench_se
     pid = wb.project_id(DEMO_PROJECT)
     _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "the demo's embedding and round 0")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
+        browser, page = _open_page(pw)
         page.goto(f"{url}/simulate?annotator={ANNOTATOR}")
         expect(page.get_by_text("No finished simulation yet.")).to_be_visible(timeout=60_000)
         rounds = page.get_by_label("Rounds after the seed round (R)")

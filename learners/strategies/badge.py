@@ -11,7 +11,7 @@ pick so far (picked items have D^2 = 0), by inverse CDF: u = rng.random(), the f
 D^2 exceeds u * sum(D^2); its score is its D^2 at pick time. When every remaining D^2 is 0, a remaining candidate is
 drawn uniformly (rng.integers). Labeled items play no part (k-means++ runs on the candidates only).
 
-Cost. Two matrix-vector products per pick, O(|U| (h + C)), on one CPU thread (see `coreset.one_cpu_thread`); the
+Cost. Two matrix-vector products per pick, O(|U| (h + C)), on one CPU thread (see `learners.cpu.one_cpu_thread`); the
 running sum is float64. Distances are computed in
 float64 when G or P is float64, else in float32 (squared distances clamped at 0).
 """
@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from learners.strategies.base import Selection, Strategy, StrategyInputs
-from learners.strategies.coreset import compute_dtype, one_cpu_thread, rows_on_device
+from learners.cpu import one_cpu_thread
+from learners.strategies.coreset import compute_dtype, rows_on_device
 from learners.strategies.registry import register
 
 

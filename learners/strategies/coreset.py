@@ -19,12 +19,11 @@ The helpers here (rows to device, chunked nearest/mean distances) are shared wit
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from learners.cpu import one_cpu_thread
 from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.strategies.registry import register
 from learners.strategies.uncertainty import CHUNK_ELEMENTS
@@ -54,27 +53,6 @@ def rows_on_device(array: np.ndarray, rows: np.ndarray, dtype: torch.dtype, devi
         block = np.ascontiguousarray(array[rows[start:start + GATHER_ROWS]])
         out[start:start + len(block)] = torch.from_numpy(block).to(device=device, dtype=dtype)
     return out
-
-
-@contextmanager
-def one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run a greedy pick loop on one CPU thread (restored afterwards); no effect for other devices.
-
-    Each pick is one memory-bound matrix-vector product plus a few O(|U|) ops, too small for two OpenMP threads
-    to pay off; on the shared 2-core test machine they spin-waited on each other: 100 picks at N = 100,000,
-    h = 512 took 11-14 s (coreset, badge) with two threads and 3.3-5 s with one. Same rule as learners.heads uses
-    for training steps. The chunked distance computations before the loop (matrix products) keep all threads."""
-    import torch
-
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def squared_distances(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ here both mean no labeled item.
 
 Memory. modAL recomputes distances to the whole reference set at every step. Here the running nearest distance
 d is kept per candidate: computed once against the labeled items in chunks, then updated with each pick by one
-matrix-vector product, O(|U| width) per pick (on one CPU thread, see `coreset.one_cpu_thread`). Distances are
+matrix-vector product, O(|U| width) per pick (on one CPU thread, see `learners.cpu.one_cpu_thread`). Distances are
 float64 when F is float64, else float32 (as |a|^2 + |b|^2 - 2 a.b, like coreset); scores are float64. Picks equal
 modAL's in tests (float64) and in the benchmark (float32 features, N = 10,000).
 """
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from learners.strategies.base import Selection, Strategy, StrategyInputs
-from learners.strategies.coreset import (compute_dtype, distances_to_point, distances_to_set, one_cpu_thread,
-                                         rows_on_device)
+from learners.cpu import one_cpu_thread
+from learners.strategies.coreset import compute_dtype, distances_to_point, distances_to_set, rows_on_device
 from learners.strategies.registry import register
 
 if TYPE_CHECKING:
