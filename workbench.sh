@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (first run) and start the workbench, or run the tests:
 #   ./workbench.sh            install into .venv if needed, then start the web UI + model worker
-#   ./workbench.sh test       install into .venv if needed, then run the test suite
+#   ./workbench.sh pytest     install into .venv if needed, then run the test suite (pytest)
 #   ./workbench.sh <verb>     any CLI verb: import, round, export, status, worker (see ./workbench.sh --help)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +15,6 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/.requirements.in
 fi
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # no busy-waiting torch threads on a shared CPU
 case "${1:-start}" in
-  test) shift; exec .venv/bin/python -m pytest "$@" ;;
+  pytest|test) shift; exec .venv/bin/python -m pytest "$@" ;;
   *) [ $# -eq 0 ] && set -- start; exec .venv/bin/python -m app "$@" ;;
 esac
