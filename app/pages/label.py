@@ -136,13 +136,13 @@ with side_col:
                 key=f"class_{k}",
                 shortcut=key,
                 on_click=give_label,
-                args=(wb, project_id, task.entry_id, annotator, k, f"{task.key} as {name}"),
+                args=(wb, project_id, task.entry_id, annotator, k, f"{Path(task.key).name} as {name}"),
             )
 
     st.write("")
     with st.container(horizontal=True):
         st.button("Skip", key="skip", shortcut="s", on_click=skip,
-                  args=(wb, project_id, task.entry_id, annotator, task.key))
+                  args=(wb, project_id, task.entry_id, annotator, Path(task.key).name))
         st.button("Undo", key="undo", shortcut="u", on_click=undo, args=(wb, project_id, annotator),
                   help="Take back your last label or skip.")
         # A button takes one shortcut: this twin gives Undo its Ctrl+Z as well.
