@@ -49,8 +49,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         name=args.name,
         backbone=json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone},
         head={"kind": args.head},
-        training={"ssl": args.ssl, "view_flip": not args.no_flip},
+        training={"ssl": args.ssl, "view_flip": not args.no_flip, **({"warm_start": True} if args.warm_start else {})},
         strategy=args.strategy,
+        strategy_params=json.loads(args.strategy_params) if args.strategy_params else {},
+        source_head=args.source_head,
         round_size=args.round_size,
         eval_size=args.eval_size,
         seed=args.seed,
@@ -147,9 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("--name", required=True)
     p.add_argument("--backbone", default="pixels", help="pixels, timm/<model>, or a JSON spec")
-    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
-    p.add_argument("--strategy", default="margin")
-    p.add_argument("--ssl", default="none", choices=["none", "pseudo_label", "flexmatch"], help="semi-supervised training")
+    p.add_argument("--head", default="linear", choices=["linear", "mlp", "bottleneck"])
+    p.add_argument("--strategy", default="margin", help="e.g. margin, tailor, lftl (see the Projects page)")
+    p.add_argument("--strategy-params", default=None, help='JSON, e.g. \'{"arms": ["margin", "galaxy*"]}\' for tailor')
+    p.add_argument("--ssl", default="none", choices=["none", "pseudo_label", "flexmatch", "lftl_vpa"],
+                   help="semi-supervised training")
+    p.add_argument("--source-head", default=None,
+                   help="a head file (.safetensors) exported from another project with the same backbone and classes: "
+                        "it chooses round 0 and, with --warm-start or lftl_vpa, training starts from it")
+    p.add_argument("--warm-start", action="store_true", help="each training starts from the latest head (lftl_vpa: always)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmented views (digits, text)")
     p.add_argument("--round-size", type=int, default=10)
     p.add_argument("--eval-size", type=int, default=10)
@@ -163,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the worker's jobs, with a progress bar")
     p.set_defaults(func=cmd_round)
 
-    p = sub.add_parser("export", help="export labels (csv, jsonl, zip) or predictions")
+    p = sub.add_parser("export", help="export labels (csv, jsonl, zip), predictions, or the trained head")
     p.add_argument("project")
-    p.add_argument("--format", default="csv", choices=["csv", "jsonl", "zip", "predictions"])
+    p.add_argument("--format", default="csv", choices=["csv", "jsonl", "zip", "predictions", "head"])
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_export)
 

@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage import jobs, queue
+from storage.files import latest_artifact
 from storage.labels import current_labels
 from storage.models import Job, Project, QueueEntry, Round, utcnow
 
@@ -12,10 +13,12 @@ SEQUENTIAL_LOOKAHEAD = 2  # picks a sequential strategy keeps queued ahead, so a
 
 
 def open_round(s: Session, project: Project, strategy: str | None = None, params: dict | None = None) -> Round:
-    """A new round in state 'selecting' with its select job. Round 0 is random (no model yet)."""
+    """A new round in state 'selecting' with its select job. Round 0 is random (no model yet), unless the project
+    started from a source head: then that head's predictions feed the project's strategy from round 0."""
     index = s.scalar(select(func.coalesce(func.max(Round.index) + 1, 0)).where(Round.project_id == project.id))
     if strategy is None:
-        strategy = "random" if index == 0 else project.strategy
+        cold = index == 0 and latest_artifact(s, project.id, "head") is None
+        strategy = "random" if cold else project.strategy
     if params is None:
         params = {} if strategy != project.strategy else dict(project.strategy_params or {})
     round_ = Round(

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from app.rounds import open_round
 from app.settings import Settings
 from app.worker import Worker
 from app.workbench import Workbench
 from storage.files import latest_artifact, load_matrix
-from storage.models import Annotation, Artifact, Item, Project, Round
+from storage.models import Annotation, Artifact, Item, Project, QueueEntry, Round
 
 ORACLE = "oracle"
 
@@ -63,6 +63,10 @@ def run_simulation(
     with source.db.read() as s:
         items = list(s.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)))
         features = latest_artifact(s, project_id, "features")
+        source_head = s.scalars(select(Artifact).where(
+            Artifact.project_id == project_id, Artifact.kind == "head", Artifact.round_id.is_(None))
+            .order_by(Artifact.id)).first()
+        source_head = source_head if source_head is not None and source_head.meta.get("source") else None
     gold = {it.id: it.gold for it in items if it.gold}
     if len(gold) < len(items):
         raise ValueError(
@@ -78,21 +82,23 @@ def run_simulation(
             if progress:
                 progress((n + fraction) / len(runs), f"{message} ({n + 1}/{len(runs)}, {time.time() - started:.0f} s)")
 
-        points += _one_run(settings, project, items, gold, features, config, strategy, seed, device, run_progress)
+        points += _one_run(settings, project, items, gold, features, source_head, config, strategy, seed, device,
+                           run_progress)
     return {"config": asdict(config), "points": points, "human": source.chart_data(project_id)}
 
 
 def _one_run(
     settings: Settings, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
-    config: SimulationConfig, strategy: str, seed: int, device: str, progress: Callable[[float, str], None],
+    source_head: Artifact | None, config: SimulationConfig, strategy: str, seed: int, device: str,
+    progress: Callable[[float, str], None],
 ) -> list[dict]:
-    home = settings.home / "projects" / str(project.id) / "simulation-runs" / f"{strategy}-seed{seed}"
+    home = settings.home / "projects" / str(project.id) / "simulation-runs" / f"{strategy.replace('+', '_')}-seed{seed}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     sim_settings = Settings(home=home, db_url=f"sqlite:///{home / 'sim.sqlite'}", lease_seconds=settings.lease_seconds)
     wb = Workbench(sim_settings)
     try:
-        pid = _copy_project(wb, project, items, gold, features, config, strategy, seed)
+        pid = _copy_project(wb, project, items, gold, features, source_head, config, strategy, seed)
         worker = Worker(sim_settings, name=f"simulation-{strategy}-{seed}", device=device, quiet=True)
         oracle = Oracle(gold)
         target = config.rounds + 1
@@ -108,9 +114,10 @@ def _one_run(
             trained = len(wb.chart_data(pid))
             progress(trained / target, f"{strategy}, seed {seed}")
         pool_acc = _pool_accuracies(wb, pid, gold)
+        arms = _arm_pulls(wb, pid)
         return [
             {**point, "round_strategy": point["strategy"], "strategy": strategy, "seed": seed,
-             "pool_accuracy": pool_acc.get(point["round"])}
+             "pool_accuracy": pool_acc.get(point["round"]), "arms": arms.get(point["round"], {})}
             for point in wb.chart_data(pid)[:target]
         ]
     finally:
@@ -118,16 +125,28 @@ def _one_run(
         shutil.rmtree(home, ignore_errors=True)
 
 
+def run_variant(entry: str) -> tuple[str, str | None]:
+    """'lftl+lftl_vpa' -> ('lftl', 'lftl_vpa'): a strategy, and optionally the training method it runs with."""
+    strategy, _, method = entry.partition("+")
+    return strategy, method or None
+
+
 def _copy_project(
     wb: Workbench, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
-    config: SimulationConfig, strategy: str, seed: int,
+    source_head: Artifact | None, config: SimulationConfig, entry: str, seed: int,
 ) -> int:
+    strategy, method = run_variant(entry)
+    training = dict(config.training or project.training or {})
+    if method is not None:  # the method's own settings (e.g. vpa_lr) are kept from the project where given
+        ssl = training.get("ssl", "none")
+        training["ssl"] = {**ssl, "method": method} if isinstance(ssl, dict) else method
+    params = dict(project.strategy_params or {}) if strategy == project.strategy else {}
     with wb.db.write() as s:
         sim = Project(
-            id=project.id, name=f"{project.name} / {strategy} / seed {seed}", task=project.task,
+            id=project.id, name=f"{project.name} / {entry} / seed {seed}", task=project.task,
             classes=list(project.classes), data_root=project.data_root, backbone=dict(project.backbone),
-            head=dict(config.head or project.head), training=dict(config.training or project.training or {}),
-            strategy=strategy, strategy_params={}, round_size=config.round_size, eval_size=0,
+            head=dict(config.head or project.head), training=training,
+            strategy=strategy, strategy_params=params, round_size=config.round_size, eval_size=0,
             auto_next_round=True, seed=seed,
         )
         s.add(sim)
@@ -138,12 +157,31 @@ def _copy_project(
             for it in items
         ])
         s.add(Artifact(project_id=sim.id, kind="features", path=features.path, sha256=features.sha256, meta=dict(features.meta)))
+        if source_head is not None:  # started from a source model: it chooses round 0, as in the project
+            s.add(Artifact(project_id=sim.id, kind="head", path=source_head.path, sha256=source_head.sha256,
+                           meta=dict(source_head.meta)))
         s.execute(insert(Annotation), [  # the evaluation set, labeled first as people do; it never trains or selects
             {"project_id": sim.id, "item_id": it.id, "annotator": ORACLE, "kind": "label", "value": gold[it.id]}
             for it in items if it.split == "eval"
         ])
-        open_round(s, sim, strategy="random")
+        s.flush()
+        open_round(s, sim)
         return sim.id
+
+
+def _arm_pulls(wb: Workbench, project_id: int) -> dict[int, dict[str, int]]:
+    """Per round: how many labeled picks each arm made (the strategy's name, or TAILOR's arm names)."""
+    pulls: dict[int, dict[str, int]] = {}
+    with wb.db.read() as s:
+        rows = s.execute(
+            select(Round.index, QueueEntry.arm, func.count())
+            .join(Round, Round.id == QueueEntry.round_id)
+            .where(Round.project_id == project_id, QueueEntry.state == "labeled", QueueEntry.arm != "eval")
+            .group_by(Round.index, QueueEntry.arm)
+        )
+        for index, arm, count in rows:
+            pulls.setdefault(index, {})[arm] = count
+    return pulls
 
 
 def _pool_accuracies(wb: Workbench, project_id: int, gold: dict[int, list[int]]) -> dict[int, float]:

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import func, select
 
+from app import tailor_state
 from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, round_picks, send_to_training
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images, standardize
@@ -19,7 +20,8 @@ from learners.strategies import StrategyInputs, get_strategy
 from storage.db import Database
 from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_json, save_matrix, save_tensors
 from storage.labels import current_labels
-from storage.models import Item, Job, Project, QueueEntry, Round, utcnow
+from storage.source_heads import backbone_key
+from storage.models import Artifact, Item, Job, Project, QueueEntry, Round, utcnow
 
 Progress = Callable[[float, str], None]
 
@@ -37,11 +39,6 @@ def run_job(job: Job, ctx: TaskContext) -> str:
     if handler is None:
         raise ValueError(f"job {job.id}: unknown kind {job.kind!r}")
     return handler(job, ctx)
-
-
-def _backbone_key(backbone: dict) -> str:
-    spec = BackboneSpec.from_dict(backbone)
-    return f"{spec.name}|pretrained={spec.pretrained}|ckpt={spec.checkpoint}|size={spec.image_size}"
 
 
 def _item_rows(s, project_id: int) -> list:
@@ -72,7 +69,7 @@ def ensure_views(ctx: TaskContext, project_id: int) -> dict[str, np.ndarray]:
     project, items = _pool_items(ctx.db, project_id)
     copies = int((project.training or {}).get("view_copies", 2))
     flip = bool((project.training or {}).get("view_flip", True))  # off for digits, text, handwriting
-    key = f"{_backbone_key(project.backbone)}|copies={copies}|flip={flip}|seed={project.seed}"
+    key = f"{backbone_key(project.backbone)}|copies={copies}|flip={flip}|seed={project.seed}"
     ids = np.array([item.id for item in items], dtype=np.int64)
     views: dict[str, np.ndarray] = {}
     for name in VIEW_NAMES:
@@ -104,7 +101,7 @@ def ensure_views(ctx: TaskContext, project_id: int) -> dict[str, np.ndarray]:
 def ensure_features(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray]:
     """The project's plain-view features (raw, one row per item id), computing and caching them if needed."""
     project, items = _pool_items(ctx.db, project_id)
-    key = _backbone_key(project.backbone)
+    key = backbone_key(project.backbone)
     ids = np.array([item.id for item in items], dtype=np.int64)
     with ctx.db.read() as s:
         artifact = latest_artifact(s, project_id, "features", backbone=key)
@@ -147,7 +144,10 @@ def select_round(job: Job, ctx: TaskContext) -> str:
             )
         )
         picked, open_now = round_picks(s, round_.id)
+        posterior = tailor_state.load_posterior(s, project.id)
     strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
+    if strategy.name == tailor_state.STRATEGY:
+        strategy.posterior = posterior
     follow_up = round_.state == "labeling" and strategy.sequential
     if round_.state != "selecting" and not follow_up:
         return f"round {round_.index} is {round_.state}; nothing to select"
@@ -160,7 +160,7 @@ def select_round(job: Job, ctx: TaskContext) -> str:
     if round_.index == 0 and not follow_up:
         entries += [(it.id, "eval", None) for it in items if it.split == "eval" and it.id not in labels and it.id not in queued]
     candidates = np.flatnonzero([it.split == "pool" and it.id not in labels and it.id not in queued for it in items])
-    inputs = _strategy_inputs(ctx, project, items, ids, labels, candidates, strategy.needs)
+    inputs = _strategy_inputs(ctx, project, items, ids, labels, candidates, strategy.needs | strategy.uses)
     inputs.step = picked
     ctx.progress(0.5, f"{round_.strategy}: choosing {budget} of {len(candidates)}")
     rng = np.random.default_rng([project.seed, round_.index, picked])
@@ -173,6 +173,8 @@ def select_round(job: Job, ctx: TaskContext) -> str:
         start = s.scalar(select(func.coalesce(func.max(QueueEntry.position) + 1, 0)).where(QueueEntry.round_id == round_.id))
         for position, (item_id, arm, score) in enumerate(entries, start=start):
             s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
+        if strategy.name == tailor_state.STRATEGY and strategy.posterior is not None:
+            tailor_state.save_posterior(s, project.id, strategy.posterior)
         if not follow_up:
             round_.note = selection.note
             round_.labeling_at = utcnow()
@@ -185,9 +187,7 @@ def select_round(job: Job, ctx: TaskContext) -> str:
 def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels: dict, candidates: np.ndarray, needs) -> StrategyInputs:
     """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
     inputs = StrategyInputs(candidates=candidates)
-    pred = _latest_predictions(ctx, project.id)
-    if pred is not None:
-        inputs.probs = _align(*pred, ids)
+    inputs.probs, inputs.previous_probs = _predictions(ctx, project, ids, previous="previous_probs" in needs)
     labeled = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
     inputs.labeled = labeled
     inputs.labels = np.array([labels[items[i].id].value[0] for i in labeled], dtype=np.int64)
@@ -200,19 +200,52 @@ def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels
     return inputs
 
 
-def _latest_predictions(ctx: TaskContext, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _predictions(ctx: TaskContext, project: Project, ids: np.ndarray, previous: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(P, P_prev) by pool position: the latest head's probabilities and those of the predictions saved before
+    them (LFTL's previous round), both looked up by item id; an item P_prev does not know gets a NaN row.
+    A project started from a source head has no predictions before its first training: the source head's are
+    computed here and saved, so they also serve as the next round's P_prev."""
     with ctx.db.read() as s:
-        artifact = latest_artifact(s, project_id, "predictions")
-    return None if artifact is None else load_matrix(artifact)
+        artifacts = list(s.scalars(
+            select(Artifact).where(Artifact.project_id == project.id, Artifact.kind == "predictions")
+            .order_by(Artifact.id.desc()).limit(2)))
+    if not artifacts:
+        source = _source_predictions(ctx, project, ids)
+        return (None, None) if source is None else (source, None)
+    current = _align(*load_matrix(artifacts[0]), ids)
+    if not previous or len(artifacts) < 2:
+        return current, None
+    return current, _align(*load_matrix(artifacts[1]), ids, missing_ok=True)
 
 
-def _align(matrix: np.ndarray, matrix_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Rows of `matrix` reordered to follow `ids` (rows follow items by id, never by position)."""
+def _source_predictions(ctx: TaskContext, project: Project, ids: np.ndarray) -> np.ndarray | None:
+    head = load_head(ctx.db, project.id)
+    if head is None:
+        return None
+    features, feature_ids = ensure_features(ctx, project.id)
+    # The project's own feature statistics, as every head of the project sees them (a source head trained on
+    # another pool thus reads target features normalised to the target: a cheap form of adaptation).
+    x = standardize(features)[0]
+    if head.in_dim != x.shape[1]:
+        raise ValueError(f"the source head reads {head.in_dim} features, this project's backbone gives {x.shape[1]}")
+    probs = head.predict_proba(x)
+    with ctx.db.write() as s:
+        save_matrix(s, project_dir(ctx.home, project.id) / "models" / f"predictions-source-{utcnow():%Y%m%d%H%M%S%f}.npy",
+                    project_id=project.id, kind="predictions", matrix=probs, item_ids=feature_ids, meta={"source": True})
+    return _align(probs, feature_ids, ids)
+
+
+def _align(matrix: np.ndarray, matrix_ids: np.ndarray, ids: np.ndarray, missing_ok: bool = False) -> np.ndarray:
+    """Rows of `matrix` reordered to follow `ids` (rows follow items by id, never by position). With
+    `missing_ok`, items without a row get NaN; otherwise they are an error."""
     row_of = {int(i): r for r, i in enumerate(matrix_ids)}
-    missing = [int(i) for i in ids if int(i) not in row_of]
-    if missing:
+    rows = np.array([row_of.get(int(i), -1) for i in ids], dtype=np.int64)
+    if not missing_ok and (rows < 0).any():
+        missing = ids[rows < 0]
         raise ValueError(f"{len(missing)} items have no row (e.g. item {missing[0]}); the file is out of date")
-    return matrix[[row_of[int(i)] for i in ids]]
+    out = matrix[np.maximum(rows, 0)].astype(np.float32)
+    out[rows < 0] = np.nan
+    return out
 
 
 def train(job: Job, ctx: TaskContext) -> str:
@@ -240,9 +273,11 @@ def train(job: Job, ctx: TaskContext) -> str:
         if REQUIRED_VIEWS.get(ssl.method):
             views = standardize_views(ensure_views(ctx, project.id), mean, std)
         eval_rows = np.array([row_of[it.id] for it in items if it.split == "eval"], dtype=np.int64)
+        init, warm_note = _warm_start(ctx, project, config, ssl, x.shape[1], num_classes)
         head = train_head_ssl(
             x, np.array([row_of[i] for i in pool_ids], dtype=np.int64), y_pool, num_classes, config, ssl, views,
-            eval_excluded=eval_rows, device=ctx.device, progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
+            eval_excluded=eval_rows, init=init, device=ctx.device,
+            progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
         )
         ctx.progress(0.9, "evaluating")
         probs = head.predict_proba(x)
@@ -250,7 +285,8 @@ def train(job: Job, ctx: TaskContext) -> str:
             y_eval = np.array([labels[i].value[0] for i in eval_ids], dtype=np.int64)
             y_hat = probs[[row_of[i] for i in eval_ids]].argmax(1)
             metrics.update(classification_metrics(y_eval, y_hat, num_classes))
-        note = f"trained {config.kind} head ({ssl.method}) on {len(pool_ids)} labels, evaluated on {len(eval_ids)}"
+        note = (f"trained {head.kind} head ({ssl.method}{warm_note}) on {len(pool_ids)} labels, "
+                f"evaluated on {len(eval_ids)}")
     with ctx.db.write() as s:
         round_id = job.round_id
         if head is not None:
@@ -259,7 +295,7 @@ def train(job: Job, ctx: TaskContext) -> str:
             save_tensors(
                 s, folder / f"head-{stamp}.safetensors", project_id=project.id, kind="head", round_id=round_id,
                 arrays={**head.state_arrays(), "feature_mean": mean, "feature_std": std},
-                metadata={**head.metadata(), "backbone": _backbone_key(project.backbone)},
+                metadata={**head.metadata(), "backbone": backbone_key(project.backbone)},
             )
             save_matrix(
                 s, folder / f"predictions-{stamp}.npy", project_id=project.id, kind="predictions",
@@ -272,9 +308,28 @@ def train(job: Job, ctx: TaskContext) -> str:
                 round_.note = (round_.note + "; " if round_.note else "") + note
                 round_.state = "done"
                 round_.done_at = utcnow()
+                tailor_state.fold_round(s, s.get(Project, project.id), round_)
                 if project.auto_next_round:
                     open_round(s, s.get(Project, project.id))
     return note
+
+
+def _warm_start(ctx: TaskContext, project: Project, config: HeadConfig, ssl: SSLConfig, in_dim: int,
+                num_classes: int) -> tuple[TrainedHead | None, str]:
+    """The head to start training from, and a note: the project's latest head (a source head at first) when
+    the project warm-starts (`training.warm_start`; on by default for lftl_vpa, as LFTL adapts one model round
+    after round) and that head has the kind and sizes about to be trained; else None (a fresh seeded head)."""
+    training = project.training or {}
+    if not training.get("warm_start", ssl.method == "lftl_vpa"):
+        return None, ""
+    head = load_head(ctx.db, project.id)
+    kind = "bottleneck" if ssl.method == "lftl_vpa" else config.kind
+    if head is None:
+        return None, ", fresh start: no earlier head"
+    if (head.kind, head.in_dim, head.num_classes) != (kind, in_dim, num_classes):
+        return None, (f", fresh start: the latest head is {head.kind} {head.in_dim}->{head.num_classes}, "
+                      f"training needs {kind} {in_dim}->{num_classes}")
+    return head, ", warm start"
 
 
 def simulate(job: Job, ctx: TaskContext) -> str:

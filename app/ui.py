@@ -5,6 +5,7 @@ The pages only call `Workbench` verbs; no SQL, no model code and no torch here.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -168,3 +169,13 @@ def load_for_display(path: Path) -> Image.Image:
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
+
+
+def save_upload(wb: Workbench, upload) -> str:
+    """Keep an uploaded file under the workbench home (uploads/<time>-<name>) and return its path."""
+    folder = Path(wb.settings.home) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(upload.name).name)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}"
+    path.write_bytes(upload.getvalue())
+    return str(path)

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
-from storage import exporters, importers, jobs, queue
+from storage import exporters, importers, jobs, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, write_demo
-from storage.files import latest_artifact, load_matrix
+from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_tensors
 from storage.labels import current_labels
 from storage.models import Annotation, Item, Job, Project, QueueEntry, Round, utcnow
 
@@ -40,6 +40,7 @@ class ProjectConfig:
     auto_next_round: bool = True
     seed: int = 0
     task: str = "single_label"
+    source_head: str | None = None  # a head file exported from another project: it chooses round 0 (LFTL)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Task:
     split: str
     arm: str
     round_index: int
+    round_strategy: str
     done_in_round: int
     total_in_round: int
     guess: tuple[int, float] | None  # (class index, probability) from the latest head
@@ -73,6 +75,7 @@ class Workbench:
             raise WorkbenchError("a project needs a name")
         if config.round_size < 1 or config.eval_size < 0:
             raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
+        head_file = self._read_source_head(config.source_head)
         result = self._read_source(source, progress)
         if len(result.classes) < 2 and config.task == "single_label":
             raise WorkbenchError(
@@ -99,6 +102,8 @@ class Workbench:
             s.add(project)
             s.flush()
             importers.store_import(s, project.id, result, eval_size=config.eval_size, seed=config.seed)
+            if head_file is not None:
+                self._store_source_head(s, project, *head_file)
             jobs.enqueue(s, "embed", project.id)
             open_round(s, project)
             return project.id
@@ -113,6 +118,30 @@ class Workbench:
         if path.is_dir():
             return importers.scan_folder(path, progress=progress)
         return importers.read_manifest(path, progress=progress)
+
+    def _read_source_head(self, path: str | None) -> tuple[str, dict, dict] | None:
+        if not path:
+            return None
+        path = Path(path).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WorkbenchError(f"{path}: cannot read the source head ({exc.strerror or exc})") from exc
+        try:
+            arrays, metadata = source_heads.read_head_file(data, str(path))
+        except source_heads.SourceHeadProblem as exc:
+            raise WorkbenchError(str(exc)) from exc
+        return path.name, arrays, metadata
+
+    def _store_source_head(self, s, project: Project, name: str, arrays: dict, metadata: dict) -> None:
+        """The source head becomes the project's first head: it predicts round 0's picks and warm-starts training."""
+        try:
+            source_heads.check_source_head(metadata, name, classes=project.classes, task=project.task,
+                                           backbone=project.backbone)
+        except source_heads.SourceHeadProblem as exc:
+            raise WorkbenchError(str(exc)) from exc
+        path = project_dir(self.settings.home, project.id) / "models" / f"source-{utcnow():%Y%m%d%H%M%S%f}.safetensors"
+        save_tensors(s, path, project_id=project.id, kind="head", arrays=arrays, metadata={**metadata, "source": name})
 
     def ensure_demo_project(self) -> int:
         with self.db.read() as s:
@@ -204,6 +233,7 @@ class Workbench:
             split=split,
             arm=claim.arm,
             round_index=round_.index,
+            round_strategy=round_.strategy,
             done_in_round=counts["labeled"] + counts["skipped"],
             total_in_round=sum(counts.values()) - counts["dropped"],
             guess=self._guess(predictions, claim.item_id),
@@ -323,16 +353,32 @@ class Workbench:
                         "balanced_accuracy": m.get("balanced_accuracy"),
                         "macro_f1": m.get("macro_f1"),
                         "eval_n": m.get("n"),
+                        "labels_per_class": m.get("labels_per_class"),
                     }
                 )
         return points
 
+    def tailor_panel(self, project_id: int) -> dict | None:
+        """TAILOR's arms for the dashboard (app.tailor_state.panel), or None if TAILOR has not chosen a round."""
+        from app import tailor_state
+
+        with self.db.read() as s:
+            return tailor_state.panel(s, s.get(Project, project_id))
+
     # ----- export -------------------------------------------------------------------------------------------------
     def export(self, project_id: int, fmt: str) -> tuple[str, bytes]:
-        """(file name, bytes) of an export: csv, jsonl, zip (ImageFolder) or predictions (CSV)."""
+        """(file name, bytes) of an export: csv, jsonl, zip (ImageFolder), predictions (CSV) or head (the latest
+        trained head as a .safetensors file that can start another project)."""
         project = self.project(project_id)
         slug = "".join(c if c.isalnum() else "_" for c in project.name).strip("_") or f"project{project_id}"
         with self.db.read() as s:
+            if fmt == "head":
+                artifact = latest_artifact(s, project_id, "head")
+                if artifact is None:
+                    raise WorkbenchError("no trained head yet: a head exists after the first round closes")
+                arrays, metadata = load_tensors(artifact)
+                return f"{slug}_head.safetensors", source_heads.head_file_bytes(
+                    arrays, metadata, classes=project.classes, task=project.task, project_name=project.name)
             rows = exporters.labeled_rows(s, project_id)
             if fmt == "csv":
                 return f"{slug}_labels.csv", exporters.to_csv(rows)
@@ -344,7 +390,7 @@ class Workbench:
                 labeled = set(current_labels(s, project_id))
                 keys = dict(s.execute(select(Item.id, Item.key).where(Item.project_id == project_id)).all())
         if fmt != "predictions":
-            raise WorkbenchError(f"unknown export format {fmt!r} (csv, jsonl, zip, predictions)")
+            raise WorkbenchError(f"unknown export format {fmt!r} (csv, jsonl, zip, predictions, head)")
         pred = self.predictions(project_id)
         if pred is None:
             raise WorkbenchError("no trained model yet: predictions exist after the first round closes")
@@ -413,11 +459,17 @@ class Workbench:
 
     # ----- simulation -------------------------------------------------------------------------------------------
     def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
-        """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id."""
+        """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id.
+        A strategy may name the training method its runs use: 'lftl+lftl_vpa' (default: the project's)."""
+        from learners.ssl import SSL_METHODS
+
         names = self.strategy_names()
-        unknown = [s for s in strategies if s not in names]
+        unknown = [entry for entry in strategies
+                   if entry.partition("+")[0] not in names or entry.partition("+")[2] not in ("", *SSL_METHODS)]
         if unknown or not strategies:
-            raise WorkbenchError(f"unknown strategies {unknown}; available: {', '.join(names)}" if unknown else "choose at least one strategy")
+            raise WorkbenchError(
+                f"unknown strategies {unknown}; available: {', '.join(names)}, optionally +method "
+                f"({', '.join(SSL_METHODS)})" if unknown else "choose at least one strategy")
         if not seeds or round_size < 1 or rounds < 1:
             raise WorkbenchError("a simulation needs at least one seed, a round size >= 1 and at least one round")
         with self.db.read() as s:

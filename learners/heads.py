@@ -1,7 +1,10 @@
 """Light classification heads trained on cached features (multi-class: softmax + cross-entropy).
 
 `linear` is one Linear layer; `mlp` is Linear(d, 512), ReLU, Linear(512, C) whose hidden layer is the
-penultimate representation G used by BADGE/coreset. Heads are retrained from scratch and fully seeded.
+penultimate representation G used by BADGE/coreset; `bottleneck` is LFTL's head (specs/lftl.md): Linear(d, 256),
+BatchNorm1d(256) (its output is the penultimate representation), then a weight-normalised Linear(256, C).
+Heads are retrained from scratch and fully seeded, unless `init` (a trained head of the same kind and shape)
+warm-starts them, as LFTL does from round to round.
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from learners.cpu import one_cpu_thread
 
 Progress = Callable[[float, str], None]
 
-HEAD_KINDS = ("linear", "mlp")
+HEAD_KINDS = ("linear", "mlp", "bottleneck")
 MLP_HIDDEN = 512
-# (learning rate, weight decay) per kind, from specs/training.md
-DEFAULT_OPTIMISER = {"linear": (3e-3, 1e-4), "mlp": (1e-3, 1e-3)}
+BOTTLENECK_DIM = 256
+# (learning rate, weight decay) of Adam per kind, from specs/training.md; the spec gives none for `bottleneck`
+# trained supervised (LFTL trains it with SGD, learners.vpa), so it takes the mlp's.
+DEFAULT_OPTIMISER = {"linear": (3e-3, 1e-4), "mlp": (1e-3, 1e-3), "bottleneck": (1e-3, 1e-3)}
 
 
 @dataclass
@@ -78,10 +83,44 @@ class _HeadNet(nn.Module):
         return self.fc(self.penultimate(x))
 
 
+class _BottleneckNet(nn.Module):
+    """LFTL's head: Linear(d, 256) -> BatchNorm1d(256) = the penultimate features, then a weight-normalised
+    Linear(256, C) (weight = g v / ||v|| per class row; saved as g, v and the bias)."""
+
+    def __init__(self, in_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.bottleneck = nn.Linear(in_dim, BOTTLENECK_DIM)
+        self.bn = nn.BatchNorm1d(BOTTLENECK_DIM)
+        self.fc = nn.utils.parametrizations.weight_norm(nn.Linear(BOTTLENECK_DIM, num_classes))
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """In training mode a batch of one row has no batch statistics (BatchNorm1d refuses it); such a batch
+        is normalised with the running statistics, which it leaves as they are. (A batch of copies of one row,
+        as train_head makes from a single label, normalises to BatchNorm's bias: such a head learns little.)"""
+        h = self.bottleneck(x)
+        if self.training and len(h) == 1:
+            bn = self.bn
+            return nn.functional.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return self.bn(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.penultimate(x))
+
+
+HeadNet = _HeadNet | _BottleneckNet
+
+
+def build_net(kind: str, in_dim: int, num_classes: int) -> HeadNet:
+    """An untrained network of `kind` (initialised from the global torch RNG: callers fork and seed it)."""
+    if kind == "bottleneck":
+        return _BottleneckNet(in_dim, num_classes)
+    return _HeadNet(in_dim, num_classes, MLP_HIDDEN if kind == "mlp" else None)
+
+
 class TrainedHead:
     """A trained head: class probabilities and penultimate features for feature rows, saveable as arrays."""
 
-    def __init__(self, kind: str, num_classes: int, in_dim: int, net: _HeadNet) -> None:
+    def __init__(self, kind: str, num_classes: int, in_dim: int, net: HeadNet) -> None:
         self.kind = kind
         self.num_classes = num_classes
         self.in_dim = in_dim
@@ -92,11 +131,12 @@ class TrainedHead:
         return next(self.net.parameters()).device
 
     def predict_proba(self, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Softmax probabilities, float32 (N, num_classes)."""
+        """Softmax probabilities, float32 (N, num_classes), in eval mode (BatchNorm uses its running stats)."""
         return self._apply(features, batch_size, lambda x: torch.softmax(self.net(x), dim=1), self.num_classes)
 
     def penultimate(self, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """The representation the output layer reads: the ReLU hidden layer (mlp) or the features (linear)."""
+        """The representation the output layer reads: the ReLU hidden layer (mlp), the BatchNorm output
+        (bottleneck) or the features (linear)."""
         width = self.net.fc.in_features
         return self._apply(features, batch_size, self.net.penultimate, width)
 
@@ -106,6 +146,7 @@ class TrainedHead:
         if features.ndim != 2 or features.shape[1] != self.in_dim:
             raise ValueError(f"expected features of shape (N, {self.in_dim}), got {features.shape}")
         out = np.empty((len(features), width), dtype=np.float32)
+        self.net.eval()
         with torch.inference_mode():
             for start in range(0, len(features), batch_size):
                 chunk = torch.from_numpy(features[start:start + batch_size]).to(self.device)
@@ -116,7 +157,8 @@ class TrainedHead:
         return {"kind": self.kind, "num_classes": str(self.num_classes), "in_dim": str(self.in_dim)}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The weights as numpy arrays (for safetensors.numpy.save_file with `metadata()`)."""
+        """The weights as numpy arrays (for safetensors.numpy.save_file with `metadata()`): every entry of the
+        state dict, so also BatchNorm's running statistics and the weight norm's g and v."""
         return {name: t.detach().cpu().numpy().copy() for name, t in self.net.state_dict().items()}
 
     @classmethod
@@ -125,7 +167,7 @@ class TrainedHead:
         if kind not in HEAD_KINDS:
             raise ValueError(f"unknown head kind {kind!r} in saved head; known: {', '.join(HEAD_KINDS)}")
         num_classes, in_dim = int(metadata["num_classes"]), int(metadata["in_dim"])
-        net = _HeadNet(in_dim, num_classes, MLP_HIDDEN if kind == "mlp" else None)
+        net = build_net(kind, in_dim, num_classes)
         net.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in arrays.items()})
         return cls(kind, num_classes, in_dim, net)
 
@@ -143,17 +185,32 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, num_classes: i
     return features, labels.astype(np.int64)
 
 
-def new_head(in_dim: int, num_classes: int, config: HeadConfig,
-             device: str = "cpu") -> tuple[_HeadNet, torch.optim.Optimizer]:
-    """A freshly initialised head network (seeded by `config.seed`, global torch RNG untouched), in training
-    mode on `device`, and its Adam optimiser. Shared by `train_head` and `learners.ssl`."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        net = _HeadNet(in_dim, num_classes, MLP_HIDDEN if config.kind == "mlp" else None)
-    net.to(device).train()
+def initial_net(kind: str, in_dim: int, num_classes: int, seed: int, init: TrainedHead | None = None,
+                device: str = "cpu") -> HeadNet:
+    """The network training starts from, in training mode on `device`: a copy of `init`'s weights (warm start;
+    `init` itself is left untouched) or, without `init`, a fresh one seeded by `seed` (the global torch RNG is
+    left as it was). ValueError when `init` is not of the same kind, input width and number of classes."""
+    if init is not None:
+        wanted, given = (kind, in_dim, num_classes), (init.kind, init.in_dim, init.num_classes)
+        if wanted != given:
+            raise ValueError(f"cannot warm-start a {kind} head {in_dim}->{num_classes} from a {init.kind} head "
+                             f"{init.in_dim}->{init.num_classes}: kind, input width and classes must match")
+        net = build_net(kind, in_dim, num_classes)
+        net.load_state_dict(init.net.state_dict())
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_net(kind, in_dim, num_classes)
+    return net.to(device).train()
+
+
+def new_head(in_dim: int, num_classes: int, config: HeadConfig, device: str = "cpu",
+             init: TrainedHead | None = None) -> tuple[HeadNet, torch.optim.Optimizer]:
+    """The starting network (`initial_net`: fresh and seeded by `config.seed`, or a copy of `init`) and its Adam
+    optimiser. Shared by `train_head` and `learners.ssl`."""
+    net = initial_net(config.kind, in_dim, num_classes, config.seed, init, device)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.resolved_lr, weight_decay=config.resolved_weight_decay)
     return net, optimiser
-
 
 
 
@@ -165,8 +222,10 @@ def train_head(
     *,
     device: str = "cpu",
     progress: Progress | None = None,
+    init: TrainedHead | None = None,
 ) -> TrainedHead:
-    """Train a fresh head on the labeled rows (`features[i]` has class `labels[i]`).
+    """Train a head on the labeled rows (`features[i]` has class `labels[i]`): a fresh one, or a copy of `init`
+    when given (warm start; ValueError unless it has `config.kind`, the features' width and `num_classes`).
 
     Adam, mini-batches reshuffled every epoch; initialisation and shuffling come from `config.seed` only
     (the global torch RNG is left as it was). Classes absent from `labels` are still output classes.
@@ -175,7 +234,7 @@ def train_head(
     """
     features, labels = check_training_data(features, labels, num_classes)
     in_dim = features.shape[1]
-    net, optimiser = new_head(in_dim, num_classes, config, device)
+    net, optimiser = new_head(in_dim, num_classes, config, device, init)
     x = torch.from_numpy(features).to(device)
     y = torch.from_numpy(labels).to(device)
     shuffle = torch.Generator().manual_seed(config.seed)

@@ -237,3 +237,40 @@ def test_simulate_three_strategies_on_the_demo_and_read_the_savings(workbench_se
     (result,) = wb.simulations(pid)
     assert result["config"]["strategies"] == ["random", "margin", "entropy"]
     assert len(result["points"]) == 3 * 3 * 3  # strategies x seeds x (seed round + 2 rounds)
+
+
+@pytest.mark.parametrize("workbench_server", [["--no-demo"]], indirect=True)
+def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.workbench import ProjectConfig
+
+    url, settings, _log = workbench_server
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=5, eval_size=4), "demo")
+    with wb.db.read() as s:
+        gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
+    _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
+    while (task := wb.next_task(pid, "oracle")) is not None:
+        wb.submit(pid, task.entry_id, "oracle", [gold[task.item_id]])
+    _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 120, "round 1 (tailor)")
+    with sync_playwright() as pw:
+        browser, page = _open_page(pw)
+        page.goto(f"{url}/label?annotator={ANNOTATOR}")
+        for n in range(5):  # round 1, chosen by TAILOR, labeled with the keyboard
+            expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("chosen by: tailor (")).to_be_visible()
+            item = wb.next_task(pid, ANNOTATOR).item_id
+            _settle(page)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.keyboard.press(str(gold[item]))
+            _wait(lambda: len(wb.labels(pid, split="pool")) == 5 + n + 1, 30, f"tailor label {n + 1}")
+        _wait(lambda: len(wb.chart_data(pid)) == 2, 120, "round 1 trained and folded into TAILOR's posterior")
+        page.goto(f"{url}/dashboard?annotator={ANNOTATOR}")
+        expect(page.get_by_text("TAILOR: which algorithm suits this data")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Pulls per arm per round")).to_be_visible()
+        expect(page.get_by_text("Classes each arm brought in")).to_be_visible()
+        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(4, timeout=30_000)
+        browser.close()
+    panel = wb.tailor_panel(pid)
+    assert sum(row["pulls"] for row in panel["pulls"] if row["round"] == 1) == 5

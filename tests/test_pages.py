@@ -326,6 +326,17 @@ def test_dashboard_shows_the_trained_round(wb: Workbench, trained: int) -> None:
     assert at.metric[0].value == "10"
 
 
+def test_dashboard_shows_tailors_arms(wb: Workbench, demo_id: int) -> None:
+    wb.set_strategy(demo_id, "tailor", {"arms": ["margin", "most_likely*", "coreset"]})
+    label_whole_round(wb, demo_id)
+    _run_worker()  # trains round 0; TAILOR chooses round 1
+    at = open_page("dashboard")
+    assert "TAILOR: which algorithm suits this data" in [h.value for h in at.subheader]
+    arms = at.dataframe[-2].value
+    assert len(arms) == 12 and {"margin", "coreset", "most_likely[7]"} <= set(arms["arm"])
+    assert arms["pulls"].sum() == 10  # round 1's picks, each recorded with its arm
+
+
 # ----- Export ---------------------------------------------------------------------------------------------------------
 def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
     at = open_page("export")
@@ -342,7 +353,7 @@ def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
 def test_export_page_offers_predictions_after_training(wb: Workbench, trained: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
-    assert set(buttons) == {"download_csv", "download_jsonl", "download_predictions"}
+    assert set(buttons) == {"download_csv", "download_jsonl", "download_predictions", "download_head"}
     assert not any(b.disabled for b in buttons.values())
 
 

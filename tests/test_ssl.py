@@ -127,8 +127,6 @@ def test_refusals(digits) -> None:
         train_head_ssl(x, labeled, y[labeled], 10, config, "flexmatch", {"weak": views["weak"]})
     with pytest.raises(ValueError, match=r"view 'weak' must have shape \(K >= 1, 600, 64\)"):
         train_head_ssl(x, labeled, y[labeled], 10, config, "flexmatch", {**views, "weak": views["weak"][:, :10]})
-    with pytest.raises(NotImplementedError, match="lftl_vpa comes with the LFTL issue"):
-        train_head_ssl(x, labeled, y[labeled], 10, config, "lftl_vpa")
     with pytest.raises(ValueError, match="unknown ssl method 'mixmatch'"):
         train_head_ssl(x, labeled, y[labeled], 10, config, "mixmatch")
     with pytest.raises(ValueError, match="both labeled for training and excluded"):

@@ -31,7 +31,7 @@ st.subheader("Accuracy per label spent")
 if not points:
     st.info("No round has been trained yet: the first point appears when round 0 closes and the model is trained.")
 else:
-    frame = pd.DataFrame(points)
+    frame = pd.DataFrame(points).drop(columns=["labels_per_class"])
     long = frame.melt(
         id_vars=["round", "strategy", "labels"], value_vars=list(METRICS), var_name="metric", value_name="value"
     )
@@ -81,3 +81,45 @@ else:
         )
     )
     st.altair_chart(bars, width="stretch")
+
+# ----- TAILOR's arms ------------------------------------------------------------------------------------------------
+tailor = wb.tailor_panel(project_id)
+if tailor is not None:
+    st.subheader("TAILOR: which algorithm suits this data")
+    st.caption(
+        "Each arm is one selection algorithm (per-class arms name their class). TAILOR draws an arm per slot by "
+        "Thompson sampling, favouring arms whose past picks were of classes still rare among the labels. "
+        "Expected reward: the arm's posterior class distribution weighted by the current class rewards."
+    )
+    arms = pd.DataFrame(tailor["arms"])
+    top = arms.head(15)
+    st.altair_chart(
+        alt.Chart(top).mark_bar().encode(
+            x=alt.X("expected_reward:Q", title="posterior expected reward"),
+            y=alt.Y("arm:N", sort="-x", title=None),
+            tooltip=["arm", alt.Tooltip("expected_reward:Q", format=".3f"), "pulls", "labeled"],
+        ),
+        width="stretch",
+    )
+    pulls = pd.DataFrame(tailor["pulls"])
+    if not pulls.empty:
+        st.markdown("**Pulls per arm per round**")
+        st.altair_chart(
+            alt.Chart(pulls).mark_bar().encode(
+                x=alt.X("round:O", title="round"),
+                y=alt.Y("pulls:Q", stack=True),
+                color=alt.Color("arm:N", title="arm"),
+                tooltip=["round", "arm", "pulls"],
+            ),
+            width="stretch",
+        )
+    classes = pd.DataFrame(tailor["classes"])
+    if not classes.empty:
+        st.markdown("**Classes each arm brought in** (labeled picks)")
+        st.dataframe(
+            classes.pivot_table(index="arm", columns="class", values="labels", fill_value=0, aggfunc="sum"),
+            width="stretch",
+        )
+    with st.expander("Arm table and reward per class"):
+        st.dataframe(arms, hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame([tailor["reward"]]), hide_index=True, width="stretch")

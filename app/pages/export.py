@@ -59,3 +59,12 @@ if wb.has_predictions(project_id):
 else:
     st.download_button("Predictions (CSV)", data=b"", key="download_predictions", disabled=True)
     st.caption("Predictions exist after the first training: when round 0 closes, or after Retrain now (Rounds page).")
+
+st.subheader("Model")
+if wb.has_predictions(project_id):
+    offer("head", "Trained head (.safetensors)", "application/octet-stream",
+          "The latest head with its classes and backbone: start another project from it (Projects page, "
+          "'Start from a source head'), e.g. to adapt it to a new pool with LFTL.")
+else:
+    st.download_button("Trained head (.safetensors)", data=b"", key="download_head", disabled=True)
+    st.caption("A head exists after the first training.")

@@ -125,7 +125,10 @@ with side_col:
         st.markdown(f"model guesses **{classes[k]}** ({p:.0%})")
     else:
         st.caption("no model guess yet (before the first training)")
-    chosen_by = "the evaluation set (random, never trained on)" if task.split == "eval" else task.arm
+    # A per-class arm ("most_likely:3") would hint at the answer: show only the algorithm.
+    arm = task.arm.partition(":")[0]
+    chosen_by = "the evaluation set (random, never trained on)" if task.split == "eval" else (
+        f"tailor ({arm} arm)" if arm != task.arm or task.round_strategy == "tailor" else arm)
     st.caption(f"chosen by: {chosen_by}")
 
     # Streamlit draws each button's shortcut key on the button itself, so the label is just the class name.

@@ -13,8 +13,10 @@ SOURCES = {
     "folder": "Image folder",
     "manifest": "Manifest (CSV / JSONL)",
 }
-HEADS = ["linear", "mlp"]
-SSL_METHODS = ["none", "pseudo_label", "flexmatch"]  # lftl_vpa arrives with the LFTL issue
+HEADS = ["linear", "mlp", "bottleneck"]
+SSL_METHODS = ["none", "pseudo_label", "flexmatch", "lftl_vpa"]
+TAILOR_ARM_CHOICES = ["galaxy*", "most_likely*", "confidence", "margin", "entropy", "badge", "coreset", "random",
+                      "bait", "direct"]
 
 wb = ui.get_workbench()
 project_id, annotator = ui.sidebar(wb)
@@ -94,11 +96,13 @@ with col_model:
 strategies = ui.strategy_names(wb)
 col1, col2, col3 = st.columns(3)
 with col1:
-    head = st.selectbox("Head", HEADS, key="new_head")
+    head = st.selectbox("Head", HEADS, key="new_head",
+                        help="bottleneck: Linear-256-BatchNorm + weight-normalised classifier (LFTL's head).")
     ssl = st.selectbox(
         "Semi-supervised training", SSL_METHODS, key="new_ssl",
         help="none: labels only. pseudo_label: confident predictions on unlabeled items join training. "
-             "flexmatch: class-adaptive thresholds on augmented views (the worker embeds weak and strong views).",
+             "flexmatch: class-adaptive thresholds on augmented views (the worker embeds weak and strong views). "
+             "lftl_vpa: LFTL's visual-persistence adaptation (bottleneck head, warm-started round after round).",
     )
     view_flip = st.checkbox(
         "Horizontal flips in augmented views", value=True, key="new_view_flip",
@@ -112,11 +116,33 @@ with col2:
         index=strategies.index(default_strategy) if default_strategy in strategies else 0,
         help="How rounds after round 0 choose items (round 0 is random).",
     )
+    strategy_params: dict = {}
+    if strategy == "tailor":
+        from learners.tailor import DEFAULT_MULTICLASS_ARMS
+
+        arms = st.multiselect(
+            "TAILOR's arms", TAILOR_ARM_CHOICES, default=list(DEFAULT_MULTICLASS_ARMS), key="new_tailor_arms",
+            help="The algorithms TAILOR chooses among; a * makes one arm per class.",
+        )
+        strategy_params = {"arms": arms}
+    elif strategy == "lftl":
+        strategy_params = {
+            "contrast": st.number_input("contrast (alpha)", value=0.03, step=0.01, format="%.3f", key="new_lftl_alpha"),
+            "balance": st.number_input("class balance (lambda)", value=0.1, step=0.05, format="%.3f", key="new_lftl_lambda"),
+        }
     round_size = st.number_input("Round size", min_value=1, value=10, step=1, key="new_round_size")
 with col3:
     eval_size = st.number_input("Eval-set size", min_value=0, value=10, step=1, key="new_eval_size",
                                 help="A random slice labeled first, never trained on; every chart is measured on it.")
     auto_next = st.checkbox("Start the next round after training", value=True, key="new_auto_next")
+    warm_start = st.checkbox("Warm start", value=False, key="new_warm_start",
+                             help="Each training starts from the latest head instead of a fresh one (lftl_vpa always does).")
+source_head = st.file_uploader(
+    "Start from a source head (optional)", type=["safetensors"], key="new_source_head",
+    help="A head exported from another project (Export page) with the same backbone and classes: it chooses the "
+         "first round with this project's strategy (LFTL's source-free setting), and warm-started training "
+         "starts from it.",
+)
 
 
 def form_problem() -> str | None:
@@ -142,8 +168,10 @@ if st.button("Create project", type="primary", key="create_project"):
             name=name.strip(),
             backbone=backbone,
             head={"kind": head},
-            training={"ssl": ssl, "view_flip": bool(view_flip)},
+            training={"ssl": ssl, "view_flip": bool(view_flip), **({"warm_start": True} if warm_start else {})},
             strategy=strategy,
+            strategy_params=strategy_params,
+            source_head=ui.save_upload(wb, source_head) if source_head is not None else None,
             round_size=int(round_size),
             eval_size=int(eval_size),
             auto_next_round=bool(auto_next),

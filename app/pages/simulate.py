@@ -24,15 +24,22 @@ st.caption(
 
 # ----- start --------------------------------------------------------------------------------------------------------
 names = ui.strategy_names(wb)
+SSL_METHOD_NAMES = ["none", "pseudo_label", "flexmatch", "lftl_vpa"]
 with st.form("simulate"):
     strategies = st.multiselect("Strategies", names, default=[n for n in ("random", "margin", "entropy") if n in names])
+    methods = st.multiselect(
+        "Training methods (optional)", SSL_METHOD_NAMES, key="sim_methods",
+        help="Each strategy runs once per method chosen here (e.g. lftl with lftl_vpa and margin with none); "
+             "none chosen: the project's own training method.",
+    )
     c1, c2, c3 = st.columns(3)
     seeds = c1.number_input("Seeds", 1, 20, 3)
     round_size = c2.number_input("Round size (B)", 1, 10_000, 20)
     rounds = c3.number_input("Rounds after the seed round (R)", 1, 200, 5)
     if st.form_submit_button("Start simulation", type="primary"):
         try:
-            job_id = wb.start_simulation(project_id, strategies, list(range(int(seeds))), int(round_size), int(rounds))
+            runs = [f"{name}+{method}" for name in strategies for method in methods] if methods else strategies
+            job_id = wb.start_simulation(project_id, runs, list(range(int(seeds))), int(round_size), int(rounds))
         except WorkbenchError as error:
             st.error(str(error))
         else:

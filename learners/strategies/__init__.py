@@ -3,7 +3,7 @@
     from learners.strategies import get_strategy, StrategyInputs
     picks = get_strategy("margin").select(StrategyInputs(candidates, probs=P), budget, np.random.default_rng(0))
 """
-from learners.strategies import badge, bait, coreset, direct, galaxy, qbc, random, ranked_batch, uncertainty  # noqa: F401  (fill the registry)
+from learners.strategies import badge, bait, coreset, direct, galaxy, lftl, qbc, random, ranked_batch, tailor, uncertainty  # noqa: F401  (fill the registry)
 from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.strategies.registry import available_strategies, get_strategy, register
 

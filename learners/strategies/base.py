@@ -15,17 +15,21 @@ if TYPE_CHECKING:
     import torch
 
 Ask = Callable[[int], int]
-INPUT_FIELDS = frozenset({"probs", "features", "penultimate", "labels"})
+INPUT_FIELDS = frozenset({"probs", "previous_probs", "features", "penultimate", "labels"})
 
 
 @dataclass
 class StrategyInputs:
     """Pool arrays for one selection. `candidates` are positions into the pool arrays (U: unlabeled, not in the
     eval set, not queued); `labeled`/`labels` are the positions and classes of the labeled pool items.
-    `probs` (N x C), `features` (N x d) and `penultimate` (N x h) are indexed by pool position."""
+    `probs` (N x C), `features` (N x d) and `penultimate` (N x h) are indexed by pool position.
+    `previous_probs` (N x C, by pool position like `probs`) is the softmax the previous round's head gave the same
+    items, already aligned by item id by the caller (never by position: the pool order may change between rounds);
+    a row that is all NaN means the item had no previous prediction (it is new to the pool). Read by `lftl`."""
 
     candidates: np.ndarray
     probs: np.ndarray | None = None
+    previous_probs: np.ndarray | None = None
     features: np.ndarray | None = None
     penultimate: np.ndarray | None = None
     labeled: np.ndarray | None = None
@@ -58,6 +62,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
+    uses: ClassVar[frozenset[str]] = frozenset()  # inputs read when given, fine when missing (lftl's previous_probs)
     sequential: ClassVar[bool] = False
 
     def select(
@@ -94,7 +99,7 @@ class Strategy(ABC):
 
 
 def _pool_size(inputs: StrategyInputs) -> int | None:
-    for array in (inputs.probs, inputs.features, inputs.penultimate):
+    for array in (inputs.probs, inputs.previous_probs, inputs.features, inputs.penultimate):
         if array is not None:
             return len(array)
     return None

@@ -2,8 +2,10 @@
 
 For class k every pool item (labeled + candidates) gets margin_k = P[:, k] - max_{j != k} P[:, j], and the pool is
 laid out on a line ordered by margin_k (largest first). Labeled items carry y_k = 1[label == k]. Each pick takes one
-class, cycling through a seeded permutation of the classes (pick t of the round uses order[(step + t) % C], order =
-np.random.default_rng(seed).permutation(C)), and on that class's line takes, in this order of preference:
+class, cycling through a seeded permutation of the classes (pick t of the round uses order[(step + t) % len(order)],
+order = np.random.default_rng(seed).permutation(C); with `classes=[...]` the cycle runs over only those classes,
+order = classes[np.random.default_rng(seed).permutation(len(classes))], as TAILOR's one-class arms need), and on that
+class's line takes, in this order of preference:
 
 1. bisection: among the runs of candidates lying strictly between two consecutive labeled items with different
    y_k, the shortest one, and its middle item ((first + last) // 2, as in the reference code);
@@ -205,15 +207,26 @@ class GalaxyStrategy(Strategy):
     needs = frozenset({"probs", "labels"})
     sequential = True
 
-    def __init__(self, seed: int = 0, device: str = "cpu") -> None:
+    def __init__(self, seed: int = 0, device: str = "cpu", classes: list[int] | None = None) -> None:
+        """`classes` restricts the cycle to those classes' lines (TAILOR's per-class arms use one class);
+        None cycles through every class."""
         self.seed = seed
         self.device = device
+        self.classes = classes
+
+    def cycled_classes(self, num_classes: int) -> np.ndarray:
+        """The classes the picks cycle through, in the seeded order (all classes when `classes` is None)."""
+        classes = np.arange(num_classes) if self.classes is None else np.asarray(self.classes, dtype=np.int64)
+        if classes.ndim != 1 or len(classes) == 0 or classes.min() < 0 or classes.max() >= num_classes:
+            raise ValueError(f"galaxy classes must be a non-empty list of classes in [0, {num_classes}), "
+                             f"got {self.classes}")
+        return classes[class_cycle(self.seed, len(classes))]
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, *,
                 ask: Ask | None = None, **kwargs) -> Selection:
         on_line = np.concatenate([np.asarray(inputs.labeled, dtype=np.int64), inputs.candidates])
         lines = ClassLines(inputs.probs, on_line, rng)
-        order = class_cycle(self.seed, inputs.probs.shape[1])
+        order = self.cycled_classes(inputs.probs.shape[1])
 
         def choose(t: int, state: PoolState) -> tuple[int, int, str]:
             k = int(order[(inputs.step + t) % len(order)])

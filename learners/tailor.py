@@ -1,0 +1,407 @@
+"""TAILOR (Zhang et al., NeurIPS 2023; specs/tailor.md): Thompson sampling over active-learning algorithms ("arms").
+
+Every round each arm ranks up to B candidates; the batch is filled slot by slot, each slot going to the arm whose
+sampled class distribution theta_m scores best against the reward vector v (rare classes are worth much). When the
+round's labels are in, the picks update the posterior of the arm that made them.
+
+- Arms (`Arm`, `build_arms`, `arm_rankings`): any registered strategy, plus the built-in rules `most_likely`
+  (largest P[:, k]), and multi-label only `emal` (smallest sum_k |P[:, k] - 0.5|) and `uncertain` (smallest
+  |P[:, k] - 0.5|). `galaxy`, `most_likely` and `uncertain` expand into one arm per class with a trailing `*`
+  ("galaxy*" -> "galaxy:0", "galaxy:1", ...); "galaxy:3" names one such arm.
+- Posterior (`TailorPosterior`): stats (2, M, K). Multi-class: theta_m ~ Dirichlet(stats[0, m] + 1). Multi-label:
+  theta_m,k ~ Beta(stats[0, m, k], stats[1, m, k]). Update: stats = decay * stats + new, new[0, m] += y,
+  new[1, m] += 1 - y over the labeled picks of arm m.
+- Reward (`reward_vector`): `div` (class diversity) or `pos` (all ones: find positives, multi-label).
+- Filling (`thompson_fill`): the posterior is fixed for the round; draws are made in blocks of slots, all arms at
+  once, so B = 1000 slots x M = 200 arms x K = 10 classes takes well under a second.
+
+Multi-label inputs: `StrategyInputs.labels` is then an (n_labeled, K) 0/1 matrix, not class indices.
+
+Deviation (spec): sequential arms (galaxy) run without `ask`, so their earlier picks of the round are taken, never
+labeled. Layer rule: nothing here touches a database; the caller stores `TailorPosterior.to_dict()`.
+Importing this module does not import torch.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from learners.strategies.base import Strategy, StrategyInputs, top_k
+from learners.strategies.galaxy import CANDIDATE, GONE, LABELED, galaxy_pick
+from learners.strategies.registry import available_strategies, get_strategy
+
+DEFAULT_MULTICLASS_ARMS = ("galaxy*", "confidence", "badge", "most_likely*", "margin", "coreset")
+DEFAULT_MULTILABEL_ARMS = ("emal", "uncertain*", "most_likely*", "galaxy*")
+
+PER_CLASS_RULES = frozenset({"galaxy", "most_likely", "uncertain"})  # may (or must) be tied to one class
+CLASS_ONLY_RULES = frozenset({"most_likely", "uncertain"})           # are only defined for one class
+MULTILABEL_ONLY_RULES = frozenset({"emal", "uncertain"})
+BUILT_IN_RULES = frozenset({"most_likely", "emal", "uncertain"})
+
+# Draws per block of slots in `thompson_fill`: at most this many theta entries (32 MB of float64) at once.
+DRAW_ELEMENTS = 2**22
+
+
+# ------------------------------------------------------------------------------------------------------ arms
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One bandit arm: a strategy (registered name or built-in rule), optionally tied to one class."""
+
+    strategy: str
+    cls: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The name recorded with each pick: the strategy ("margin"), or strategy:class ("galaxy:3")."""
+        return self.strategy if self.cls is None else f"{self.strategy}:{self.cls}"
+
+
+def build_arms(specs: list[str] | tuple[str, ...], num_classes: int, multi_label: bool = False) -> list[Arm]:
+    """The arms named by `specs`: "name" (one arm), "name*" (one arm per class) or "name:k" (class k's arm).
+
+    Raises ValueError naming the bad spec: unknown names, "tailor" itself, per-class forms of rules that have no
+    class, class-less forms of `most_likely`/`uncertain`, multi-label-only rules in multi-class mode, and in
+    multi-label mode the registered strategies that read class-index labels (galaxy is then a built-in line rule
+    on P[:, k] and must be per class). Duplicate arms are refused: arm names key the posterior."""
+    if num_classes < 1:
+        raise ValueError(f"TAILOR needs at least one class, got {num_classes}")
+    arms: list[Arm] = []
+    for spec in specs:
+        arms.extend(_parse_arm_spec(spec, num_classes, multi_label))
+    if not arms:
+        raise ValueError("TAILOR needs at least one arm")
+    names = [arm.name for arm in arms]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"TAILOR arm specs give duplicate arms: {duplicates}")
+    return arms
+
+
+def _parse_arm_spec(spec: str, num_classes: int, multi_label: bool) -> list[Arm]:
+    name, per_class, cls = _split_arm_spec(spec, num_classes)
+    _check_arm_name(spec, name, multi_label)
+    if (per_class or cls is not None) and name not in PER_CLASS_RULES:
+        raise ValueError(f"TAILOR arm {spec!r}: only {sorted(PER_CLASS_RULES)} have per-class arms")
+    if not per_class and cls is None and (name in CLASS_ONLY_RULES or (multi_label and name == "galaxy")):
+        raise ValueError(f"TAILOR arm {spec!r} is defined per class: write {name + '*'!r} or '{name}:k'")
+    if per_class:
+        return [Arm(name, k) for k in range(num_classes)]
+    return [Arm(name, cls)]
+
+
+def _split_arm_spec(spec: str, num_classes: int) -> tuple[str, bool, int | None]:
+    """("galaxy", True, None) for "galaxy*", ("galaxy", False, 3) for "galaxy:3", ("margin", False, None)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"TAILOR arm spec must be a non-empty string, got {spec!r}")
+    if spec.endswith("*"):
+        return spec[:-1], True, None
+    if ":" in spec:
+        name, _, cls = spec.partition(":")
+        if not cls.isdigit() or int(cls) >= num_classes:
+            raise ValueError(f"TAILOR arm {spec!r}: the class must be an integer in [0, {num_classes})")
+        return name, False, int(cls)
+    return spec, False, None
+
+
+def _check_arm_name(spec: str, name: str, multi_label: bool) -> None:
+    if name == "tailor":
+        raise ValueError(f"TAILOR arm {spec!r}: tailor cannot be one of its own arms")
+    if name in MULTILABEL_ONLY_RULES and not multi_label:
+        raise ValueError(f"TAILOR arm {spec!r} is a multi-label rule; this project is multi-class")
+    if name in BUILT_IN_RULES:
+        return
+    if name not in available_strategies():
+        raise ValueError(f"TAILOR arm {spec!r}: unknown strategy {name!r}; known: "
+                         f"{', '.join(sorted(set(available_strategies()) - {'tailor'} | BUILT_IN_RULES))}")
+    if multi_label and name != "galaxy" and "labels" in get_strategy(name).needs:
+        raise ValueError(f"TAILOR arm {spec!r}: {name} reads class-index labels, so it cannot run multi-label")
+
+
+def arm_rankings(arms: list[Arm], inputs: StrategyInputs, budget: int, rng: np.random.Generator,
+                 device: str = "cpu", multi_label: bool = False, seed: int = 0) -> list[np.ndarray]:
+    """For each arm, up to `budget` pool positions from `inputs.candidates`, best first.
+
+    Registered strategies run through `select` (built with `device` and `seed` where their constructor takes
+    them); galaxy runs without `ask`, so its picks are taken, not labeled. Each arm gets its own child generator
+    of `rng` (adding an arm does not change the others' rankings). The candidates' probabilities are gathered once
+    for all built-in rules. Raises ValueError when an arm's inputs are missing (e.g. coreset without penultimate)."""
+    if inputs.probs is None:
+        raise ValueError("TAILOR arms need probs (there is no head yet)")
+    budget = min(budget, len(inputs.candidates))
+    if budget <= 0:
+        return [np.empty(0, dtype=np.int64) for _ in arms]
+    candidate_probs = labels = None
+    if any(arm.strategy in BUILT_IN_RULES for arm in arms):
+        candidate_probs = np.asarray(inputs.probs[inputs.candidates], dtype=np.float64)
+    if multi_label and any(arm.strategy == "galaxy" for arm in arms):
+        labels = label_matrix(inputs, inputs.probs.shape[1], multi_label=True)
+    rankings = []
+    for arm, arm_rng in zip(arms, rng.spawn(len(arms))):
+        if arm.strategy in BUILT_IN_RULES:
+            ranking = inputs.candidates[_top(rule_scores(arm, candidate_probs), budget, arm_rng)]
+        elif arm.strategy == "galaxy" and multi_label:
+            ranking = multilabel_galaxy_ranking(inputs, labels, arm.cls, budget, arm_rng)
+        else:
+            ranking = _registered_arm(arm, device, seed).select(inputs, budget, arm_rng).positions
+        rankings.append(np.asarray(ranking, dtype=np.int64))
+    return rankings
+
+
+def rule_scores(arm: Arm, candidate_probs: np.ndarray) -> np.ndarray:
+    """Built-in rules as scores, higher first: most_likely P_k, uncertain -|P_k - 0.5|, emal -sum_k |P_k - 0.5|."""
+    if arm.strategy == "most_likely":
+        return candidate_probs[:, arm.cls]
+    if arm.strategy == "uncertain":
+        return -np.abs(candidate_probs[:, arm.cls] - 0.5)
+    return -np.abs(candidate_probs - 0.5).sum(axis=1)
+
+
+def _top(scores: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the `budget` largest scores, best first, ties in a seeded random order (`base.top_k`)."""
+    import torch
+
+    if np.isnan(scores).any():
+        raise ValueError("probs contain NaN for some candidates")
+    return top_k(torch.from_numpy(np.ascontiguousarray(scores)), budget, rng).numpy()
+
+
+def _registered_arm(arm: Arm, device: str, seed: int) -> Strategy:
+    """An instance of the arm's registered strategy; galaxy restricted to the arm's class when it has one."""
+    strategy = get_strategy(arm.strategy)
+    accepted = inspect.signature(type(strategy)).parameters
+    params = {name: value for name, value in (("device", device), ("seed", seed)) if name in accepted}
+    if arm.cls is not None:
+        params["classes"] = [arm.cls]
+    return get_strategy(arm.strategy, **params) if params else strategy
+
+
+def multilabel_galaxy_ranking(inputs: StrategyInputs, labels: np.ndarray, k: int, budget: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """GALAXY on multi-label class k: the pool (labeled + candidates) ordered by P[:, k] (largest first, ties at
+    random), y_k = column k of `labels` (the labeled items' 0/1 matrix); `budget` picks by `galaxy.galaxy_pick`,
+    each taken (off the line), never labeled."""
+    labeled = np.asarray(inputs.labeled, dtype=np.int64)
+    on_line = np.concatenate([labeled, inputs.candidates])
+    score = np.asarray(inputs.probs[on_line, k], dtype=np.float64)
+    shuffle = rng.permutation(len(on_line))
+    order = shuffle[np.argsort(-score[shuffle], kind="stable")]
+    is_labeled = order < len(labeled)
+    status = np.where(is_labeled, LABELED, CANDIDATE).astype(np.int8)
+    y = labels[order[is_labeled], k] == 1
+    picks = np.empty(budget, dtype=np.int64)
+    for t in range(budget):
+        visible = np.flatnonzero(status != GONE)
+        at = visible[galaxy_pick(status[visible], y, rng)[0]]
+        picks[t] = on_line[order[at]]
+        status[at] = GONE
+    return picks
+
+
+# ---------------------------------------------------------------------------------------------- rewards
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(n, K) 0/1 float64 rows for class indices `labels`."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.ndim != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= num_classes)):
+        raise ValueError(f"labels must be 1-D class indices in [0, {num_classes})")
+    out = np.zeros((len(labels), num_classes))
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def label_matrix(inputs: StrategyInputs, num_classes: int, multi_label: bool) -> np.ndarray:
+    """The labeled items' label vectors, (|L|, K) 0/1: one-hot class indices, or the given multi-label matrix."""
+    if inputs.labels is None:
+        return np.zeros((0, num_classes))
+    if not multi_label:
+        return one_hot(inputs.labels, num_classes)
+    labels = np.asarray(inputs.labels, dtype=np.float64)
+    if labels.size == 0:
+        labels = labels.reshape(0, num_classes)
+    if labels.ndim != 2 or labels.shape[1] != num_classes or not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError(f"multi-label labels must be an (n, {num_classes}) 0/1 matrix, got shape {labels.shape}")
+    return labels
+
+
+def reward_vector(labels: np.ndarray, kind: str = "div") -> np.ndarray:
+    """The reward v (K,) for the labeled set's label vectors `labels` (|L| x K, 0/1; one-hot rows if multi-class).
+
+    div: w_k = max(1, count_k); where w_k / |L| > 0.5, w_k = -w_k; v = 1 / w. A class holding over half the labels
+    costs. As in the spec (and reference code) the flip reads the clipped w_k, so with |L| = 1 every class flips;
+    with |L| = 0 nothing flips (v = ones).
+    pos: all ones (find positives). Meant for multi-label; `TailorStrategy` refuses it for multi-class, where every
+    arm would score theta . v = 1."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be an (|L|, K) 0/1 matrix, got shape {labels.shape}")
+    if kind == "pos":
+        return np.ones(labels.shape[1])
+    if kind != "div":
+        raise ValueError(f"unknown TAILOR reward {kind!r}; use 'div' or 'pos'")
+    w = np.maximum(1.0, labels.sum(axis=0))
+    if len(labels):
+        w[w / len(labels) > 0.5] *= -1
+    return 1.0 / w
+
+
+# -------------------------------------------------------------------------------------------- posterior
+
+
+@dataclass
+class TailorPosterior:
+    """Per-arm, per-class statistics stats (2, M, K) float64; `folded_rounds` lists the round ids already folded
+    in by `update`, so that a caller replaying a round does not count it twice."""
+
+    arm_names: list[str]
+    stats: np.ndarray
+    multi_label: bool = False
+    folded_rounds: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.arm_names = list(self.arm_names)
+        self.stats = np.array(self.stats, dtype=np.float64)
+        if self.stats.ndim != 3 or self.stats.shape[:2] != (2, len(self.arm_names)):
+            raise ValueError(f"stats must have shape (2, {len(self.arm_names)}, K), got {self.stats.shape}")
+        if len(set(self.arm_names)) != len(self.arm_names):
+            raise ValueError("arm names must be unique")
+
+    @classmethod
+    def fresh(cls, arm_names: list[str], num_classes: int, multi_label: bool = False) -> TailorPosterior:
+        """The prior: stats all ones (spec)."""
+        return cls(list(arm_names), np.ones((2, len(arm_names), num_classes)), multi_label)
+
+    @property
+    def num_classes(self) -> int:
+        return self.stats.shape[2]
+
+    def to_dict(self) -> dict:
+        """JSON-safe (lists, floats, bools); `from_dict(to_dict())` reproduces it exactly."""
+        return {"arm_names": list(self.arm_names), "stats": self.stats.tolist(), "multi_label": bool(self.multi_label),
+                "folded_rounds": [int(r) for r in self.folded_rounds]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TailorPosterior:
+        return cls(data["arm_names"], np.array(data["stats"], dtype=np.float64), bool(data["multi_label"]),
+                   [int(r) for r in data.get("folded_rounds", [])])
+
+    def matches(self, arm_names: list[str], num_classes: int, multi_label: bool | None = None) -> bool:
+        """Whether this posterior is for exactly these arms (same order) and classes (and mode, if given)."""
+        return (list(arm_names) == self.arm_names and num_classes == self.num_classes
+                and (multi_label is None or multi_label == self.multi_label))
+
+    def arm_index(self, names: list[str]) -> np.ndarray:
+        """Index of each arm name; -1 for names that are not arms (eval-set or random picks)."""
+        index = {name: m for m, name in enumerate(self.arm_names)}
+        return np.array([index.get(name, -1) for name in names], dtype=np.int64)
+
+    def expected_theta(self) -> np.ndarray:
+        """(M, K) posterior mean of theta: Dirichlet (stats[0] + 1) / sum, or Beta stats[0] / (stats[0] + stats[1])."""
+        if self.multi_label:
+            return self.stats[0] / (self.stats[0] + self.stats[1])
+        alpha = self.stats[0] + 1.0
+        return alpha / alpha.sum(axis=1, keepdims=True)
+
+    def expected_reward(self, reward: np.ndarray) -> np.ndarray:
+        """(M,) each arm's posterior expected reward E[theta_m] . v."""
+        return self.expected_theta() @ np.asarray(reward, dtype=np.float64)
+
+    def update(self, arm_index: np.ndarray, labels: np.ndarray, decay: float = 0.9,
+               round_id: int | None = None) -> bool:
+        """Fold in one round's labeled picks: pick i was made by arm `arm_index[i]` and got label vector `labels[i]`
+        (0/1, one-hot for multi-class; pass only labeled picks). new[0, m] += y, new[1, m] += 1 - y;
+        stats = decay * stats + new. With `round_id` already in `folded_rounds` nothing changes and False is
+        returned; otherwise the round id (if given) is recorded and True returned."""
+        if round_id is not None and round_id in self.folded_rounds:
+            return False
+        arm_index = np.asarray(arm_index, dtype=np.int64).reshape(-1)
+        labels = np.asarray(labels, dtype=np.float64)
+        if labels.size == 0:
+            labels = labels.reshape(0, self.num_classes)
+        if labels.shape != (len(arm_index), self.num_classes) or not np.isin(labels, (0.0, 1.0)).all():
+            raise ValueError(f"labels must be a ({len(arm_index)}, {self.num_classes}) 0/1 matrix, "
+                             f"got shape {labels.shape}")
+        if len(arm_index) and (arm_index.min() < 0 or arm_index.max() >= len(self.arm_names)):
+            raise ValueError(f"arm indices must lie in [0, {len(self.arm_names)}) (filter out non-arm picks)")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must lie in (0, 1], got {decay}")
+        new = np.zeros_like(self.stats)
+        np.add.at(new[0], arm_index, labels)
+        np.add.at(new[1], arm_index, 1.0 - labels)
+        self.stats = decay * self.stats + new
+        if round_id is not None:
+            self.folded_rounds.append(int(round_id))
+        return True
+
+    def sample_rewards(self, reward: np.ndarray, slots: int, rng: np.random.Generator) -> np.ndarray:
+        """(slots, M) independent draws of theta_m . v, all arms at once."""
+        shape = (slots, *self.stats.shape[1:])
+        if self.multi_label:
+            return rng.beta(self.stats[0], self.stats[1], size=shape) @ reward
+        gammas = rng.standard_gamma(self.stats[0] + 1.0, size=shape)  # normalised gammas are Dirichlet draws
+        return (gammas @ reward) / gammas.sum(axis=2)
+
+
+# ------------------------------------------------------------------------------------------------ filling
+
+
+class ThompsonPicks(NamedTuple):
+    """One round's picks in slot order: pool positions, the arm (index) that made each, and the theta . v that arm
+    drew for the slot."""
+
+    positions: np.ndarray
+    arm_index: np.ndarray
+    sampled_reward: np.ndarray
+
+
+def thompson_fill(posterior: TailorPosterior, rankings: list[np.ndarray], reward: np.ndarray, budget: int,
+                  rng: np.random.Generator, taken: np.ndarray | None = None) -> ThompsonPicks:
+    """Fill up to `budget` slots by Thompson sampling with the posterior held fixed.
+
+    Per slot: draw theta for every arm, m* = argmax theta_m . v among the arms still alive, take arm m*'s next
+    ranked item not taken this round (nor in `taken`); an arm with nothing left is dropped for the rest of the round
+    and the slot is drawn again. Stops when the budget is filled or every arm is exhausted. Draws come in blocks
+    (at most DRAW_ELEMENTS thetas) and each arm keeps a pointer into its ranking, so a round costs
+    O(B M K) for the draws plus O(total ranking length) for the skipping."""
+    if len(rankings) != len(posterior.arm_names):
+        raise ValueError(f"{len(rankings)} rankings for {len(posterior.arm_names)} arms")
+    reward = np.asarray(reward, dtype=np.float64)
+    if reward.shape != (posterior.num_classes,):
+        raise ValueError(f"reward must have shape ({posterior.num_classes},), got {reward.shape}")
+    rankings = [np.asarray(r, dtype=np.int64) for r in rankings]
+    lists: list[list[int] | None] = [None] * len(rankings)  # python ints (fast element access), made on first pull
+    pointers = [0] * len(rankings)
+    alive = np.array([len(r) > 0 for r in rankings])
+    used = set() if taken is None else set(np.asarray(taken, dtype=np.int64).tolist())
+    positions, arms, drawn = [], [], []
+    block_rows = max(1, DRAW_ELEMENTS // posterior.stats[0].size)
+    while len(positions) < budget and alive.any():
+        block = posterior.sample_rewards(reward, min(block_rows, budget - len(positions)), rng)
+        block[:, ~alive] = -np.inf
+        for row in block:
+            m = int(np.argmax(row))
+            if lists[m] is None:
+                lists[m] = rankings[m].tolist()
+            ranking, at = lists[m], pointers[m]
+            while at < len(ranking) and ranking[at] in used:
+                at += 1
+            pointers[m] = at + 1
+            if at == len(ranking):  # exhausted: drop the arm, redraw this slot
+                alive[m] = False
+                block[:, m] = -np.inf
+                if not alive.any():
+                    break
+                continue
+            used.add(ranking[at])
+            positions.append(ranking[at])
+            arms.append(m)
+            drawn.append(row[m])
+            if len(positions) == budget:
+                break
+    return ThompsonPicks(np.array(positions, dtype=np.int64), np.array(arms, dtype=np.int64),
+                         np.array(drawn, dtype=np.float64))

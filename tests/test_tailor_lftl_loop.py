@@ -1,0 +1,147 @@
+"""TAILOR and LFTL in the real loop: the posterior kept in the database across rounds and restarts, the arm
+panel, a head exported from one project starting another, LFTL's previous predictions followed by item id."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from app import tailor_state
+from app.settings import Settings
+from app.tasks import _align
+from app.worker import Worker
+from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from learners.tailor import one_hot
+from storage.models import Artifact, Project, QueueEntry, Round
+from tests.test_loop import drain, gold_of, label_round
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
+    return Settings.from_env()
+
+
+def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settings: Settings) -> None:
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=12, eval_size=10), "demo")
+    gold = gold_of(wb, pid)
+    drain(Worker(settings, device="cpu"))
+    label_round(wb, pid, gold)
+    drain(Worker(settings, device="cpu"))  # trains round 0, opens round 1 and lets TAILOR choose it
+
+    round1 = wb.rounds(pid)[1]
+    assert round1.strategy == "tailor" and round1.state == "labeling"
+    with wb.db.read() as s:
+        arms = [arm for arm, in s.execute(select(QueueEntry.arm).where(QueueEntry.round_id == round1.id))]
+        posterior = tailor_state.load_posterior(s, pid)
+    assert len(arms) == 12 and set(arms) <= set(posterior.arm_names)
+    assert len(posterior.arm_names) == 2 * 10 + 4  # galaxy and most_likely per class, confidence, badge, margin, coreset
+    assert np.array_equal(posterior.stats, np.ones((2, 24, 10))) and posterior.folded_rounds == []
+    assert "TAILOR" in round1.note
+
+    label_round(wb, pid, gold)
+    wb.db.dispose()
+    wb = Workbench(settings)  # a restart: the posterior comes back from the database
+    drain(Worker(settings, device="cpu"))
+    with wb.db.read() as s:
+        after = tailor_state.load_posterior(s, pid)
+        picks = list(s.execute(select(QueueEntry.item_id, QueueEntry.arm).where(QueueEntry.round_id == round1.id)))
+    expected = 0.9 * np.ones((2, 24, 10))
+    for item_id, arm in picks:
+        y = one_hot(np.array([gold[item_id]]), 10)[0]
+        m = after.arm_names.index(arm)
+        expected[0, m] += y
+        expected[1, m] += 1 - y
+    assert np.allclose(after.stats, expected)
+    assert after.folded_rounds == [round1.id]
+    with wb.db.write() as s:  # folding the same round again changes nothing
+        assert not tailor_state.fold_round(s, s.get(Project, pid), s.get(Round, round1.id))
+
+    panel = wb.tailor_panel(pid)
+    assert sum(row["pulls"] for row in panel["pulls"] if row["round"] == 1) == 12
+    assert {row["round"] for row in panel["pulls"]} == {1, 2}
+    assert len(panel["arms"]) == 24 and any(row["arm"].startswith("galaxy[") for row in panel["arms"])
+    assert sum(row["labels"] for row in panel["classes"]) == 12
+    assert [h["round"] for h in panel["history"][:1]] == [1]
+
+
+def _trained_source(settings: Settings, name: str, head: str = "bottleneck") -> tuple[Workbench, Path]:
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name=name, head={"kind": head}, round_size=40, eval_size=10), "demo")
+    drain(Worker(settings, device="cpu"))
+    label_round(wb, pid, gold_of(wb, pid))
+    drain(Worker(settings, device="cpu"))
+    file_name, data = wb.export(pid, "head")
+    assert file_name.endswith(".safetensors")
+    path = settings.home / file_name
+    path.write_bytes(data)
+    return wb, path
+
+
+def test_a_head_exported_from_one_project_chooses_the_first_round_of_another(settings: Settings) -> None:
+    wb, head_file = _trained_source(settings, "Source digits")
+    config = ProjectConfig(name="Target digits", head={"kind": "bottleneck"}, strategy="lftl",
+                           training={"ssl": "lftl_vpa"}, round_size=10, eval_size=10, source_head=str(head_file))
+    pid = wb.create_project(config, "demo")
+    assert wb.rounds(pid)[0].strategy == "lftl"  # not random: the source model chooses round 0
+    drain(Worker(settings, device="cpu"))
+    with wb.db.read() as s:
+        source_predictions = s.scalars(select(Artifact).where(Artifact.project_id == pid, Artifact.kind == "predictions")).all()
+    assert len(source_predictions) == 1 and source_predictions[0].meta.get("source")
+    first = wb.next_task(pid, "ann")
+    assert first.arm == "eval" and first.guess is not None  # the source head already guesses
+    label_round(wb, pid, gold_of(wb, pid), annotator="ann")
+    with wb.db.read() as s:
+        arms = {arm for arm, in s.execute(
+            select(QueueEntry.arm).join(Round, Round.id == QueueEntry.round_id).where(Round.project_id == pid))}
+    assert arms == {"eval", "lftl"}
+    drain(Worker(settings, device="cpu"))
+    round0, round1 = wb.rounds(pid)[:2]
+    assert "warm start" in round0.note and "bottleneck" in round0.note
+    assert "previous" in round1.note  # round 1's P_prev: the source head's predictions, by item id
+    assert round0.metrics["accuracy"] > 0.5
+
+
+def test_a_source_head_must_match_and_must_be_safetensors(settings: Settings, tmp_path: Path) -> None:
+    wb, head_file = _trained_source(settings, "Source", head="linear")
+    other_backbone = ProjectConfig(name="Bigger pixels", backbone={"name": "pixels", "image_size": 12},
+                                   source_head=str(head_file))
+    with pytest.raises(WorkbenchError, match="backbone"):
+        wb.create_project(other_backbone, "demo")
+    classes_folder = tmp_path / "two_classes"
+    for k, name in enumerate(["cat", "dog"]):
+        (classes_folder / name).mkdir(parents=True)
+        for i in range(3):
+            from PIL import Image
+
+            Image.new("L", (8, 8), color=40 * (i + k)).save(classes_folder / name / f"{i}.png")
+    with pytest.raises(WorkbenchError, match="classes"):
+        wb.create_project(ProjectConfig(name="Pets", source_head=str(head_file), eval_size=1), classes_folder)
+    pickled = tmp_path / "head.safetensors"
+    pickled.write_bytes(pickle.dumps({"weight": [1, 2, 3]}))
+    with pytest.raises(WorkbenchError, match="pickled"):
+        wb.create_project(ProjectConfig(name="Pickle", source_head=str(pickled)), "demo")
+    assert [p.name for p in wb.projects()] == ["Source"]  # nothing half-stored
+    # Warm start skipped with a note when the kinds differ (a linear source, an lftl_vpa target).
+    pid = wb.create_project(ProjectConfig(name="Target", training={"ssl": "lftl_vpa"}, round_size=10, eval_size=10,
+                                          source_head=str(head_file)), "demo")
+    drain(Worker(settings, device="cpu"))
+    label_round(wb, pid, gold_of(wb, pid))
+    drain(Worker(settings, device="cpu"))
+    assert "fresh start" in wb.rounds(pid)[0].note
+
+
+def test_previous_predictions_follow_items_by_id() -> None:
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+    ids = np.array([10, 20, 30])
+    pool_order = np.array([30, 40, 10, 20])  # a new item (40) and another order
+    aligned = _align(probs, ids, pool_order, missing_ok=True)
+    assert np.allclose(aligned[[0, 2, 3]], probs[[2, 0, 1]]) and np.isnan(aligned[1]).all()
+    with pytest.raises(ValueError, match="no row"):
+        _align(probs, ids, pool_order)
