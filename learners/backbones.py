@@ -6,6 +6,8 @@ back to random weights silently.
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,6 +155,19 @@ def _load_timm(spec: BackboneSpec) -> Backbone:
     return Backbone(name=spec.name, module=model, transform=transform, dim=int(model.num_features))
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file whatever its name: an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The one useful line of torch's weights-only refusal (its advice to pass weights_only=False is left out)."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(error))
+    return match.group(1).strip() if match else "not a plain state dict"
+
+
 def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
     """Load a state dict from `spec.checkpoint` into `model` (built with num_classes=0).
 
@@ -161,11 +176,19 @@ def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
     if not path.is_file():
         raise BackboneUnavailable(f"{spec.name}: checkpoint file {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
             from safetensors.torch import load_file
             state = load_file(str(path), device="cpu")
         else:
+            # Never weights_only=False: a pickle can run any code while it is read. weights_only=True only
+            # rebuilds tensors and plain containers and refuses every other global before calling it.
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise BackboneUnavailable(
+            f"{spec.name}: checkpoint {path} refused: it is a pickle holding more than tensors "
+            f"({_unpickler_reason(error)}). Torch checkpoints are read with weights_only=True only, because "
+            "unpickling other objects can run code; save the state dict as .safetensors "
+            "(safetensors.torch.save_file) and give that file instead.") from None
     except Exception as error:
         raise BackboneUnavailable(f"{spec.name}: cannot read checkpoint {path}: {error}") from error
     for wrapper_key in ("state_dict", "model"):

@@ -1,4 +1,5 @@
-"""Classification metrics in plain numpy (stored per round)."""
+"""Classification metrics in plain numpy (stored per round): multi-class (`classification_metrics`,
+`labels_per_class`) and multi-label (`multilabel_metrics`, `multilabel_labels_per_class`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -57,3 +58,89 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
         "per_class_recall": [float(r) if present else None for r, present in zip(recall, in_true)],
         "n": n,
     }
+
+
+def _check_multilabel(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    if y_true.ndim != 2 or scores.shape != y_true.shape:
+        raise ValueError(f"need y_true (n, K) and scores (n, K) of one shape, got {y_true.shape} and {scores.shape}")
+    if not ((y_true == 0) | (y_true == 1)).all():
+        raise ValueError("multi-label y_true must be a 0/1 matrix")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    return y_true.astype(bool), scores
+
+
+def average_precision_per_class(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Average precision of each column (K,), float64; NaN for a column without any positive.
+
+    AP = sum over distinct score thresholds t, highest first, of (R_t - R_prev) P_t, with P_t and R_t the precision
+    and recall of "score >= t" (scikit-learn's average_precision_score: tied scores enter together, no
+    interpolation). Equivalently, the mean over the positives of the precision at their score's threshold, which is
+    how it is computed here: one sort per column, vectorised over columns."""
+    y_true, scores = _check_multilabel(y_true, scores)
+    n, k = y_true.shape
+    if n == 0:
+        return np.full(k, np.nan)
+    order = np.argsort(-scores, axis=0, kind="stable")
+    s = np.take_along_axis(scores, order, axis=0)
+    y = np.take_along_axis(y_true, order, axis=0)
+    tp = np.cumsum(y, axis=0)
+    # index of the last row of each row's tie group (rows with the same score are one threshold)
+    group_end = np.ones((n, k), dtype=bool)
+    group_end[:-1] = s[:-1] != s[1:]
+    rows = np.arange(n)[:, None]
+    last = np.where(group_end, rows, n - 1)
+    last = np.minimum.accumulate(last[::-1], axis=0)[::-1]
+    tp_at = np.take_along_axis(tp, last, axis=0)
+    precision_at = tp_at / (last + 1)
+    positives = y.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (precision_at * y).sum(axis=0) / positives
+    return np.where(positives > 0, ap, np.nan)
+
+
+def multilabel_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Multi-label metrics of per-class scores (n, K) (the head's sigmoids) against a 0/1 matrix y_true (n, K).
+
+    - mAP: mean over the classes with at least one positive in y_true of their average precision (per class equal
+      to sklearn's average_precision_score); None if no class has a positive.
+    - per_class_ap: one entry per class, None for classes without a positive.
+    - micro_f1: 2 TP / (2 TP + FP + FN) over every (item, class) entry, predictions = scores > threshold (0.5,
+      the same cut as badge's 1[P > 0.5]); None when there is neither a true nor a predicted positive.
+    - macro_f1: mean F1 over the classes with a true or a predicted positive (a class with neither has no F1; as
+      sklearn's f1_score(average="macro", zero_division=np.nan)); None if there is no such class.
+    - labels_per_class: positives per class in y_true. n: number of items.
+    """
+    y, s = _check_multilabel(y_true, scores)
+    n, k = y.shape
+    labels_per_class = y.sum(axis=0).astype(int).tolist()
+    if n == 0:
+        return {"mAP": None, "micro_f1": None, "macro_f1": None, "per_class_ap": [None] * k,
+                "labels_per_class": labels_per_class, "n": 0}
+    ap = average_precision_per_class(y, s)
+    has_positive = ~np.isnan(ap)
+    predicted = s > threshold
+    tp = (predicted & y).sum(axis=0)
+    true_count, pred_count = y.sum(axis=0), predicted.sum(axis=0)
+    in_either = (true_count + pred_count) > 0
+    f1 = 2 * tp[in_either] / (true_count[in_either] + pred_count[in_either])
+    micro_denominator = true_count.sum() + pred_count.sum()
+    return {
+        "mAP": float(ap[has_positive].mean()) if has_positive.any() else None,
+        "micro_f1": float(2 * tp.sum() / micro_denominator) if micro_denominator else None,
+        "macro_f1": float(f1.mean()) if len(f1) else None,
+        "per_class_ap": [float(a) if present else None for a, present in zip(ap, has_positive)],
+        "labels_per_class": labels_per_class,
+        "n": n,
+    }
+
+
+def multilabel_labels_per_class(labels: np.ndarray, num_classes: int) -> list[int]:
+    """How many of the (n, num_classes) 0/1 label rows have each class (positives per class)."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return [0] * num_classes
+    if labels.ndim != 2 or labels.shape[1] != num_classes or not ((labels == 0) | (labels == 1)).all():
+        raise ValueError(f"multi-label labels must be an (n, {num_classes}) 0/1 matrix, got shape {labels.shape}")
+    return labels.sum(axis=0).astype(int).tolist()

@@ -66,6 +66,17 @@ the reference's lr 1e-3; set `vpa_lr` (and `epochs`, `min_steps_per_epoch` for t
 
 Everything is seeded by `config.seed` (initialisation, batch order, mixup draws); the global torch RNG is
 untouched.
+
+Multi-label (`train_head_ssl(..., multi_label=True)`, `labels` an (L, K) 0/1 matrix; specs/training.md):
+- `none`: `train_head(..., multi_label=True)` (sigmoids + binary cross-entropy).
+- `pseudo_label`: per class (`multilabel_pseudo_label_targets`): for each unlabeled row and class k the target is
+  1 if P_k >= tau, 0 if P_k <= 1 - tau, else the entry is masked (needs tau > 0.5); the unlabeled term is the
+  binary cross-entropy averaged over the batch's unmasked entries (0 when every entry is masked). The labeled term
+  is the binary cross-entropy averaged over every entry, as in `train_head`. Same loop, frozen scorer and epochs.
+- `flexmatch` and `lftl_vpa`: refused with a ValueError (`MULTI_LABEL_REFUSALS` says why). FlexMatch's
+  pseudo-label is one argmax class per item and its thresholds count items per predicted class; LFTL's VPA
+  (information maximisation, class anchors) is defined on softmax outputs and one class per labeled item. The
+  spec gives neither a multi-label version.
 """
 from __future__ import annotations
 
@@ -88,6 +99,8 @@ from learners.heads import (
     check_training_data,
     initial_net,
     new_head,
+    output_probs,
+    supervised_loss,
     train_head,
 )
 
@@ -162,6 +175,7 @@ class SSLProblem:
     views: Views | None
     device: str
     init: TrainedHead | None = None  # warm start
+    multi_label: bool = False  # labels is then an (L, K) float32 0/1 matrix
 
     def inputs(self, view: str | None, epoch: int, rows: np.ndarray) -> torch.Tensor:
         """Feature rows `rows` of `view` (copy epoch mod K), or of the plain features when `view` is None."""
@@ -197,6 +211,18 @@ def pseudo_label_targets(probs: np.ndarray, tau: float) -> tuple[np.ndarray, np.
     return rows, probs[rows].argmax(axis=1)
 
 
+def multilabel_pseudo_label_targets(probs: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label pseudo-labels per class: (targets, mask), both (n, K). For each row and class k, target 1 where
+    P_k >= tau, 0 where P_k <= 1 - tau; `mask` is True on those entries and False on the rest (no target; their
+    `targets` entry is 0). Needs tau > 0.5 (otherwise an entry could be both)."""
+    if not tau > 0.5:
+        raise ValueError(f"multi-label pseudo-labels need tau > 0.5 (target 1 at P >= tau, 0 at P <= 1 - tau), "
+                         f"got {tau}")
+    probs = np.asarray(probs)
+    positive, negative = probs >= tau, probs <= 1.0 - tau
+    return positive.astype(np.float32), positive | negative
+
+
 class _BatchCycler:
     """Endless seeded mini-batches of positions 0..n-1: shuffled passes, a batch may straddle two passes."""
 
@@ -218,7 +244,7 @@ def _steps_per_epoch(rows: int, batch_size: int, minimum: int) -> int:
 
 def _train_none(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
     return train_head(problem.features[problem.labeled_idx], problem.labels, problem.num_classes, problem.config,
-                      device=problem.device, progress=progress, init=problem.init)
+                      device=problem.device, progress=progress, init=problem.init, multi_label=problem.multi_label)
 
 
 class _UnlabeledTerm:
@@ -239,7 +265,9 @@ class _PseudoLabelTerm(_UnlabeledTerm):
     with max prob >= tau get their argmax. The loss is the mean cross-entropy over the batch's rows that have a
     target (each weighs like a labeled row in its batch). Rows are scored when drawn, with that frozen copy,
     which gives the same targets as scoring every unlabeled row up front at a fraction of the cost on big pools
-    (rescoring 100,000 rows of d = 512 every epoch took 40 of 49 s)."""
+    (rescoring 100,000 rows of d = 512 every epoch took 40 of 49 s). Multi-label: per-class targets and mask
+    (`multilabel_pseudo_label_targets`), binary cross-entropy averaged over the unmasked entries; a row
+    contributes when at least one of its entries has a target."""
 
     def __init__(self, problem: SSLProblem) -> None:
         self.p = problem
@@ -253,12 +281,27 @@ class _PseudoLabelTerm(_UnlabeledTerm):
         p = self.p
         rows = p.unlabeled_idx[positions]
         with torch.no_grad():
-            probs = torch.softmax(self.frozen(p.inputs(None, epoch, rows)), dim=1).cpu().numpy()
+            probs = output_probs(self.frozen(p.inputs(None, epoch, rows)), p.multi_label).cpu().numpy()
+        if p.multi_label:
+            return self._multilabel_loss(net, epoch, rows, probs)
         keep, targets = pseudo_label_targets(probs, p.ssl.tau)
         if len(keep) == 0:
             return torch.zeros((), device=p.device), 0
         logits = net(p.inputs(self.view, epoch, rows[keep]))
         return nn.functional.cross_entropy(logits, torch.from_numpy(targets).to(p.device)), len(keep)
+
+    def _multilabel_loss(self, net: nn.Module, epoch: int, rows: np.ndarray,
+                         probs: np.ndarray) -> tuple[torch.Tensor, int]:
+        p = self.p
+        targets, mask = multilabel_pseudo_label_targets(probs, p.ssl.tau)
+        keep = np.flatnonzero(mask.any(axis=1))
+        if len(keep) == 0:
+            return torch.zeros((), device=p.device), 0
+        logits = net(p.inputs(self.view, epoch, rows[keep]))
+        entry_mask = torch.from_numpy(mask[keep]).to(p.device, logits.dtype)
+        per_entry = nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.from_numpy(targets[keep]).to(p.device, logits.dtype), reduction="none")
+        return (per_entry * entry_mask).sum() / entry_mask.sum(), len(keep)
 
 
 class _FlexMatchTerm(_UnlabeledTerm):
@@ -288,7 +331,7 @@ def _train_with_unlabeled(problem: SSLProblem, term: _UnlabeledTerm, progress: P
     module docstring; no unlabeled term during the first `warmup_epochs` epochs."""
     p, config, ssl = problem, problem.config, problem.ssl
     dim = p.features.shape[1]
-    net, optimiser = new_head(dim, p.num_classes, config, p.device, p.init)
+    net, optimiser = new_head(dim, p.num_classes, config, p.device, p.init, p.multi_label)
     shuffle = torch.Generator().manual_seed(config.seed)
     labeled_y = torch.from_numpy(p.labels).to(p.device)
     labeled_batches = _BatchCycler(len(p.labeled_idx), shuffle)
@@ -306,7 +349,7 @@ def _train_with_unlabeled(problem: SSLProblem, term: _UnlabeledTerm, progress: P
             for _ in range(steps):
                 lb = labeled_batches.take(batch_l)
                 logits = net(p.inputs(labeled_view, epoch, p.labeled_idx[lb]))
-                loss = nn.functional.cross_entropy(logits, labeled_y[torch.from_numpy(lb).to(p.device)])
+                loss = supervised_loss(logits, labeled_y[torch.from_numpy(lb).to(p.device)], p.multi_label)
                 if use_unlabeled:
                     ub = unlabeled_batches.take(batch_u)
                     unlabeled_loss, contributed = term.loss(net, epoch, ub)
@@ -319,7 +362,7 @@ def _train_with_unlabeled(problem: SSLProblem, term: _UnlabeledTerm, progress: P
                 share = f"{used / seen:.0%} of unlabeled rows used" if seen else "labeled rows only"
                 progress((epoch + 1) / config.epochs, f"epoch {epoch + 1}/{config.epochs}, {share}, "
                                                       f"loss {loss.item():.4f}")
-    return TrainedHead(config.kind, p.num_classes, dim, net)
+    return TrainedHead(config.kind, p.num_classes, dim, net, p.multi_label)
 
 
 def _train_pseudo_label(problem: SSLProblem, progress: Progress | None) -> TrainedHead:
@@ -386,6 +429,14 @@ SSL_METHODS: dict[str, SSLMethod] = {
 }
 # Views each method cannot run without (the app embeds them when a project's method is listed here).
 REQUIRED_VIEWS: dict[str, tuple[str, ...]] = {"flexmatch": ("weak", "strong")}
+# Methods without a multi-label version, and why (train_head_ssl refuses them with this reason when multi_label).
+MULTI_LABEL_REFUSALS: dict[str, str] = {
+    "flexmatch": "its pseudo-label is one argmax class per item and its class thresholds count items per predicted "
+                 "class; specs/training.md gives no multi-label version",
+    "lftl_vpa": "VPA's information-maximisation and anchor losses are defined on softmax outputs and one class per "
+                "labeled item; specs/lftl.md gives no multi-label version",
+}
+MULTI_LABEL_METHODS = tuple(m for m in SSL_METHODS if m not in MULTI_LABEL_REFUSALS)
 
 
 def _check_views(views: Views | None, method: str, n: int, dim: int) -> Views | None:
@@ -431,23 +482,31 @@ def train_head_ssl(
     device: str = "cpu",
     progress: Progress | None = None,
     init: TrainedHead | None = None,
+    multi_label: bool = False,
 ) -> TrainedHead:
-    """Train a head on `features[labeled_idx]` (classes `labels`) plus, for semi-supervised methods, the
-    unlabeled rows: every row neither in `labeled_idx` nor in `eval_excluded` (pass the evaluation set's rows
-    there; they are never read). `ssl` is a method name or an SSLConfig. The head starts fresh, or from a copy
+    """Train a head on `features[labeled_idx]` (classes `labels`; with `multi_label` an (L, K) 0/1 matrix, see
+    the module docstring: `none` and `pseudo_label` only, the others raise ValueError) plus, for semi-supervised
+    methods, the unlabeled rows: every row neither in `labeled_idx` nor in `eval_excluded` (pass the evaluation
+    set's rows there; they are never read). `ssl` is a method name or an SSLConfig. The head starts fresh, or from a copy
     of `init` (warm start; ValueError unless it has the trained kind - `bottleneck` for lftl_vpa, else
     `config.kind` -, the features' width and `num_classes`). See the module docstring."""
     settings = ssl if isinstance(ssl, SSLConfig) else SSLConfig(method=ssl)
+    if multi_label and settings.method in MULTI_LABEL_REFUSALS:
+        raise ValueError(f"ssl method {settings.method!r} has no multi-label version: "
+                         f"{MULTI_LABEL_REFUSALS[settings.method]}; multi-label projects can use "
+                         f"{', '.join(MULTI_LABEL_METHODS)}")
+    if multi_label and settings.method == "pseudo_label" and not settings.tau > 0.5:
+        raise ValueError(f"multi-label pseudo_label needs tau > 0.5, got {settings.tau}")
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
         raise ValueError(f"features must be a 2-D array (rows x dims), got shape {features.shape}")
     n, dim = features.shape
     labeled = _positions(labeled_idx, n, "labeled_idx")
     excluded = _positions(eval_excluded, n, "eval_excluded")
-    _, labels = check_training_data(features[labeled], labels, num_classes)
+    _, labels = check_training_data(features[labeled], labels, num_classes, multi_label)
     if np.intersect1d(labeled, excluded).size:
         raise ValueError("a row is both labeled for training and excluded as evaluation data")
     unlabeled = np.setdiff1d(np.arange(n), np.concatenate([labeled, excluded]))
     problem = SSLProblem(features, labeled, labels, unlabeled, num_classes, config, settings,
-                         _check_views(views, settings.method, n, dim), device, init)
+                         _check_views(views, settings.method, n, dim), device, init, multi_label)
     return SSL_METHODS[settings.method](problem, progress)

@@ -15,7 +15,10 @@ round's labels are in, the picks update the posterior of the arm that made them.
 - Filling (`thompson_fill`): the posterior is fixed for the round; draws are made in blocks of slots, all arms at
   once, so B = 1000 slots x M = 200 arms x K = 10 classes takes well under a second.
 
-Multi-label inputs: `StrategyInputs.labels` is then an (n_labeled, K) 0/1 matrix, not class indices.
+Multi-label inputs: `StrategyInputs.labels` is then an (n_labeled, K) 0/1 matrix, not class indices, and every
+registered arm runs its own multi-label rule (`StrategyInputs.multi_label` is set for it; strategies without one
+are refused when the arms are built). Per-class galaxy arms are `galaxy.GalaxyStrategy(classes=[k])` in both modes
+(multi-label: the line is ordered by P[:, k] and y_k is column k of the label matrix).
 
 Deviation (spec): sequential arms (galaxy) run without `ask`, so their earlier picks of the round are taken, never
 labeled. Layer rule: nothing here touches a database; the caller stores `TailorPosterior.to_dict()`.
@@ -24,13 +27,12 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
 
-from learners.strategies.base import Strategy, StrategyInputs, top_k
-from learners.strategies.galaxy import CANDIDATE, GONE, LABELED, galaxy_pick
+from learners.strategies.base import Strategy, StrategyInputs, multi_label_refusal, multilabel_matrix, top_k
 from learners.strategies.registry import available_strategies, get_strategy
 
 DEFAULT_MULTICLASS_ARMS = ("galaxy*", "confidence", "badge", "most_likely*", "margin", "coreset")
@@ -66,8 +68,9 @@ def build_arms(specs: list[str] | tuple[str, ...], num_classes: int, multi_label
 
     Raises ValueError naming the bad spec: unknown names, "tailor" itself, per-class forms of rules that have no
     class, class-less forms of `most_likely`/`uncertain`, multi-label-only rules in multi-class mode, and in
-    multi-label mode the registered strategies that read class-index labels (galaxy is then a built-in line rule
-    on P[:, k] and must be per class). Duplicate arms are refused: arm names key the posterior."""
+    multi-label mode the registered strategies without a multi-label rule (`Strategy.supports_multi_label`) and a
+    class-less `galaxy` (the spec's multi-label arms are per class). Duplicate arms are refused: arm names key the
+    posterior."""
     if num_classes < 1:
         raise ValueError(f"TAILOR needs at least one class, got {num_classes}")
     arms: list[Arm] = []
@@ -118,34 +121,35 @@ def _check_arm_name(spec: str, name: str, multi_label: bool) -> None:
     if name not in available_strategies():
         raise ValueError(f"TAILOR arm {spec!r}: unknown strategy {name!r}; known: "
                          f"{', '.join(sorted(set(available_strategies()) - {'tailor'} | BUILT_IN_RULES))}")
-    if multi_label and name != "galaxy" and "labels" in get_strategy(name).needs:
-        raise ValueError(f"TAILOR arm {spec!r}: {name} reads class-index labels, so it cannot run multi-label")
+    strategy = get_strategy(name)
+    if multi_label and not strategy.supports_multi_label:
+        raise ValueError(f"TAILOR arm {spec!r}: {multi_label_refusal(strategy)}")
 
 
 def arm_rankings(arms: list[Arm], inputs: StrategyInputs, budget: int, rng: np.random.Generator,
                  device: str = "cpu", multi_label: bool = False, seed: int = 0) -> list[np.ndarray]:
     """For each arm, up to `budget` pool positions from `inputs.candidates`, best first.
 
-    Registered strategies run through `select` (built with `device` and `seed` where their constructor takes
-    them); galaxy runs without `ask`, so its picks are taken, not labeled. Each arm gets its own child generator
-    of `rng` (adding an arm does not change the others' rankings). The candidates' probabilities are gathered once
-    for all built-in rules. Raises ValueError when an arm's inputs are missing (e.g. coreset without penultimate)."""
+    Multi-label when `multi_label` or `inputs.multi_label`: registered arms then get inputs with `multi_label`
+    set, so each runs its own multi-label rule. Registered strategies run through `select` (built with `device`
+    and `seed` where their constructor takes them); galaxy runs without `ask`, so its picks are taken, not
+    labeled. Each arm gets its own child generator of `rng` (adding an arm does not change the others' rankings).
+    The candidates' probabilities are gathered once for all built-in rules. Raises ValueError when an arm's
+    inputs are missing (e.g. coreset without penultimate)."""
     if inputs.probs is None:
         raise ValueError("TAILOR arms need probs (there is no head yet)")
     budget = min(budget, len(inputs.candidates))
     if budget <= 0:
         return [np.empty(0, dtype=np.int64) for _ in arms]
-    candidate_probs = labels = None
+    if multi_label and not inputs.multi_label:
+        inputs = replace(inputs, multi_label=True)
+    candidate_probs = None
     if any(arm.strategy in BUILT_IN_RULES for arm in arms):
         candidate_probs = np.asarray(inputs.probs[inputs.candidates], dtype=np.float64)
-    if multi_label and any(arm.strategy == "galaxy" for arm in arms):
-        labels = label_matrix(inputs, inputs.probs.shape[1], multi_label=True)
     rankings = []
     for arm, arm_rng in zip(arms, rng.spawn(len(arms))):
         if arm.strategy in BUILT_IN_RULES:
             ranking = inputs.candidates[_top(rule_scores(arm, candidate_probs), budget, arm_rng)]
-        elif arm.strategy == "galaxy" and multi_label:
-            ranking = multilabel_galaxy_ranking(inputs, labels, arm.cls, budget, arm_rng)
         else:
             ranking = _registered_arm(arm, device, seed).select(inputs, budget, arm_rng).positions
         rankings.append(np.asarray(ranking, dtype=np.int64))
@@ -180,28 +184,6 @@ def _registered_arm(arm: Arm, device: str, seed: int) -> Strategy:
     return get_strategy(arm.strategy, **params) if params else strategy
 
 
-def multilabel_galaxy_ranking(inputs: StrategyInputs, labels: np.ndarray, k: int, budget: int,
-                              rng: np.random.Generator) -> np.ndarray:
-    """GALAXY on multi-label class k: the pool (labeled + candidates) ordered by P[:, k] (largest first, ties at
-    random), y_k = column k of `labels` (the labeled items' 0/1 matrix); `budget` picks by `galaxy.galaxy_pick`,
-    each taken (off the line), never labeled."""
-    labeled = np.asarray(inputs.labeled, dtype=np.int64)
-    on_line = np.concatenate([labeled, inputs.candidates])
-    score = np.asarray(inputs.probs[on_line, k], dtype=np.float64)
-    shuffle = rng.permutation(len(on_line))
-    order = shuffle[np.argsort(-score[shuffle], kind="stable")]
-    is_labeled = order < len(labeled)
-    status = np.where(is_labeled, LABELED, CANDIDATE).astype(np.int8)
-    y = labels[order[is_labeled], k] == 1
-    picks = np.empty(budget, dtype=np.int64)
-    for t in range(budget):
-        visible = np.flatnonzero(status != GONE)
-        at = visible[galaxy_pick(status[visible], y, rng)[0]]
-        picks[t] = on_line[order[at]]
-        status[at] = GONE
-    return picks
-
-
 # ---------------------------------------------------------------------------------------------- rewards
 
 
@@ -216,17 +198,13 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def label_matrix(inputs: StrategyInputs, num_classes: int, multi_label: bool) -> np.ndarray:
-    """The labeled items' label vectors, (|L|, K) 0/1: one-hot class indices, or the given multi-label matrix."""
+    """The labeled items' label vectors, (|L|, K) 0/1: one-hot class indices, or the given multi-label matrix
+    (checked by `base.multilabel_matrix`)."""
     if inputs.labels is None:
         return np.zeros((0, num_classes))
     if not multi_label:
         return one_hot(inputs.labels, num_classes)
-    labels = np.asarray(inputs.labels, dtype=np.float64)
-    if labels.size == 0:
-        labels = labels.reshape(0, num_classes)
-    if labels.ndim != 2 or labels.shape[1] != num_classes or not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError(f"multi-label labels must be an (n, {num_classes}) 0/1 matrix, got shape {labels.shape}")
-    return labels
+    return multilabel_matrix(inputs.labels, num_classes)
 
 
 def reward_vector(labels: np.ndarray, kind: str = "div") -> np.ndarray:

@@ -252,6 +252,16 @@ def test_bait_matches_forward_backward_greedy_on_the_dense_objective(seed, lam, 
     def objective(batch: list[int]) -> float:
         return dense(lab + batch)
 
+    batch: list[int] = []  # forward greedy to 2B, then backward to B, on the dense objective
+    for _ in range(2 * budget):
+        batch.append(min((c for c in cands if c not in batch), key=lambda c: objective(batch + [c])))
+    while len(batch) > budget:
+        batch.remove(min(batch, key=lambda b: objective([i for i in batch if i != b])))
+    inputs = StrategyInputs(np.array(cands), probs=probs, penultimate=feats, labeled=np.array(lab, dtype=np.int64),
+                            labels=g.integers(0, classes, size=labeled))
+    picks = get_strategy("bait", dim=dim, lam=lam).select(inputs, budget, rng())
+    assert sorted(picks.positions.tolist()) == sorted(batch)
+
 # Six items on a unit circle (PCA keeps both dimensions, the mean is 0). Item 0 is labeled. Every item is
 # confident, P = (.98, .01, .01), except item 2, P = (1/3, 1/3, 1/3). The Fisher information is
 # (diag p - p p^T) kron x x^T: same |x| = 1 for all, but diag p - p p^T has trace 1 - sum p^2 = 0.04 for a

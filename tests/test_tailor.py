@@ -328,7 +328,8 @@ def test_select_multi_label() -> None:
     g = rng(15)
     inputs.probs = g.random(inputs.probs.shape)
     inputs.labels = (g.random((len(inputs.labeled), 4)) < 0.3).astype(int)
-    strategy = get_strategy("tailor", multi_label=True, reward="pos")
+    inputs.multi_label = True
+    strategy = get_strategy("tailor", reward="pos")
     picks = strategy.select(inputs, 20, rng(16))
     assert len(set(picks.positions.tolist())) == 20 and strategy.posterior.multi_label
     assert len(strategy.posterior.arm_names) == 1 + 3 * 4
@@ -336,7 +337,7 @@ def test_select_multi_label() -> None:
 
 def test_strategy_refuses_bad_settings_and_falls_back_at_cold_start() -> None:
     with pytest.raises(ValueError, match="'pos' is for multi-label"):
-        get_strategy("tailor", reward="pos")
+        get_strategy("tailor", reward="pos").select(small_problem()[0], 3, rng())
     with pytest.raises(ValueError, match="decay"):
         get_strategy("tailor", decay=0.0)
     picks = get_strategy("tailor").select(StrategyInputs(np.arange(10)), 3, rng())

@@ -1,7 +1,9 @@
-"""`badge`: k-means++ seeding (Ash et al. 2020) on gradient embeddings, multi-class.
+"""`badge`: k-means++ seeding (Ash et al. 2020) on gradient embeddings, multi-class and multi-label.
 
 Rule. Item i's gradient embedding is g_i = q_i outer G_i, with q_i = onehot(argmax P_i) - P_i and G_i the head's
-penultimate features. It is never materialised (N x C*h): since <g_i, g_j> = (q_i.q_j)(G_i.G_j),
+penultimate features (multi-label, P independent sigmoids: q_i = 1[P_i > 0.5] - P_i, the gradient of the binary
+cross-entropy at the predicted label set; specs/strategies.md). It is never materialised (N x C*h): since
+<g_i, g_j> = (q_i.q_j)(G_i.G_j),
 
     |g_i - g_j|^2 = |q_i|^2 |G_i|^2 + |q_j|^2 |G_j|^2 - 2 (q_i.q_j)(G_i.G_j).
 
@@ -29,6 +31,7 @@ from learners.strategies.registry import register
 class BadgeStrategy(Strategy):
     name = "badge"
     needs = frozenset({"probs", "penultimate"})
+    supports_multi_label = True
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
@@ -44,7 +47,10 @@ class BadgeStrategy(Strategy):
         dtype = compute_dtype(probs, features)
         g = rows_on_device(features, candidates, dtype, device)
         p = rows_on_device(probs, candidates, dtype, device)
-        q = torch.nn.functional.one_hot(p.argmax(dim=1), p.shape[1]).to(dtype) - p  # onehot(argmax P) - P
+        if inputs.multi_label:
+            q = (p > 0.5).to(dtype) - p  # 1[P > 0.5] - P
+        else:
+            q = torch.nn.functional.one_hot(p.argmax(dim=1), p.shape[1]).to(dtype) - p  # onehot(argmax P) - P
         del p
         q_sq, g_sq = (q * q).sum(dim=1), (g * g).sum(dim=1)
         norm_sq = q_sq * g_sq  # |g_i|^2 of the gradient embedding

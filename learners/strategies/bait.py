@@ -1,4 +1,4 @@
-"""`bait`: Fisher-information batch design (Ash et al., NeurIPS 2021), multi-class.
+"""`bait`: Fisher-information batch design (Ash et al., NeurIPS 2021), multi-class and multi-label.
 
 1. Features: the head's penultimate features G (N x h), centered over the whole pool and projected on their top
    `dim` principal components (d = min(dim, h)), giving x_i (d values).
@@ -28,6 +28,13 @@ Refused, with a ValueError, when D = (C-1) d exceeds `max_dim` (default 600): th
 D^3 and the per-candidate work with (C-1)^2 d. Memory: the reduced features (N d float64), (C-1)^2 + 2 float64 per
 candidate (e.g. 6.6 MB for 10,000 candidates with C = 10), and chunks of at most CHUNK_ELEMENTS temporaries.
 Computed with torch in float64 on `device`; the chunk size is the only thing that depends on it.
+
+Multi-label (`StrategyInputs.multi_label`; specs/strategies.md gives no separate rule, so this is the same design
+with the multi-label head's likelihood): the head outputs K independent sigmoids trained with binary cross-entropy,
+whose last-layer Fisher information is I_i = diag(p_i (1 - p_i)) kron x_i x_i^T (the logits are independent: no
+redundant direction to drop, no basis Q, p is not renormalised). So M_i = diag(p_i (1 - p_i)) (K x K), R_i =
+diag(sqrt(p_i (1 - p_i))), r = K and D = K d; everything else (F, A(S), forward to 2B, backward to B, the
+`max_dim` refusal on D) is unchanged. Labels are not read (BAIT's objective uses the model's p, not the labels).
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ CHUNK_ELEMENTS = {"cpu": 2**22, "cuda": 2**26}
 class BaitStrategy(Strategy):
     name = "bait"
     needs = frozenset({"probs", "penultimate", "labels"})
+    supports_multi_label = True
 
     def __init__(self, dim: int = 30, lam: float = 1.0, max_dim: int = 600, device: str = "cpu",
                  chunk_rows: int | None = None) -> None:
@@ -63,22 +71,25 @@ class BaitStrategy(Strategy):
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
         import torch
 
-        probs, feats = inputs.probs, inputs.penultimate
-        if probs.ndim != 2 or probs.shape[1] < 2:
-            raise ValueError(f"probs must be an (N, C) array with C >= 2, got shape {probs.shape}")
+        probs, feats, multi_label = inputs.probs, inputs.penultimate, inputs.multi_label
+        if probs.ndim != 2 or probs.shape[1] < (1 if multi_label else 2):
+            raise ValueError(f"probs must be an (N, C) array with C >= {1 if multi_label else 2}, "
+                             f"got shape {probs.shape}")
         if feats.ndim != 2 or len(feats) != len(probs):
             raise ValueError(f"penultimate must be an (N, h) array with N = {len(probs)}, got shape {feats.shape}")
         if np.isnan(probs).any() or np.isnan(feats).any():
             raise ValueError("probs or penultimate contain NaN")
         num_classes, d = probs.shape[1], min(self.dim, feats.shape[1])
-        fisher_dim = (num_classes - 1) * d
+        blocks = num_classes if multi_label else num_classes - 1
+        fisher_dim = blocks * d
         if fisher_dim > self.max_dim:
+            what = f"K * dim = {num_classes} * {d}" if multi_label else f"(C-1) * dim = {num_classes - 1} * {d}"
             raise ValueError(
-                f"bait: the Fisher matrix would be {fisher_dim} x {fisher_dim} ((C-1) * dim = {num_classes - 1} * {d}),"
+                f"bait: the Fisher matrix would be {fisher_dim} x {fisher_dim} ({what}),"
                 f" above max_dim={self.max_dim}; lower dim (bait dim=...) or raise max_dim")
 
         device = torch.device(self.device)
-        design = FisherDesign(probs, feats, d, self.lam, device, self.chunk_rows)
+        design = FisherDesign(probs, feats, d, self.lam, device, self.chunk_rows, multi_label)
         labeled = np.asarray(inputs.labeled, dtype=np.int64)
         picks, costs = design.select(labeled, inputs.candidates, budget, rng)
         return Selection(inputs.candidates[picks], costs, [self.name] * budget)
@@ -88,12 +99,13 @@ class FisherDesign:
     """The pool's reduced features and Fisher factors, and BAIT's forward-backward greedy on them."""
 
     def __init__(self, probs: np.ndarray, feats: np.ndarray, d: int, lam: float, device: torch.device,
-                 chunk_rows: int | None = None) -> None:
+                 chunk_rows: int | None = None, multi_label: bool = False) -> None:
         import torch
 
         self.device = device
         self.lam = lam
-        self.r = probs.shape[1] - 1
+        self.multi_label = multi_label
+        self.r = probs.shape[1] if multi_label else probs.shape[1] - 1
         self.d = d
         self.D = self.r * d
         work_per_row = self.r * self.r * max(d, self.r) + d * d
@@ -105,18 +117,24 @@ class FisherDesign:
         self.fisher = self.fisher_sum(np.arange(len(probs))) / len(probs)
 
     def reduced(self, rows: np.ndarray) -> torch.Tensor:
-        """M_i = Q^T (diag p - p p^T) Q for the given pool rows, (n, C-1, C-1)."""
+        """M_i = Q^T (diag p - p p^T) Q for the given pool rows, (n, C-1, C-1); multi-label diag(p (1 - p)),
+        (n, K, K)."""
         import torch
 
         p = torch.as_tensor(np.asarray(self.probs[rows]), device=self.device).double()
+        if self.multi_label:
+            return torch.diag_embed(p * (1 - p))
         p = p / p.sum(dim=1, keepdim=True)
         a = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
         return self.basis.T @ a @ self.basis
 
     def factors(self, rows: np.ndarray) -> torch.Tensor:
-        """R_i with R_i R_i^T = M_i, (n, C-1, C-1)."""
+        """R_i with R_i R_i^T = M_i, (n, C-1, C-1); multi-label diag(sqrt(p (1 - p))), (n, K, K)."""
         import torch
 
+        if self.multi_label:
+            p = torch.as_tensor(np.asarray(self.probs[rows]), device=self.device).double()
+            return torch.diag_embed((p * (1 - p)).clamp_min(0).sqrt())
         values, vectors = torch.linalg.eigh(self.reduced(rows))
         return vectors * values.clamp_min(0).sqrt().unsqueeze(1)
 

@@ -25,7 +25,12 @@ class StrategyInputs:
     `probs` (N x C), `features` (N x d) and `penultimate` (N x h) are indexed by pool position.
     `previous_probs` (N x C, by pool position like `probs`) is the softmax the previous round's head gave the same
     items, already aligned by item id by the caller (never by position: the pool order may change between rounds);
-    a row that is all NaN means the item had no previous prediction (it is new to the pool). Read by `lftl`."""
+    a row that is all NaN means the item had no previous prediction (it is new to the pool). Read by `lftl`.
+
+    `multi_label`: the project is multi-label. Then `labels` is an (n_labeled, K) 0/1 matrix (row i: the classes
+    item `labeled[i]` has), `probs` (N x K) are independent sigmoids (rows need not sum to 1), and a sequential
+    strategy's `ask(position)` answers with the item's (K,) 0/1 label vector. Strategies without a multi-label
+    rule (`Strategy.supports_multi_label` False) refuse such inputs with a ValueError."""
 
     candidates: np.ndarray
     probs: np.ndarray | None = None
@@ -35,6 +40,7 @@ class StrategyInputs:
     labeled: np.ndarray | None = None
     labels: np.ndarray | None = None
     step: int = 0  # picks this round has already made (sequential strategies continue their cycle from here)
+    multi_label: bool = False
 
 
 @dataclass
@@ -64,6 +70,9 @@ class Strategy(ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     uses: ClassVar[frozenset[str]] = frozenset()  # inputs read when given, fine when missing (lftl's previous_probs)
     sequential: ClassVar[bool] = False
+    # Whether the strategy has a multi-label rule (StrategyInputs.multi_label); if not, why (the refusal message).
+    supports_multi_label: ClassVar[bool] = False
+    no_multi_label_reason: ClassVar[str] = "specs/strategies.md gives it no multi-label rule"
 
     def select(
         self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, ask: Ask | None = None
@@ -73,6 +82,8 @@ class Strategy(ABC):
         `ask(position) -> label` is used by sequential strategies only: in simulation it is the oracle, answering
         each pick before the next. Without it a sequential strategy treats its earlier picks of this call as
         taken but unlabeled (never as labeled); the web UI calls it with budget 1 after each human label."""
+        if inputs.multi_label and not self.supports_multi_label:
+            raise ValueError(multi_label_refusal(self))
         candidates = _checked_candidates(inputs)
         if budget < 0:
             raise ValueError(f"budget must be >= 0, got {budget}")
@@ -89,6 +100,11 @@ class Strategy(ABC):
         if "labels" in self.needs and inputs.labeled is None:
             raise ValueError(f"strategy {self.name!r} needs the labeled positions ('labeled') with 'labels'")
         inputs = replace(inputs, candidates=candidates)
+        if inputs.multi_label and inputs.labels is not None and inputs.probs is not None:
+            inputs.labels = multilabel_matrix(inputs.labels, inputs.probs.shape[1])
+            if inputs.labeled is not None and len(inputs.labels) != len(inputs.labeled):
+                raise ValueError(f"multi-label labels have {len(inputs.labels)} rows for {len(inputs.labeled)} "
+                                 f"labeled positions")
         if self.sequential:
             return self._select(inputs, budget, rng, ask=ask)
         return self._select(inputs, budget, rng)
@@ -96,6 +112,23 @@ class Strategy(ABC):
     @abstractmethod
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, **kwargs) -> Selection:
         """Sequential strategies receive `ask=` (None or the callback) as a keyword."""
+
+
+def multi_label_refusal(strategy: Strategy) -> str:
+    """The message a strategy without a multi-label rule refuses multi-label inputs with."""
+    return f"strategy {strategy.name!r} has no multi-label rule: {strategy.no_multi_label_reason}"
+
+
+def multilabel_matrix(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Multi-label labels checked and returned as an (n, num_classes) float64 0/1 matrix (an empty input of any
+    shape is (0, num_classes)); ValueError otherwise (e.g. class indices given where a matrix is expected)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.size == 0:
+        return labels.reshape(0, num_classes)
+    if labels.ndim != 2 or labels.shape[1] != num_classes or not ((labels == 0.0) | (labels == 1.0)).all():
+        raise ValueError(f"multi-label labels must be an (n, {num_classes}) 0/1 matrix (one column per class), "
+                         f"got shape {labels.shape}")
+    return labels
 
 
 def _pool_size(inputs: StrategyInputs) -> int | None:

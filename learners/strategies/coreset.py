@@ -15,6 +15,8 @@ the rounding can swap two candidates whose distances are closer than float32 res
 (N = 100,000, h = 512, B = 1000) float32 and float64 picks agree up to pick 503, where the two candidates' float64
 distances were 31.35615352 and 31.35615359.
 
+Multi-label: the same rule (it reads neither labels nor probabilities).
+
 The helpers here (rows to device, chunked nearest/mean distances) are shared with `badge` and `ranked_batch`.
 """
 from __future__ import annotations
@@ -108,6 +110,7 @@ def distances_to_set(
 class CoresetStrategy(Strategy):
     name = "coreset"
     needs = frozenset({"penultimate"})
+    supports_multi_label = True  # reads neither labels nor probabilities: the same rule for multi-label
 
     def __init__(self, device: str = "cpu", chunk_rows: int | None = None) -> None:
         self.device = device

@@ -1,5 +1,10 @@
 """`direct`: DIRECT (Nuggehalli et al. 2023), active learning under class imbalance and label noise, multi-class.
 
+Multi-label: refused (ValueError "strategy 'direct' has no multi-label rule"). specs/strategies.md gives DIRECT no
+multi-label rule and the paper and the reference code are multi-class: the schedule ranks classes by labels counted
+one class per item. (The per-class lines would carry over as galaxy's do, margin_k = P[:, k] and y_k from the label
+matrix, so a multi-label DIRECT would be a small change; TAILOR refuses `direct` arms in multi-label projects too.)
+
 Per class k the pool (labeled + candidates) is laid on the same margin_k line as `galaxy` (largest margin_k first,
 margin_k = P_k - max_{j != k} P_j; see galaxy.py for why j != k). A threshold t (0..n on a line of n items) calls
 the first t items k and the rest not-k. Its labeled agreement is
@@ -77,6 +82,8 @@ class DirectStrategy(Strategy):
     name = "direct"
     needs = frozenset({"probs", "labels"})
     sequential = True
+    no_multi_label_reason = ("direct reads class-index labels, and specs/strategies.md gives DIRECT no multi-label "
+                             "rule (its class schedule counts one class per item)")
 
     def __init__(self, seed: int = 0, device: str = "cpu") -> None:
         self.seed = seed
@@ -92,7 +99,7 @@ class DirectStrategy(Strategy):
             s = inputs.step + t
             k = int(class_ranking(state.counts, cycle)[(s // 2) % len(cycle)])
             line, status = visible_line(lines.line(k), state)
-            scores = agreement(status, state.label[line[status == LABELED]] == k)
+            scores = agreement(status, state.y_k(line[status == LABELED], k))
             best = np.flatnonzero(scores == scores.max())
             if s % 2 == 0:
                 at = version_space_pick(status, best, rng)

@@ -1,4 +1,5 @@
-"""`galaxy`: graph-based bisection on one-vs-rest margin lines (Zhang et al., ICML 2022), multi-class.
+"""`galaxy`: graph-based bisection on one-vs-rest margin lines (Zhang et al., ICML 2022), multi-class and
+multi-label.
 
 For class k every pool item (labeled + candidates) gets margin_k = P[:, k] - max_{j != k} P[:, j], and the pool is
 laid out on a line ordered by margin_k (largest first). Labeled items carry y_k = 1[label == k]. Each pick takes one
@@ -29,7 +30,12 @@ the call while it fits in `CACHE_ELEMENTS`); then O(N) numpy work per pick. The 
 it runs in numpy on the CPU; `device` is accepted like every strategy's and not used.
 
 Each pick's score is its margin_k on the class line it was picked from (its position on that line, not a rank), and
-`Selection.note` counts the picks per rule. Multi-class only: labels are single class indices.
+`Selection.note` counts the picks per rule.
+
+Multi-label (`StrategyInputs.multi_label`, specs/strategies.md): margin_k = P[:, k] (independent sigmoids, so the
+line is ordered by class k's own probability), y_k = column k of the labeled items' 0/1 matrix, and `ask` answers
+with an item's (K,) 0/1 label vector; everything else (class cycle, the three rules, taken-not-labeled) is the
+same. TAILOR's per-class multi-label galaxy arms are this strategy with `classes=[k]` (learners.tailor).
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-from learners.strategies.base import Ask, Selection, Strategy, StrategyInputs
+from learners.strategies.base import Ask, Selection, Strategy, StrategyInputs, multilabel_matrix
 from learners.strategies.registry import register
 
 # Sorted lines kept for one call: at most this many int64 positions in all (256 MB); beyond, lines are re-sorted.
@@ -48,18 +54,29 @@ CANDIDATE, LABELED, GONE = 1, 2, 0
 
 
 class PoolState:
-    """Which pool positions are candidates / labeled / gone, and the known labels, updated pick by pick."""
+    """Which pool positions are candidates / labeled / gone, and the known labels, updated pick by pick.
+
+    Multi-class: `label[position]` is the class (-1 if unknown). Multi-label: the labeled items' 0/1 rows are kept
+    in a matrix (one row per labeled item, not per pool position). `y_k` reads either; `counts[k]` is the number
+    of labeled items of class k (multi-label: with class k among their labels)."""
 
     def __init__(self, inputs: StrategyInputs, num_classes: int) -> None:
         size = len(inputs.probs)
+        self.multi_label = bool(inputs.multi_label)
         labeled = np.asarray(inputs.labeled, dtype=np.int64)
-        labels = np.asarray(inputs.labels, dtype=np.int64)
-        if labeled.shape != labels.shape or labeled.ndim != 1:
-            raise ValueError(f"labeled and labels must be 1-D arrays of one length, got shapes {labeled.shape} "
-                             f"and {labels.shape}")
+        if self.multi_label:
+            labels = multilabel_matrix(inputs.labels, num_classes)
+            if labeled.ndim != 1 or len(labels) != len(labeled):
+                raise ValueError(f"labeled must be 1-D with one row of labels per item, got shapes {labeled.shape} "
+                                 f"and {labels.shape}")
+        else:
+            labels = np.asarray(inputs.labels, dtype=np.int64)
+            if labeled.shape != labels.shape or labeled.ndim != 1:
+                raise ValueError(f"labeled and labels must be 1-D arrays of one length, got shapes "
+                                 f"{labeled.shape} and {labels.shape}")
         if len(labeled) and (labeled.min() < 0 or labeled.max() >= size):
             raise ValueError(f"labeled positions must lie in [0, {size})")
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        if not self.multi_label and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"labels must lie in [0, {num_classes}) (probs has {num_classes} columns), "
                              f"got range [{labels.min()}, {labels.max()}]")
         self.status = np.full(size, GONE, dtype=np.int8)
@@ -67,28 +84,61 @@ class PoolState:
         if np.any(self.status[inputs.candidates] == LABELED):
             raise ValueError("a candidate position is also in 'labeled'")
         self.status[inputs.candidates] = CANDIDATE
-        self.label = np.full(size, -1, dtype=np.int64)
-        self.label[labeled] = labels
-        self.counts = np.bincount(labels, minlength=num_classes)
         self.num_classes = num_classes
+        if self.multi_label:
+            self.row = np.full(size, -1, dtype=np.int64)  # row of `matrix` holding a labeled position's labels
+            self.row[labeled] = np.arange(len(labeled))
+            self.matrix = np.zeros((max(len(labeled), 16), num_classes), dtype=bool)
+            self.matrix[:len(labeled)] = labels.astype(bool)
+            self.rows = len(labeled)
+            self.counts = labels.sum(axis=0).astype(np.int64)
+        else:
+            self.label = np.full(size, -1, dtype=np.int64)
+            self.label[labeled] = labels
+            self.counts = np.bincount(labels, minlength=num_classes)
 
-    def learn(self, position: int, label: int) -> None:
-        if not 0 <= label < self.num_classes:
-            raise ValueError(f"ask({position}) answered {label!r}, not a class in [0, {self.num_classes})")
+    def y_k(self, positions: np.ndarray, k: int) -> np.ndarray:
+        """y_k (bool) of labeled `positions`: label == k, or class k among the item's labels (multi-label)."""
+        if self.multi_label:
+            return self.matrix[self.row[positions], k]
+        return self.label[positions] == k
+
+    def learn(self, position: int, answer) -> None:
+        """Record `ask`'s answer for `position`: a class index, or (multi-label) a (K,) 0/1 label vector."""
+        if not self.multi_label:
+            label = int(answer)
+            if not 0 <= label < self.num_classes:
+                raise ValueError(f"ask({position}) answered {label!r}, not a class in [0, {self.num_classes})")
+            self.status[position] = LABELED
+            self.label[position] = label
+            self.counts[label] += 1
+            return
+        vector = np.asarray(answer)
+        if vector.shape != (self.num_classes,) or not np.isin(vector, (0, 1)).all():
+            raise ValueError(f"ask({position}) answered {answer!r}, not a ({self.num_classes},) 0/1 label vector "
+                             f"(multi-label)")
+        if self.rows == len(self.matrix):
+            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+        self.matrix[self.rows] = vector.astype(bool)
+        self.row[position] = self.rows
+        self.rows += 1
         self.status[position] = LABELED
-        self.label[position] = label
-        self.counts[label] += 1
+        self.counts += vector.astype(bool)
 
     def take(self, position: int) -> None:
         self.status[position] = GONE
 
 
 class ClassLines:
-    """The pool (labeled + candidates at the start of the call) ordered by margin_k, largest first, per class."""
+    """The pool (labeled + candidates at the start of the call) ordered by margin_k, largest first, per class
+    (multi-label: by P[:, k])."""
 
-    def __init__(self, probs: np.ndarray, on_line: np.ndarray, rng: np.random.Generator) -> None:
-        if probs.ndim != 2 or probs.shape[1] < 2:
-            raise ValueError(f"probs must be an (N, C) array with C >= 2, got shape {probs.shape}")
+    def __init__(self, probs: np.ndarray, on_line: np.ndarray, rng: np.random.Generator,
+                 multi_label: bool = False) -> None:
+        if probs.ndim != 2 or probs.shape[1] < (1 if multi_label else 2):
+            raise ValueError(f"probs must be an (N, C) array with C >= {1 if multi_label else 2}, "
+                             f"got shape {probs.shape}")
+        self.multi_label = multi_label
         # One row per class: reductions across classes then run over contiguous rows (~10x faster than axis=1
         # on an (N, C) array with few classes).
         self.by_class = np.ascontiguousarray(np.asarray(probs).T)
@@ -97,7 +147,10 @@ class ClassLines:
         self.cache: dict[int, np.ndarray] = {}
 
     def margin(self, k: int) -> np.ndarray:
-        """margin_k of each item on the line (in `on_line` order): P_k minus the largest other probability."""
+        """margin_k of each item on the line (in `on_line` order): P_k minus the largest other probability
+        (multi-label: P_k)."""
+        if self.multi_label:
+            return self.by_class[k].astype(np.float64)[self.on_line]
         other = np.delete(self.by_class, k, axis=0).max(axis=0)
         margin = self.by_class[k].astype(np.float64) - other
         return margin[self.on_line]
@@ -118,8 +171,10 @@ class ClassLines:
         return line
 
 
-def margin_of(probs: np.ndarray, position: int, k: int) -> float:
+def margin_of(probs: np.ndarray, position: int, k: int, multi_label: bool = False) -> float:
     row = np.asarray(probs[position], dtype=np.float64)
+    if multi_label:
+        return float(row[k])
     return float(row[k] - np.delete(row, k).max())
 
 
@@ -138,7 +193,8 @@ def sequential_select(
     choose: Callable[[int, PoolState], tuple[int, int, str]],
 ) -> Selection:
     """Run `choose(t, state) -> (position, class, kind)` for t = 0..budget-1, labeling each pick with `ask` before
-    the next (or marking it taken when there is no `ask`). Scores are margin_class of each pick."""
+    the next (or marking it taken when there is no `ask`). Scores are margin_class of each pick (multi-label:
+    P[pick, class]); `ask` answers a class index, or a (K,) 0/1 label vector when `inputs.multi_label`."""
     state = PoolState(inputs, inputs.probs.shape[1])
     positions, scores, kinds = [], [], Counter()
     for t in range(budget):
@@ -146,12 +202,12 @@ def sequential_select(
         if state.status[position] != CANDIDATE:  # a bug in `choose`, never an input error
             raise RuntimeError(f"{name} picked position {position}, which is not an available candidate")
         positions.append(position)
-        scores.append(margin_of(inputs.probs, position, k))
+        scores.append(margin_of(inputs.probs, position, k, state.multi_label))
         kinds[kind] += 1
         if ask is None:
             state.take(position)
         else:
-            state.learn(position, int(ask(int(position))))
+            state.learn(position, ask(int(position)))
     note = f"{name}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     return Selection(np.array(positions, dtype=np.int64), np.array(scores), [name] * budget, note)
 
@@ -206,6 +262,7 @@ class GalaxyStrategy(Strategy):
     name = "galaxy"
     needs = frozenset({"probs", "labels"})
     sequential = True
+    supports_multi_label = True
 
     def __init__(self, seed: int = 0, device: str = "cpu", classes: list[int] | None = None) -> None:
         """`classes` restricts the cycle to those classes' lines (TAILOR's per-class arms use one class);
@@ -225,13 +282,13 @@ class GalaxyStrategy(Strategy):
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, *,
                 ask: Ask | None = None, **kwargs) -> Selection:
         on_line = np.concatenate([np.asarray(inputs.labeled, dtype=np.int64), inputs.candidates])
-        lines = ClassLines(inputs.probs, on_line, rng)
+        lines = ClassLines(inputs.probs, on_line, rng, inputs.multi_label)
         order = self.cycled_classes(inputs.probs.shape[1])
 
         def choose(t: int, state: PoolState) -> tuple[int, int, str]:
             k = int(order[(inputs.step + t) % len(order)])
             line, status = visible_line(lines.line(k), state)
-            y = state.label[line[status == LABELED]] == k
+            y = state.y_k(line[status == LABELED], k)
             at, kind = galaxy_pick(status, y, rng)
             return int(line[at]), k, kind
 

@@ -18,6 +18,10 @@ Over the candidates (the unlabeled pool U, which is also the "pool" of the top-k
 
 Step 5 of the spec (keep P as the next round's P_prev) is the caller's: strategies do not store state.
 Rows are processed in chunks with torch on `device`, like learners.strategies.uncertainty.
+
+Multi-label: refused (ValueError "strategy 'lftl' has no multi-label rule"). specs/lftl.md defines the contrast on
+softmax outputs, u as the top-2 gap of one class distribution and the balance term on one predicted class per item
+(yhat = argmax P); it gives no multi-label rule.
 """
 from __future__ import annotations
 
@@ -79,6 +83,8 @@ class LftlStrategy(Strategy):
     name = "lftl"
     needs = frozenset({"probs"})
     uses = frozenset({"previous_probs"})
+    no_multi_label_reason = ("specs/lftl.md defines its contrast, top-2 margin and class balance on softmax outputs "
+                             "with one predicted class per item, and gives no multi-label rule")
 
     def __init__(self, contrast: float = 0.03, balance: float = 0.1, topk: int | None = None, space: str = "prob",
                  device: str = "cpu", chunk_rows: int | None = None) -> None:

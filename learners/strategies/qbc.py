@@ -12,6 +12,10 @@ Disagreement (`measure`), per candidate, on the members' probabilities p_m (M me
 The B largest are picked (`top_k`: ties, common with vote entropy, break by a seeded random permutation; modAL's
 `multi_argmax` takes whatever np.argpartition returns). Candidates are scored in row chunks (bounded memory), on
 `device`. With no labeled item there is no committee: random picks, said in the note.
+
+Multi-label: refused (ValueError "strategy 'qbc' has no multi-label rule"). specs/strategies.md names modAL's
+`vote_entropy_sampling` / `max_disagreement_sampling`, which measure disagreement between one class distribution
+per member (an argmax vote, a KL between softmax outputs); the spec gives no multi-label version and modAL has none.
 """
 from __future__ import annotations
 
@@ -57,6 +61,8 @@ def max_disagreement(member_probs: torch.Tensor) -> torch.Tensor:
 class QBCStrategy(Strategy):
     name = "qbc"
     needs = frozenset({"probs", "features", "labels"})
+    no_multi_label_reason = ("its committee measures (modAL's vote entropy and max disagreement) compare one class "
+                             "distribution per member; specs/strategies.md gives qbc no multi-label rule")
 
     def __init__(self, n_members: int = 5, measure: str = "vote_entropy", epochs: int = 20, device: str = "cpu",
                  chunk_rows: int | None = None) -> None:

@@ -11,6 +11,7 @@ from learners.strategies.registry import register
 class RandomStrategy(Strategy):
     name = "random"
     needs = frozenset()
+    supports_multi_label = True
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
         return random_selection(inputs.candidates, budget, rng)

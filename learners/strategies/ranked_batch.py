@@ -25,6 +25,11 @@ d is kept per candidate: computed once against the labeled items in chunks, then
 matrix-vector product, O(|U| width) per pick (on one CPU thread, see `learners.cpu.one_cpu_thread`). Distances are
 float64 when F is float64, else float32 (as |a|^2 + |b|^2 - 2 a.b, like coreset); scores are float64. Picks equal
 modAL's in tests (float64) and in the benchmark (float32 features, N = 10,000).
+
+Multi-label (`StrategyInputs.multi_label`): modAL's 1 - max_c P is meaningless for independent sigmoids, so the
+uncertainty term is the workbench's multi-label uncertainty (confidence's rule, specs/strategies.md) on modAL's
+[0, 1] scale: u_i = 1 - 2 mean_k |P[i, k] - 0.5| (1 when every class is at 0.5, 0 when every class is certain).
+Distances, alpha and the greedy are unchanged (they read neither labels nor probabilities).
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 class RankedBatchStrategy(Strategy):
     name = "ranked_batch"
     needs = frozenset({"probs", "features"})
+    supports_multi_label = True
 
     def __init__(self, device: str = "cpu", chunk_rows: int | None = None, cold_start_sample: int = 1000) -> None:
         if cold_start_sample < 1:
@@ -67,7 +73,12 @@ class RankedBatchStrategy(Strategy):
         n = len(order)
         points = rows_on_device(features, order, compute_dtype(features), device)
         points_sq = (points * points).sum(dim=1)
-        uncertainty = 1.0 - rows_on_device(probs, order, torch.float64, device).amax(dim=1)
+        candidate_probs = rows_on_device(probs, order, torch.float64, device)
+        if inputs.multi_label:
+            uncertainty = 1.0 - 2.0 * (candidate_probs - 0.5).abs_().mean(dim=1)
+        else:
+            uncertainty = 1.0 - candidate_probs.amax(dim=1)
+        del candidate_probs
 
         picks = torch.empty(budget, dtype=torch.int64, device=device)
         scores = torch.empty(budget, dtype=torch.float64, device=device)

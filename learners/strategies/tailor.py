@@ -10,10 +10,13 @@ Protocol with the caller (the app keeps the posterior in the database; this laye
 2. save `strategy.posterior` afterwards: `select` replaces it with a fresh one when it is None or was built for
    other arms / classes, and says so in `Selection.note`;
 3. when the round's labels are in: `posterior.update(posterior.arm_index(arms), one_hot(labels, K),
-   decay=strategy.decay, round_id=...)` over the labeled picks whose arm index is not -1.
+   decay=strategy.decay, round_id=...)` over the labeled picks whose arm index is not -1 (multi-label: the picks'
+   (n, K) 0/1 label matrix instead of one_hot).
 
-Multi-label (`multi_label=True`): `StrategyInputs.labels` is an (n_labeled, K) 0/1 matrix, the posterior is Beta,
-and `reward="pos"` is allowed. `seed` is handed to the arms whose constructor takes one (galaxy's class cycle).
+Multi-label: the project kind comes from `StrategyInputs.multi_label`, as for every strategy. Then
+`StrategyInputs.labels` is an (n_labeled, K) 0/1 matrix, the posterior is Beta, the default arms are the
+multi-label set, and every registered arm runs its own multi-label rule. `reward="pos"` is refused on multi-class
+inputs (every arm would score 1). `seed` is handed to the arms whose constructor takes one (galaxy's class cycle).
 `features` is in `needs` because an arm may read it; the default arms use probs, penultimate and labels.
 """
 from __future__ import annotations
@@ -37,13 +40,12 @@ NOTE_TOP_ARMS = 5
 class TailorStrategy(Strategy):
     name = "tailor"
     needs = frozenset({"probs", "features", "penultimate", "labels"})
+    supports_multi_label = True
 
     def __init__(self, arms: list[str] | None = None, reward: str = "div", decay: float = 0.9, seed: int = 0,
-                 device: str = "cpu", multi_label: bool = False) -> None:
+                 device: str = "cpu") -> None:
         if reward not in ("div", "pos"):
             raise ValueError(f"unknown TAILOR reward {reward!r}; use 'div' or 'pos'")
-        if reward == "pos" and not multi_label:
-            raise ValueError("TAILOR reward 'pos' is for multi-label projects (multi-class: every arm scores 1)")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must lie in (0, 1], got {decay}")
         self.arms = arms
@@ -51,43 +53,46 @@ class TailorStrategy(Strategy):
         self.decay = decay
         self.seed = seed
         self.device = device
-        self.multi_label = multi_label
         self.posterior: TailorPosterior | None = None
 
-    def arm_specs(self) -> list[str]:
+    def arm_specs(self, multi_label: bool) -> list[str]:
         """The configured arm specs, or the default set for the project kind."""
         from learners.tailor import DEFAULT_MULTICLASS_ARMS, DEFAULT_MULTILABEL_ARMS
 
         if self.arms is not None:
             return list(self.arms)
-        return list(DEFAULT_MULTILABEL_ARMS if self.multi_label else DEFAULT_MULTICLASS_ARMS)
+        return list(DEFAULT_MULTILABEL_ARMS if multi_label else DEFAULT_MULTICLASS_ARMS)
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
         # learners.tailor imports this package's modules, so it is imported here, not at the top (import cycle).
         from learners import tailor
 
         num_classes = inputs.probs.shape[1]
-        arms = tailor.build_arms(self.arm_specs(), num_classes, self.multi_label)
+        multi_label = bool(inputs.multi_label)
+        if self.reward == "pos" and not multi_label:
+            raise ValueError("TAILOR reward 'pos' is for multi-label projects (multi-class: every arm scores 1)")
+        arms = tailor.build_arms(self.arm_specs(multi_label), num_classes, multi_label)
         names = [arm.name for arm in arms]
-        posterior_note = self._use_posterior(names, num_classes)
-        reward = tailor.reward_vector(tailor.label_matrix(inputs, num_classes, self.multi_label), self.reward)
-        rankings = tailor.arm_rankings(arms, inputs, budget, rng, self.device, self.multi_label, self.seed)
+        posterior_note = self._use_posterior(names, num_classes, multi_label)
+        reward = tailor.reward_vector(tailor.label_matrix(inputs, num_classes, multi_label), self.reward)
+        rankings = tailor.arm_rankings(arms, inputs, budget, rng, self.device, multi_label, self.seed)
         picks = tailor.thompson_fill(self.posterior, rankings, reward, budget, rng)
         picked_arms = [names[m] for m in picks.arm_index]
         note = f"{posterior_note}; {pulls_note(picked_arms)}; reward {self.reward}"
         return Selection(picks.positions, picks.sampled_reward, picked_arms, note)
 
-    def _use_posterior(self, arm_names: list[str], num_classes: int) -> str:
-        """Keep `self.posterior` if it fits these arms and classes, else replace it with a fresh one; say which."""
+    def _use_posterior(self, arm_names: list[str], num_classes: int, multi_label: bool) -> str:
+        """Keep `self.posterior` if it fits these arms, classes and project kind, else replace it with a fresh one;
+        say which."""
         from learners.tailor import TailorPosterior
 
         old = self.posterior
-        if old is not None and old.matches(arm_names, num_classes, self.multi_label):
+        if old is not None and old.matches(arm_names, num_classes, multi_label):
             return f"TAILOR: {len(arm_names)} arms"
-        self.posterior = TailorPosterior.fresh(arm_names, num_classes, self.multi_label)
+        self.posterior = TailorPosterior.fresh(arm_names, num_classes, multi_label)
         if old is None:
             return f"TAILOR: arm set built ({len(arm_names)} arms)"
-        return f"TAILOR: arm set rebuilt because {rebuild_reason(old, arm_names, num_classes, self.multi_label)} " \
+        return f"TAILOR: arm set rebuilt because {rebuild_reason(old, arm_names, num_classes, multi_label)} " \
                f"({len(arm_names)} arms)"
 
 

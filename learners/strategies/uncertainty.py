@@ -1,10 +1,15 @@
-"""Uncertainty sampling on the head's class probabilities (LabelBench / modAL rules), multi-class.
+"""Uncertainty sampling on the head's class probabilities (LabelBench / modAL rules), multi-class and multi-label.
 
 Every score is an uncertainty: higher means more uncertain, and picks come highest first. `1 - x` is taken in
 float64 so that tiny gaps (say 1e-9) are not rounded away.
 - `confidence`: 1 - max_c P[i, c]            (least confident first)
 - `margin`:     1 - (P(1) - P(2))             (smallest gap between the two largest probabilities first)
 - `entropy`:    -sum_c P log P, P clipped at 1e-12 inside the log
+
+Multi-label (`StrategyInputs.multi_label`, P = independent sigmoids, specs/strategies.md):
+- `confidence` and `margin`: 0.5 - mean_k |P[i, k] - 0.5|   (smallest mean distance from 0.5 first; the two
+  strategies are the same rule, as the spec says)
+- `entropy`:    sum_k of binary entropies -(P log P + (1 - P) log(1 - P)), both clipped at 1e-12 inside the logs
 
 Scores are computed with torch in row chunks (bounded memory) on `device` (CPU or CUDA), then the top
 `budget` are taken with torch.topk (partial selection, no full sort); ties are broken by a seeded random permutation.
@@ -34,12 +39,20 @@ class UncertaintyStrategy(Strategy):
         self.device = device
         self.chunk_rows = chunk_rows
 
+    supports_multi_label = True
+
     @abstractmethod
     def uncertainty(self, probs: torch.Tensor) -> torch.Tensor:
         """Per-row uncertainty of a (rows x C) probability block."""
 
-    def scores(self, probs: np.ndarray, positions: np.ndarray) -> torch.Tensor:
-        """Uncertainty of `probs[positions]`, as a float64 tensor on `self.device`."""
+    def multilabel_uncertainty(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-row uncertainty of a (rows x K) block of independent sigmoids: 0.5 - mean_k |P_k - 0.5|
+        (confidence's and margin's multi-label rule; entropy overrides it)."""
+        return 0.5 - (probs.double() - 0.5).abs_().mean(dim=1)
+
+    def scores(self, probs: np.ndarray, positions: np.ndarray, multi_label: bool = False) -> torch.Tensor:
+        """Uncertainty of `probs[positions]` (the multi-label rule when `multi_label`), as a float64 tensor on
+        `self.device`."""
         import torch
 
         device = torch.device(self.device)
@@ -48,14 +61,15 @@ class UncertaintyStrategy(Strategy):
         for start in range(0, len(positions), chunk_rows):
             rows = positions[start:start + chunk_rows]
             block = torch.from_numpy(_take_rows(probs, rows)).to(device, non_blocking=True)
-            out[start:start + len(rows)] = self.uncertainty(block)
+            out[start:start + len(rows)] = (self.multilabel_uncertainty(block) if multi_label
+                                            else self.uncertainty(block))
         return out
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
         probs = inputs.probs
         if probs.ndim != 2 or probs.shape[1] < 1:
             raise ValueError(f"probs must be an (N, C) array, got shape {probs.shape}")
-        scores = self.scores(probs, inputs.candidates)
+        scores = self.scores(probs, inputs.candidates, inputs.multi_label)
         if scores.isnan().any():
             bad = inputs.candidates[scores.isnan().cpu().numpy()]
             raise ValueError(f"probs contain NaN for {len(bad)} candidate(s), e.g. pool positions {bad[:5].tolist()}")
@@ -100,3 +114,8 @@ class EntropyStrategy(UncertaintyStrategy):
     def uncertainty(self, probs: torch.Tensor) -> torch.Tensor:
         plogp = probs.clamp_min(1e-12).log_().mul_(probs)
         return -plogp.sum(dim=1)
+
+    def multilabel_uncertainty(self, probs: torch.Tensor) -> torch.Tensor:
+        p = probs.double()
+        q = 1.0 - p
+        return -(p.clamp_min(1e-12).log() * p + q.clamp_min(1e-12).log() * q).sum(dim=1)
