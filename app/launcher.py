@@ -1,4 +1,9 @@
-"""`python -m app start`: the model worker and the Streamlit server together; Ctrl-C stops both."""
+"""`python -m app start`: the model worker and the Streamlit server together; Ctrl-C stops both.
+
+On Linux the children are also told to stop (SIGTERM) when the launcher dies without cleaning up (kill -9, out of
+memory): a killed launcher never leaves a web server holding the port or a worker behind, so it can simply be
+started again. Whatever they were doing is recovered by the next start (claims expire, jobs are claimed again).
+"""
 from __future__ import annotations
 
 import os
@@ -9,6 +14,24 @@ import time
 
 from app.settings import REPO_ROOT, Settings
 
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_launcher(launcher_pid: int):
+    """A preexec_fn (Linux): the child gets SIGTERM when the launcher dies, however it dies."""
+
+    def arm() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != launcher_pid:  # the launcher died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm if sys.platform.startswith("linux") else None
+
 
 def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
     settings = Settings.from_env()
@@ -18,7 +41,11 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
     if demo:
         wb.ensure_demo_project()
     env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
-    procs = [subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env) for _ in range(workers)]
+    tied = _stop_with_launcher(os.getpid())
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env, preexec_fn=tied)
+        for _ in range(workers)
+    ]
     procs.append(
         subprocess.Popen(
             [
@@ -28,6 +55,7 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
             ],
             cwd=REPO_ROOT,
             env=env,
+            preexec_fn=tied,
         )
     )
     print(f"\n  Workbench running: open http://localhost:{port}\n  data: {settings.home}\n  Ctrl-C stops it.\n", flush=True)

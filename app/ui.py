@@ -1,10 +1,11 @@
-"""Pieces shared by the Streamlit pages: the cached Workbench, the sidebar (project picker, annotator name),
-one-shot messages that survive a rerun, and job progress bars.
+"""Pieces shared by the Streamlit pages: the cached Workbench, access tokens (sign-in), the sidebar (project
+picker, annotator name), one-shot messages that survive a rerun, and job progress bars.
 
 The pages only call `Workbench` verbs; no SQL, no model code and no torch here.
 """
 from __future__ import annotations
 
+import hmac
 import time
 from pathlib import Path
 
@@ -43,6 +44,114 @@ def get_workbench() -> Workbench:
 def strategy_names(_wb: Workbench) -> list[str]:
     """The registry's names, read once per server process (importing the registry is slow)."""
     return _wb.strategy_names()
+
+
+# ----- access -----------------------------------------------------------------------------------------------------
+# Two roles. "annotator" pages (Projects list, Label, Rounds table, Dashboard) need WORKBENCH_TOKEN when it is set;
+# "admin" pages and actions (creating projects, round actions and strategy changes, Simulate, Export) need
+# WORKBENCH_ADMIN_TOKEN when it is set, else WORKBENCH_TOKEN (one shared token then opens everything). With neither
+# set nothing is asked, as before. The admin token opens annotator pages too. A token is given once per browser
+# session, in the sign-in box or as ?token=... in the link (taken out of the link at once), and kept in the
+# session state; tokens are compared with hmac.compare_digest.
+ROLES = ("annotator", "admin")  # each role includes the ones before it
+TOKEN_PARAM = "token"
+WRONG_TOKEN_DELAY = 1.0  # seconds a wrong token costs: guessing is slow
+_TOKEN_KEY = "_access_token"  # the session's valid token
+_ERROR_KEY = "_access_error"
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def role_of(token: str | None, settings: Settings) -> str | None:
+    """The role a token grants ('admin', 'annotator'), or None for a missing or wrong token."""
+    if not token:
+        return None
+    is_admin = settings.admin_token is not None and _same(token, settings.admin_token)
+    is_user = settings.access_token is not None and _same(token, settings.access_token)
+    if is_admin or (is_user and settings.admin_token is None):
+        return "admin"
+    return "annotator" if is_user else None
+
+
+def role_needed(role: str, settings: Settings) -> str | None:
+    """The role a session must hold to open something meant for `role`, or None when no token is asked for it."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+    if role == "annotator":
+        return "annotator" if settings.access_token else None
+    return "admin" if (settings.access_token or settings.admin_token) else None
+
+
+def session_role(settings: Settings | None = None) -> str | None:
+    """The role this browser session holds through its token (None without a valid one)."""
+    return role_of(st.session_state.get(_TOKEN_KEY), settings or Settings.from_env())
+
+
+def has_access(role: str, settings: Settings | None = None) -> bool:
+    """Whether this session may open what is meant for `role` ('annotator' or 'admin')."""
+    settings = settings or Settings.from_env()
+    needed = role_needed(role, settings)
+    if needed is None:
+        return True
+    held = session_role(settings)
+    return held is not None and ROLES.index(held) >= ROLES.index(needed)
+
+
+def _offer_token(given: str) -> None:
+    """Keep a valid token for this session (the latest valid one wins); note a wrong one."""
+    given = (given or "").strip()
+    if role_of(given, Settings.from_env()) is None:
+        time.sleep(WRONG_TOKEN_DELAY)
+        st.session_state[_ERROR_KEY] = "That token is not valid."
+        return
+    st.session_state[_TOKEN_KEY] = given
+    st.session_state.pop(_ERROR_KEY, None)
+
+
+def _sign_in() -> None:
+    _offer_token(st.session_state.get("_token_field") or "")
+    st.session_state["_token_field"] = ""  # never left in the box
+
+
+def sign_out() -> None:
+    st.session_state.pop(_TOKEN_KEY, None)
+    st.session_state.pop(_ERROR_KEY, None)
+
+
+def require_access(role: str, what: str | None = None) -> None:
+    """Stop the page (or the rest of it) with a sign-in box unless this session may open what is meant for `role`.
+
+    Call it at the top of a page, before the sidebar, so a visitor without a token sees the sign-in box and
+    nothing else; call it again before an admin-only part of a page, naming that part in `what`. A `?token=...`
+    in the link is taken (and removed from the link) first. Without any token configured it does nothing.
+    """
+    settings = Settings.from_env()
+    if TOKEN_PARAM in st.query_params:
+        given = st.query_params.get(TOKEN_PARAM) or ""
+        del st.query_params[TOKEN_PARAM]  # out of the address bar, the history and bookmarks
+        if settings.access_token or settings.admin_token:
+            _offer_token(given)
+    if has_access(role, settings):
+        if error := st.session_state.pop(_ERROR_KEY, None):  # a wrong ?token= on a page open to all
+            st.error(error)
+        return
+    needed = role_needed(role, settings)
+    token_name = "admin token" if needed == "admin" and settings.admin_token else "access token"
+    subject = what or "This page"
+    held = session_role(settings)
+    if held is not None:
+        st.warning(f"{subject} needs the {token_name}; you are signed in as {held}.")
+    else:
+        st.info(f"{subject} needs the workbench's {token_name}. Give it here (or in the link as ?token=...).")
+    with st.form("_sign_in_form"):
+        st.text_input(token_name.capitalize(), type="password", key="_token_field", autocomplete="off")
+        st.form_submit_button("Sign in", type="primary", on_click=_sign_in, key="_sign_in_button")
+    error = st.session_state.pop(_ERROR_KEY, None)
+    if error:
+        st.error(error)
+    st.stop()
 
 
 # ----- sidebar ----------------------------------------------------------------------------------------------------
@@ -96,6 +205,10 @@ def sidebar(wb: Workbench) -> tuple[int | None, str]:
             help="Your name as stored with each label. Set it in the link with ?annotator=NAME.",
             max_chars=100,
         )
+        held = session_role()
+        if held is not None:  # only where tokens are configured and this session gave one
+            st.caption(f"Signed in as {held}.")
+            st.button("Sign out", key="_sign_out", on_click=sign_out)
     if st.query_params.get("annotator") != st.session_state["annotator"]:
         st.query_params["annotator"] = st.session_state["annotator"]  # a reload or a bookmark keeps the name
     return st.session_state["project_id"], st.session_state["annotator"]

@@ -1,4 +1,9 @@
-"""The model worker: one long-lived process that owns the model and the device and runs jobs from the database."""
+"""The model worker: one long-lived process that owns the model and the device and runs jobs from the database.
+
+A worker that dies (kill -9, out of memory) stops heartbeating; once its heartbeat is `Settings.stale_seconds` old
+(WORKBENCH_STALE_SECONDS) another worker claims the job and runs it again from the start. A job that meets a damaged
+cache file (features, augmented views) sets it aside and recomputes it instead of failing.
+"""
 from __future__ import annotations
 
 import os
@@ -9,10 +14,16 @@ import time
 import traceback
 
 from app.settings import Settings
-from storage import jobs
+from storage import files, jobs
 from storage.db import Database
 
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 2.0  # at most; a quarter of the stale timeout when that is shorter
+MAX_SET_ASIDE = 3  # damaged cache files one job may set aside and recompute before it fails
+
+
+def heartbeat_interval(stale_seconds: float) -> float:
+    """Seconds between heartbeats: several fit in the stale timeout, so a busy but live worker is never taken for dead."""
+    return min(HEARTBEAT_SECONDS, stale_seconds / 4)
 
 
 def pick_device() -> str:
@@ -24,9 +35,9 @@ def pick_device() -> str:
 class _Heartbeat(threading.Thread):
     """Writes the job's liveness and latest progress every few seconds while the job runs."""
 
-    def __init__(self, db: Database, job_id: int, worker: str) -> None:
+    def __init__(self, db: Database, job_id: int, worker: str, interval: float = HEARTBEAT_SECONDS) -> None:
         super().__init__(daemon=True)
-        self.db, self.job_id, self.worker = db, job_id, worker
+        self.db, self.job_id, self.worker, self.interval = db, job_id, worker, interval
         self.progress: float | None = 0.0
         self.message: str | None = None
         self._stop_event = threading.Event()
@@ -36,7 +47,7 @@ class _Heartbeat(threading.Thread):
         self.progress, self.message = progress, message
 
     def run(self) -> None:
-        while not self._stop_event.wait(HEARTBEAT_SECONDS):
+        while not self._stop_event.wait(self.interval):
             self.beat()
 
     def beat(self) -> None:
@@ -68,29 +79,56 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""
-        from app.tasks import TaskContext, run_job  # torch is imported here, inside the worker only
+        from app.tasks import TaskContext  # torch is imported here, inside the worker only
 
         with self.db.write() as s:
-            job = jobs.claim(s, self.name)
+            job = jobs.claim(s, self.name, stale_after=self.settings.stale_seconds)
         if job is None:
             return False
-        beat = _Heartbeat(self.db, job.id, self.name)
+        if job.attempts > 1:
+            self._say(f"job {job.id} ({job.kind}) claimed again, attempt {job.attempts}: its last worker stopped heartbeating")
+        beat = _Heartbeat(self.db, job.id, self.name, heartbeat_interval(self.settings.stale_seconds))
         beat.start()
         ctx = TaskContext(db=self.db, home=self.settings.home, device=self.device, progress=beat.report)
         try:
-            message = run_job(job, ctx)
+            message = self._run(job, ctx)
         except Exception as exc:
             beat.stop()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             with self.db.write() as s:
-                jobs.fail(s, job.id, detail)
-            self._say(f"job {job.id} ({job.kind}) failed: {detail}")
+                held = jobs.fail(s, job.id, detail, worker=self.name)
+            self._say(f"job {job.id} ({job.kind}) failed: {detail}" + ("" if held else " (another worker had taken it over)"))
             return True
         beat.stop()
         with self.db.write() as s:
-            jobs.finish(s, job.id, message)
-        self._say(f"job {job.id} ({job.kind}) done: {message}")
+            held = jobs.finish(s, job.id, message, worker=self.name)
+        self._say(f"job {job.id} ({job.kind}) done: {message}" + ("" if held else " (another worker had taken it over)"))
         return True
+
+    def _run(self, job, ctx) -> str:
+        """run_job; a damaged cache file it meets (features, views: files.RECOMPUTABLE_KINDS) is set aside and the
+        job runs again at once, so it recomputes the file. Any other damaged file (a head, predictions) fails the
+        job with a message naming it: those cannot be rebuilt from the images."""
+        from app.tasks import run_job
+
+        set_aside: list[str] = []
+        while True:
+            try:
+                message = run_job(job, ctx)
+            except files.DamagedFile as exc:
+                if exc.artifact_id is None or len(set_aside) >= MAX_SET_ASIDE:
+                    raise
+                with self.db.write() as s:
+                    retired = files.set_aside(s, exc.artifact_id, str(exc)) is not None
+                if not retired:
+                    raise
+                set_aside.append(str(exc.path))
+                self._say(f"job {job.id} ({job.kind}): {exc}; set aside, recomputing")
+                ctx.progress(0.0, f"damaged {exc.kind} file set aside; recomputing")
+                continue
+            if set_aside:
+                message += f" (recomputed after setting aside damaged {', '.join(set_aside)})"
+            return message
 
     def _say(self, text: str) -> None:
         if not self.quiet:

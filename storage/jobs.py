@@ -58,7 +58,9 @@ def claim(session: Session, worker: str, stale_after: float = STALE_AFTER_SECOND
             job = session.get(Job, job_id, populate_existing=True)
             if job.attempts > MAX_ATTEMPTS:
                 job.state = "failed"
-                job.error = f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)"
+                job.error = (f"gave up after {MAX_ATTEMPTS} attempts: the worker running it stopped heartbeating "
+                             f"each time (killed, out of memory, or its machine went away)")
+                job.message = "failed"
                 job.finished_at = now
                 continue
             return job
@@ -78,18 +80,30 @@ def heartbeat(session: Session, job_id: int, worker: str, progress: float | None
     return result.rowcount == 1
 
 
-def finish(session: Session, job_id: int, message: str = "done") -> None:
-    session.execute(
-        update(Job).where(Job.id == job_id).values(state="done", progress=1.0, message=message, finished_at=utcnow())
+def _owned(job_id: int, worker: str | None):
+    """The job, and, when `worker` is given, only while that worker still holds it running (a worker that was
+    presumed dead and whose job another worker took over must not overwrite the new run's outcome)."""
+    if worker is None:
+        return (Job.id == job_id,)
+    return (Job.id == job_id, Job.worker == worker, Job.state == "running")
+
+
+def finish(session: Session, job_id: int, message: str = "done", worker: str | None = None) -> bool:
+    """Mark the job done; False when `worker` no longer holds it."""
+    result = session.execute(
+        update(Job).where(*_owned(job_id, worker)).values(state="done", progress=1.0, message=message, finished_at=utcnow())
     )
+    return result.rowcount == 1
 
 
-def fail(session: Session, job_id: int, error: str) -> None:
-    session.execute(
+def fail(session: Session, job_id: int, error: str, worker: str | None = None) -> bool:
+    """Mark the job failed; False when `worker` no longer holds it."""
+    result = session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(*_owned(job_id, worker))
         .values(state="failed", error=error, message="failed", finished_at=utcnow())
     )
+    return result.rowcount == 1
 
 
 def active_jobs(session: Session, project_id: int) -> list[Job]:
