@@ -53,6 +53,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         strategy_params=json.loads(args.strategy_params) if args.strategy_params else {},
         source_head=args.source_head,
+        task="multi_label" if args.multi_label or args.source == "demo-tags" else "single_label",
+        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         round_size=args.round_size,
         eval_size=args.eval_size,
         seed=args.seed,
@@ -145,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("import", help="create a project from 'demo', an image folder or a CSV/JSONL manifest")
+    p = sub.add_parser("import", help="create a project from 'demo', 'demo-tags', an image folder or a CSV/JSONL manifest")
     p.add_argument("source")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated class names, in order (needed for a flat folder of unlabeled images)")
+    p.add_argument("--multi-label", action="store_true",
+                   help="each item takes any set of tags (manifest: a JSON list, or ';'-separated names in CSV)")
     p.add_argument("--name", required=True)
     p.add_argument("--backbone", default="pixels", help="pixels, timm/<model>, or a JSON spec")
     p.add_argument("--head", default="linear", choices=["linear", "mlp", "bottleneck"])
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5, help="rounds after the random seed round")
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "macro_f1"])
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1"],
+                   help="mAP, macro_f1 or micro_f1 for multi-label projects")
     p.add_argument("--wait", action="store_true", help="wait with a progress bar, then print the summary")
     p.set_defaults(func=cmd_simulate)
 

@@ -47,6 +47,9 @@ class SimulationConfig:
     rounds: int = 5  # R rounds after the seed round
     head: dict | None = None  # default: the project's head
     training: dict | None = None  # default: the project's training settings
+    # Named runs beyond "strategy" and "strategy+method": {"tailor-pos": {"strategy": "tailor",
+    # "params": {"reward": "pos"}, "ssl": None}}; an entry of `strategies` found here runs as described.
+    variants: dict[str, dict] | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> SimulationConfig:
@@ -67,7 +70,7 @@ def run_simulation(
             Artifact.project_id == project_id, Artifact.kind == "head", Artifact.round_id.is_(None))
             .order_by(Artifact.id)).first()
         source_head = source_head if source_head is not None and source_head.meta.get("source") else None
-    gold = {it.id: it.gold for it in items if it.gold}
+    gold = {it.id: it.gold for it in items if it.gold is not None}  # [] is a multi-label answer: none of the tags
     if len(gold) < len(items):
         raise ValueError(
             f"project {project.name!r}: simulation needs a gold label on every item; {len(items) - len(gold)} have none"
@@ -113,7 +116,7 @@ def _one_run(
                 raise RuntimeError(f"simulation of {strategy} (seed {seed}) stalled: {failed or wb.status(pid)}")
             trained = len(wb.chart_data(pid))
             progress(trained / target, f"{strategy}, seed {seed}")
-        pool_acc = _pool_accuracies(wb, pid, gold)
+        pool_acc = _pool_accuracies(wb, pid, gold) if project.task == "single_label" else {}
         arms = _arm_pulls(wb, pid)
         return [
             {**point, "round_strategy": point["strategy"], "strategy": strategy, "seed": seed,
@@ -125,22 +128,27 @@ def _one_run(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_variant(entry: str) -> tuple[str, str | None]:
-    """'lftl+lftl_vpa' -> ('lftl', 'lftl_vpa'): a strategy, and optionally the training method it runs with."""
+def run_variant(entry: str, variants: dict[str, dict] | None = None) -> tuple[str, dict | None, str | None]:
+    """(strategy, its parameters or None for the defaults, training method or None for the project's) of a run:
+    a named variant, or 'lftl+lftl_vpa' -> ('lftl', None, 'lftl_vpa'), or 'margin' -> ('margin', None, None)."""
+    if variants and entry in variants:
+        variant = variants[entry]
+        return variant["strategy"], dict(variant.get("params") or {}), variant.get("ssl")
     strategy, _, method = entry.partition("+")
-    return strategy, method or None
+    return strategy, None, method or None
 
 
 def _copy_project(
     wb: Workbench, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
     source_head: Artifact | None, config: SimulationConfig, entry: str, seed: int,
 ) -> int:
-    strategy, method = run_variant(entry)
+    strategy, params, method = run_variant(entry, config.variants)
     training = dict(config.training or project.training or {})
     if method is not None:  # the method's own settings (e.g. vpa_lr) are kept from the project where given
         ssl = training.get("ssl", "none")
         training["ssl"] = {**ssl, "method": method} if isinstance(ssl, dict) else method
-    params = dict(project.strategy_params or {}) if strategy == project.strategy else {}
+    if params is None:
+        params = dict(project.strategy_params or {}) if strategy == project.strategy else {}
     with wb.db.write() as s:
         sim = Project(
             id=project.id, name=f"{project.name} / {entry} / seed {seed}", task=project.task,

@@ -15,7 +15,12 @@ from learners.embedding import embed_images, standardize
 from learners.heads import HeadConfig, TrainedHead
 from learners.ssl import REQUIRED_VIEWS, SSLConfig, train_head_ssl
 from learners.views import VIEW_NAMES, embed_views, standardize_views
-from learners.metrics import classification_metrics, labels_per_class
+from learners.metrics import (
+    classification_metrics,
+    labels_per_class,
+    multilabel_labels_per_class,
+    multilabel_metrics,
+)
 from learners.strategies import StrategyInputs, get_strategy
 from storage.db import Database
 from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_json, save_matrix, save_tensors
@@ -190,7 +195,8 @@ def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels
     inputs.probs, inputs.previous_probs = _predictions(ctx, project, ids, previous="previous_probs" in needs)
     labeled = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
     inputs.labeled = labeled
-    inputs.labels = np.array([labels[items[i].id].value[0] for i in labeled], dtype=np.int64)
+    inputs.multi_label = project.task == "multi_label"
+    inputs.labels = label_array([labels[items[i].id].value for i in labeled], len(project.classes), inputs.multi_label)
     if needs & {"features", "penultimate"}:
         features, feature_ids = ensure_features(ctx, project.id)
         x = _align(standardize(features)[0], feature_ids, ids)
@@ -198,6 +204,16 @@ def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels
         head = load_head(ctx.db, project.id) if "penultimate" in needs else None
         inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
     return inputs
+
+
+def label_array(values: list[list[int]], num_classes: int, multi_label: bool) -> np.ndarray:
+    """Stored label values as the learners read them: class indices (n,), or a 0/1 matrix (n, K) of tags."""
+    if not multi_label:
+        return np.array([v[0] for v in values], dtype=np.int64)
+    matrix = np.zeros((len(values), num_classes), dtype=np.float32)
+    for row, value in enumerate(values):
+        matrix[row, value] = 1.0
+    return matrix
 
 
 def _predictions(ctx: TaskContext, project: Project, ids: np.ndarray, previous: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -249,6 +265,8 @@ def _align(matrix: np.ndarray, matrix_ids: np.ndarray, ids: np.ndarray, missing_
 
 
 def train(job: Job, ctx: TaskContext) -> str:
+    if _round_already_trained(ctx.db, job.round_id):
+        return "the round was already trained (by an earlier attempt of this job); nothing to do"
     features, ids = ensure_features(ctx, job.project_id)
     ctx.progress(0.05, "features ready")
     with ctx.db.read() as s:
@@ -261,8 +279,10 @@ def train(job: Job, ctx: TaskContext) -> str:
     pool_ids = [i for i in labels if split.get(i) == "pool"]
     eval_ids = [i for i in labels if split.get(i) == "eval"]
     num_classes = len(project.classes)
-    y_pool = np.array([labels[i].value[0] for i in pool_ids], dtype=np.int64)
-    metrics: dict = {"labels": len(pool_ids), "labels_per_class": labels_per_class(y_pool, num_classes)}
+    multi_label = project.task == "multi_label"
+    y_pool = label_array([labels[i].value for i in pool_ids], num_classes, multi_label)
+    per_class = multilabel_labels_per_class(y_pool, num_classes) if multi_label else labels_per_class(y_pool, num_classes)
+    metrics: dict = {"labels": len(pool_ids), "labels_per_class": per_class}
     if not pool_ids:
         note = "no pool labels yet: nothing to train"
         head = None
@@ -276,19 +296,25 @@ def train(job: Job, ctx: TaskContext) -> str:
         init, warm_note = _warm_start(ctx, project, config, ssl, x.shape[1], num_classes)
         head = train_head_ssl(
             x, np.array([row_of[i] for i in pool_ids], dtype=np.int64), y_pool, num_classes, config, ssl, views,
-            eval_excluded=eval_rows, init=init, device=ctx.device,
+            eval_excluded=eval_rows, init=init, device=ctx.device, multi_label=multi_label,
             progress=lambda f, m: ctx.progress(0.05 + 0.8 * f, m),
         )
         ctx.progress(0.9, "evaluating")
         probs = head.predict_proba(x)
         if eval_ids:
-            y_eval = np.array([labels[i].value[0] for i in eval_ids], dtype=np.int64)
-            y_hat = probs[[row_of[i] for i in eval_ids]].argmax(1)
-            metrics.update(classification_metrics(y_eval, y_hat, num_classes))
+            y_eval = label_array([labels[i].value for i in eval_ids], num_classes, multi_label)
+            eval_probs = probs[[row_of[i] for i in eval_ids]]
+            if multi_label:  # labels_per_class stays the pool's, as for single-label projects
+                scores = multilabel_metrics(y_eval, eval_probs)
+                metrics.update({k: v for k, v in scores.items() if k != "labels_per_class"})
+            else:
+                metrics.update(classification_metrics(y_eval, eval_probs.argmax(1), num_classes))
         note = (f"trained {head.kind} head ({ssl.method}{warm_note}) on {len(pool_ids)} labels, "
                 f"evaluated on {len(eval_ids)}")
     with ctx.db.write() as s:
         round_id = job.round_id
+        if round_id is not None and s.get(Round, round_id).state != "training":
+            return "the round was trained meanwhile by another attempt of this job; this result is not saved"
         if head is not None:
             folder = project_dir(ctx.home, project.id) / "models"
             stamp = f"{utcnow():%Y%m%d%H%M%S%f}"
@@ -314,6 +340,15 @@ def train(job: Job, ctx: TaskContext) -> str:
     return note
 
 
+def _round_already_trained(db: Database, round_id: int | None) -> bool:
+    """A round's train job rerun after its first attempt committed (the worker died before marking the job
+    done) must not train and save a second head: the round is no longer 'training'."""
+    if round_id is None:
+        return False
+    with db.read() as s:
+        return s.get(Round, round_id).state != "training"
+
+
 def _warm_start(ctx: TaskContext, project: Project, config: HeadConfig, ssl: SSLConfig, in_dim: int,
                 num_classes: int) -> tuple[TrainedHead | None, str]:
     """The head to start training from, and a note: the project's latest head (a source head at first) when
@@ -326,7 +361,8 @@ def _warm_start(ctx: TaskContext, project: Project, config: HeadConfig, ssl: SSL
     kind = "bottleneck" if ssl.method == "lftl_vpa" else config.kind
     if head is None:
         return None, ", fresh start: no earlier head"
-    if (head.kind, head.in_dim, head.num_classes) != (kind, in_dim, num_classes):
+    if (head.kind, head.in_dim, head.num_classes, head.multi_label) != (kind, in_dim, num_classes,
+                                                                        project.task == "multi_label"):
         return None, (f", fresh start: the latest head is {head.kind} {head.in_dim}->{head.num_classes}, "
                       f"training needs {kind} {in_dim}->{num_classes}")
     return head, ", warm start"

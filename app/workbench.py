@@ -14,13 +14,14 @@ from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
 from storage import exporters, importers, jobs, queue, source_heads
 from storage.db import Database
-from storage.demo import DEMO_CLASSES, write_demo
-from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_tensors
+from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
+from storage.files import DamagedFile, latest_artifact, load_matrix, load_tensors, project_dir, save_tensors
 from storage.labels import current_labels
 from storage.models import Annotation, Item, Job, Project, QueueEntry, Round, utcnow
 
 DEMO_PROJECT = "Demo digits"
 DEFAULT_BACKBONE = {"name": "pixels", "image_size": 16}
+TASKS = ("single_label", "multi_label")
 
 
 class WorkbenchError(ValueError):
@@ -41,6 +42,7 @@ class ProjectConfig:
     seed: int = 0
     task: str = "single_label"
     source_head: str | None = None  # a head file exported from another project: it chooses round 0 (LFTL)
+    classes: list[str] | None = None  # class names in order; needed for unlabeled images (a flat folder)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Task:
     round_strategy: str
     done_in_round: int
     total_in_round: int
-    guess: tuple[int, float] | None  # (class index, probability) from the latest head
+    guess: list[tuple[int, float]] | None  # the latest head's [(class, probability)]: its top class, or every tag >= 0.5
 
 
 class Workbench:
@@ -70,13 +72,19 @@ class Workbench:
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
-        """Import `source` ('demo', an image folder, or a .csv/.jsonl manifest) and start round 0."""
+        """Import `source` ('demo', 'demo-tags' (the digits with multi-label tags), an image folder, or a
+        .csv/.jsonl manifest) and start round 0."""
         if not config.name.strip():
             raise WorkbenchError("a project needs a name")
         if config.round_size < 1 or config.eval_size < 0:
             raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
+        if config.task not in TASKS:
+            raise WorkbenchError(f"unknown task {config.task!r}; use {' or '.join(TASKS)}")
+        check_strategy(config.strategy, config.strategy_params, config.task)
+        check_training(config.training, config.task)
         head_file = self._read_source_head(config.source_head)
-        result = self._read_source(source, progress)
+        result = self._read_source(source, progress, multi_label=config.task == "multi_label",
+                                   classes=config.classes or None)
         if len(result.classes) < 2 and config.task == "single_label":
             raise WorkbenchError(
                 f"{source}: found {len(result.classes)} class(es) {result.classes}; a single-label project needs at least 2"
@@ -108,16 +116,22 @@ class Workbench:
             open_round(s, project)
             return project.id
 
-    def _read_source(self, source: str | Path, progress=None) -> importers.ImportResult:
+    def _read_source(self, source: str | Path, progress=None, multi_label: bool = False,
+                     classes: list[str] | None = None) -> importers.ImportResult:
         if str(source) == "demo":
             root = write_demo(self.settings.home / "demo_digits")
             return importers.scan_folder(root, classes=DEMO_CLASSES, progress=progress)
+        if str(source) == "demo-tags":
+            if not multi_label:
+                raise WorkbenchError("the tag demo gives each digit a set of tags: create it as a multi-label project")
+            manifest = write_tag_demo(self.settings.home / "demo_digits")
+            return importers.read_manifest(manifest, classes=DEMO_TAGS, progress=progress, multi_label=True)
         path = Path(source).expanduser()
         if not path.exists():
             raise WorkbenchError(f"{path}: no such file or folder")
         if path.is_dir():
-            return importers.scan_folder(path, progress=progress)
-        return importers.read_manifest(path, progress=progress)
+            return importers.scan_folder(path, classes=classes, progress=progress)
+        return importers.read_manifest(path, classes=classes, progress=progress, multi_label=multi_label)
 
     def _read_source_head(self, path: str | None) -> tuple[str, dict, dict] | None:
         if not path:
@@ -169,10 +183,7 @@ class Workbench:
         return pid
 
     def set_strategy(self, project_id: int, strategy: str, params: dict | None = None) -> None:
-        from learners.strategies import available_strategies  # numpy-only import path
-
-        if strategy not in available_strategies():
-            raise WorkbenchError(f"unknown strategy {strategy!r}; available: {', '.join(available_strategies())}")
+        check_strategy(strategy, params, self.project(project_id).task)
         with self.db.write() as s:
             project = s.get(Project, project_id)
             project.strategy = strategy
@@ -188,6 +199,8 @@ class Workbench:
             return s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
 
     def start_round(self, project_id: int, strategy: str | None = None, params: dict | None = None) -> int:
+        if strategy is not None:
+            check_strategy(strategy, params, self.project(project_id).task)
         with self.db.write() as s:
             project = s.get(Project, project_id)
             busy = s.scalars(
@@ -236,7 +249,7 @@ class Workbench:
             round_strategy=round_.strategy,
             done_in_round=counts["labeled"] + counts["skipped"],
             total_in_round=sum(counts.values()) - counts["dropped"],
-            guess=self._guess(predictions, claim.item_id),
+            guess=self._guess(predictions, claim.item_id, self._fixed(project_id)["task"]),
         )
 
     def _fixed(self, project_id: int) -> dict:
@@ -252,6 +265,7 @@ class Workbench:
         bad = [v for v in value if not 0 <= int(v) < len(fixed["classes"])]
         if bad or (fixed["task"] == "single_label" and len(value) != 1):
             raise WorkbenchError(f"label {value} is not valid for classes {fixed['classes']}")
+        value = sorted({int(v) for v in value})  # a multi-label answer is a set of tags; [] is "none of these"
         with self.db.write() as s:
             queue.submit_label(s, project_id, entry_id, annotator, value, seconds)
             self._close_if_done(s, entry_id)
@@ -287,24 +301,31 @@ class Workbench:
             return {k: v.value for k, v in current_labels(s, project_id, split).items()}
 
     # ----- model outputs ------------------------------------------------------------------------------------------
-    def guess(self, project_id: int, item_id: int) -> tuple[int, float] | None:
-        """(class index, probability) the latest head gives the item, or None before the first training."""
+    def guess(self, project_id: int, item_id: int) -> list[tuple[int, float]] | None:
+        """What the latest head says of the item, or None before the first training: [(class, probability)] for
+        its top class, or (multi-label) every tag at 0.5 or more, most likely first ([] means none of them)."""
         with self.db.read() as s:
             artifact = latest_artifact(s, project_id, "predictions")
-        return self._guess(artifact, item_id)
+        return self._guess(artifact, item_id, self._fixed(project_id)["task"])
 
-    def _guess(self, artifact, item_id: int) -> tuple[int, float] | None:
+    def _guess(self, artifact, item_id: int, task: str) -> list[tuple[int, float]] | None:
         if artifact is None:
             return None
         if artifact.id not in self._predictions_cache:
-            probs, ids = load_matrix(artifact)
+            try:
+                probs, ids = load_matrix(artifact)
+            except DamagedFile:  # labeling goes on without a guess; the Rounds page offers the retrain
+                return None
             self._predictions_cache = {artifact.id: (probs, {int(i): row for row, i in enumerate(ids)})}
         probs, index = self._predictions_cache[artifact.id]
         row = index.get(item_id)
         if row is None:
             return None
-        k = int(np.argmax(probs[row]))
-        return k, float(probs[row, k])
+        scores = probs[row]
+        if task == "multi_label":
+            return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
+        k = int(np.argmax(scores))
+        return [(k, float(scores[k]))]
 
     def predictions(self, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(probs, item_ids) of the latest trained head, or None before the first training."""
@@ -352,6 +373,8 @@ class Workbench:
                         "accuracy": m.get("accuracy"),
                         "balanced_accuracy": m.get("balanced_accuracy"),
                         "macro_f1": m.get("macro_f1"),
+                        "mAP": m.get("mAP"),
+                        "micro_f1": m.get("micro_f1"),
                         "eval_n": m.get("n"),
                         "labels_per_class": m.get("labels_per_class"),
                     }
@@ -383,7 +406,10 @@ class Workbench:
             if fmt == "csv":
                 return f"{slug}_labels.csv", exporters.to_csv(rows)
             if fmt == "jsonl":
-                return f"{slug}_labels.jsonl", exporters.to_jsonl(rows)
+                return f"{slug}_labels.jsonl", exporters.to_jsonl(rows, multi_label=project.task == "multi_label")
+            if fmt == "zip" and project.task == "multi_label":
+                raise WorkbenchError("an ImageFolder zip holds one class folder per image, so it cannot hold tags; "
+                                     "multi-label projects export CSV (tags joined by ';') or JSONL (lists of tags)")
             if fmt == "zip":
                 return f"{slug}_imagefolder.zip", exporters.to_imagefolder_zip(rows, Path(project.data_root))
             if fmt == "predictions":
@@ -398,7 +424,8 @@ class Workbench:
         keep = np.array([int(i) not in labeled for i in ids], dtype=bool)
         return (
             f"{slug}_predictions.csv",
-            exporters.predictions_csv([keys[int(i)] for i in ids[keep]], probs[keep], list(project.classes)),
+            exporters.predictions_csv([keys[int(i)] for i in ids[keep]], probs[keep], list(project.classes),
+                                      multi_label=project.task == "multi_label"),
         )
 
     # ----- for the web UI (appended) --------------------------------------------------------------------------------
@@ -489,6 +516,33 @@ class Workbench:
         with self.db.read() as s:
             arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "simulation").order_by(Artifact.id.desc())))
         return [{"job_id": a.meta.get("job_id"), "created_at": a.created_at, **load_json(a)} for a in arts]
+
+
+def check_strategy(name: str, params: dict | None, task: str) -> None:
+    """WorkbenchError unless `name` is a registered strategy that takes `params` and has a rule for `task`."""
+    from learners.strategies import available_strategies, get_strategy  # numpy-only import path
+
+    if name not in available_strategies():
+        raise WorkbenchError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
+    try:
+        strategy = get_strategy(name, **(params or {}))
+    except ValueError as error:
+        raise WorkbenchError(str(error)) from error
+    if task == "multi_label" and not strategy.supports_multi_label:
+        usable = [n for n in available_strategies() if get_strategy(n).supports_multi_label]
+        raise WorkbenchError(f"strategy {name!r} has no multi-label rule; for tags use one of {', '.join(usable)}")
+
+
+def check_training(training: dict | None, task: str) -> None:
+    """WorkbenchError unless the semi-supervised settings are valid for the task."""
+    from learners.ssl import MULTI_LABEL_METHODS, SSLConfig
+
+    try:
+        method = SSLConfig.from_dict((training or {}).get("ssl", "none")).method
+    except ValueError as error:
+        raise WorkbenchError(str(error)) from error
+    if task == "multi_label" and method not in MULTI_LABEL_METHODS:
+        raise WorkbenchError(f"training method {method!r} has no multi-label version; use {', '.join(MULTI_LABEL_METHODS)}")
 
 
 def _annotator(name: str) -> str:

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--angle", type=float, default=30.0)
     parser.add_argument("--blur", type=float, default=1.0)
     parser.add_argument("--variants", default="lftl+lftl_vpa,margin+none,random+none,lftl+none,margin+lftl_vpa")
+    parser.add_argument("--vpa-lr", type=float, default=None, help="lftl_vpa's SGD learning rate (default: the spec's 1e-3)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +79,7 @@ def main() -> None:
         worker = Worker(settings, device="cpu", quiet=True)
         digits = write_demo(home / "digits")
         shifted = write_shifted(digits, home / "shifted", args.angle, args.blur)
+        ssl = {"method": "lftl_vpa", **({"vpa_lr": args.vpa_lr} if args.vpa_lr else {})}
         started = time.time()
         # The source model: all 1497 pool digits labeled, 300 held out to measure it.
         source = wb.create_project(ProjectConfig(name="source", head=HEAD, round_size=1497, eval_size=300), digits)
@@ -89,7 +91,7 @@ def main() -> None:
         head_file = home / name
         head_file.write_bytes(data)
         target = wb.create_project(
-            ProjectConfig(name="target", head=HEAD, strategy="lftl", training={"ssl": "lftl_vpa"},
+            ProjectConfig(name="target", head=HEAD, strategy="lftl", training={"ssl": ssl},
                           round_size=args.round_size, eval_size=300, source_head=str(head_file)), shifted)
         drain(worker)  # embeds the target, computes the source head's predictions, chooses round 0
         predictions, ids = wb.predictions(target)
@@ -108,7 +110,7 @@ def main() -> None:
     print(f"source head (bottleneck, 1497 labels) on source eval: {source_acc:.3f}; on the shifted eval set "
           f"(rotated {args.angle:.0f} deg, blur {args.blur}): {source_on_target:.3f}")
     print(f"{args.seeds} seeds, seed round {args.round_size} (chosen by the source head), {args.rounds} rounds of "
-          f"{args.round_size}; {elapsed:.0f} s")
+          f"{args.round_size}; lftl_vpa lr {args.vpa_lr or '1e-3 (spec default)'}; {elapsed:.0f} s")
     summary = summarize(result, "accuracy")
     curves = summary["curves"]
     labels = curves[config.strategies[0]]["labels"]

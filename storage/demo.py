@@ -45,3 +45,37 @@ def _write_png_atomically(image: Image.Image, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+DEMO_TAGS = ["even", "greater than 4", "prime", "has a loop"]
+_TAG_RULES = {
+    "even": lambda d: d % 2 == 0,
+    "greater than 4": lambda d: d > 4,
+    "prime": lambda d: d in (2, 3, 5, 7),
+    "has a loop": lambda d: d in (0, 6, 8, 9),
+}
+
+
+def digit_tags(digit: int) -> list[str]:
+    """The demo's multi-label gold tags of a digit (1 has none of them: "none of these" is a real answer)."""
+    return [tag for tag in DEMO_TAGS if _TAG_RULES[tag](digit)]
+
+
+def write_tag_demo(dest: Path) -> Path:
+    """The multi-label demo: the digits (`write_demo`) and a JSONL manifest giving each image its tags
+    (DEMO_TAGS). Returns the manifest's path; the images stay in one folder per digit, which the label page
+    never shows (it shows the file name only)."""
+    import json
+
+    dest = Path(dest)
+    root = write_demo(dest)
+    manifest = dest / "tags.jsonl"
+    if not manifest.is_file():
+        lines = [
+            json.dumps({"path": f"{name}/{path.name}", "label": digit_tags(int(name))})
+            for name in DEMO_CLASSES for path in sorted((root / name).glob("*.png"))
+        ]
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, manifest)
+    return manifest

@@ -20,12 +20,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.importers import FORMULA_PREFIXES, unguard_cell
+from storage.importers import FORMULA_PREFIXES, MULTI_LABEL_SEPARATOR, unguard_cell
 from storage.labels import current_labels
 from storage.models import Item, Project
 
 CSV_COLUMNS = ["path", "label", "split", "annotator", "labeled_at"]
-MULTI_LABEL_SEPARATOR = ";"
 ZIP_SPLIT_FOLDERS = {"pool": "train", "eval": "eval"}
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times make the same export give the same bytes
 _UNSAFE_CHARS = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
@@ -207,8 +206,10 @@ def _unique_name(name: str, item_id: int, taken: set[str]) -> str:
 # Predictions
 
 
-def predictions_csv(keys: list[str], probs: np.ndarray, classes: list[str]) -> bytes:
+def predictions_csv(keys: list[str], probs: np.ndarray, classes: list[str], multi_label: bool = False) -> bytes:
     """UTF-8 CSV: path, predicted (arg-max class), confidence (its probability), then `p_<class>` per class.
+    Multi-label: predicted is every tag with probability >= 0.5 joined by ';' (empty: none of them) and
+    confidence the probability of the least certain tag decision, min_k max(p_k, 1 - p_k).
 
     Text cells (paths, class names, headers) get the formula guard; probabilities are plain numbers.
     """
@@ -223,8 +224,13 @@ def predictions_csv(keys: list[str], probs: np.ndarray, classes: list[str]) -> b
     writer = csv.writer(out)
     writer.writerow(["path", "predicted", "confidence"] + [guard_cell(f"p_{c}") for c in classes])
     for key, row in zip(keys, probs):
-        best = int(row.argmax())
-        writer.writerow([guard_cell(key), guard_cell(classes[best]), _number(row[best])] + [_number(p) for p in row])
+        if multi_label:
+            predicted = MULTI_LABEL_SEPARATOR.join(c for c, p in zip(classes, row) if p >= 0.5)
+            confidence = float(np.maximum(row, 1 - row).min())
+        else:
+            best = int(row.argmax())
+            predicted, confidence = classes[best], row[best]
+        writer.writerow([guard_cell(key), guard_cell(predicted), _number(confidence)] + [_number(p) for p in row])
     return out.getvalue().encode("utf-8")
 
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,8 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", 
 MANIFEST_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLITS = ("pool", "eval")
 MAX_REPORTED_PROBLEMS = 20
+MULTI_LABEL_SEPARATOR = ";"  # between the tags of a multi-label CSV cell, on import and export
+
 # Characters that make a spreadsheet read a cell as a formula; exports prefix such cells with an apostrophe.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -71,7 +74,7 @@ class _Entry:
     where: str  # how messages name it: "cats/x.png" or "manifest.csv row 3 ('cats/x.png')"
     path: Path  # data root / key, symlinks not resolved
     key: str
-    labels: list[str]
+    labels: list[str] | None  # None: unlabeled; [] is a multi-label answer ("none of these")
     split: str | None
 
 
@@ -145,7 +148,7 @@ def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress
                 continue
             entries += [_Entry(_key(p, root), p, _key(p, root), [name], None) for p in paths]
     else:
-        entries = [_Entry(_key(p, root), p, _key(p, root), [], None) for p in top_images]
+        entries = [_Entry(_key(p, root), p, _key(p, root), None, None) for p in top_images]
         classes = list(classes) if classes is not None else []
     entries.sort(key=lambda e: e.key)
 
@@ -203,8 +206,13 @@ def read_manifest(
     data_root: Path | None = None,
     classes: list[str] | None = None,
     progress: Progress | None = None,
+    multi_label: bool = False,
 ) -> ImportResult:
     """Read a CSV (.csv) or JSON-lines (.jsonl / .ndjson) manifest.
+
+    With `multi_label` a label is a set of tags: ';'-separated names in a CSV cell, a JSON list in JSONL, where
+    [] means "none of these" (labeled, no tag) and null or a missing label means unlabeled. A CSV cannot say
+    "none of these" (an empty cell is unlabeled): use JSONL for that.
 
     CSV: a header row with `path` and optionally `label` and `split` (other columns are ignored); a label is one
     class name. JSONL: one object per line with `path`, optional `label` (a class name, a list of names for
@@ -227,7 +235,9 @@ def read_manifest(
     if classes is not None:
         _check_classes(classes)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # Bytes decoded as they are: read_text's newline translation would turn a CR LF inside a quoted CSV
+        # cell (a class name with a line break) into LF, and the name would not round-trip.
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ImportProblem(f"{path}: not UTF-8 text ({e})") from e
     except OSError as e:
@@ -235,7 +245,7 @@ def read_manifest(
 
     root = root_given.resolve()
     problems = _Problems()
-    rows = _csv_rows(path, text) if kind == "csv" else _jsonl_rows(path, text, problems)
+    rows = _csv_rows(path, text, multi_label) if kind == "csv" else _jsonl_rows(path, text, problems, multi_label)
     if not rows and not problems.items:
         raise ImportProblem(f"{path}: the manifest has no rows")
 
@@ -250,19 +260,20 @@ def read_manifest(
             problems.add(where, located)
             continue
         file_path, key = located
-        entries.append(_Entry(f"{where} ({key!r})", file_path, key, labels, split))
+        shown = key if len(key) <= 120 else key[:100] + "..." + key[-17:]  # a hostile path can be kilobytes long
+        entries.append(_Entry(f"{where} ({shown!r})", file_path, key, labels, split))
 
     if classes is None:
-        classes = sorted({label.strip() for e in entries for label in e.labels})
+        classes = sorted({label.strip() for e in entries for label in e.labels or []})
     items = _validate(entries, root, classes, problems, progress)
     problems.raise_if_any(str(path))
     return ImportResult(data_root=root, classes=list(classes), items=items)
 
 
-_Row = tuple[str, str, list[str], str | None]  # where, path, labels, split
+_Row = tuple[str, str, list[str] | None, str | None]  # where, path, labels (None: unlabeled), split
 
 
-def _csv_rows(path: Path, text: str) -> list[_Row]:
+def _csv_rows(path: Path, text: str, multi_label: bool = False) -> list[_Row]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -287,16 +298,23 @@ def _csv_rows(path: Path, text: str) -> list[_Row]:
             if not any(v.strip() for v in values):
                 continue  # blank line
             label = cell(values, "label")
-            labels = [label] if label.strip() else []
+            if not label.strip():
+                labels = None
+            elif multi_label:
+                labels = [tag for tag in label.split(MULTI_LABEL_SEPARATOR) if tag.strip()]
+            else:
+                labels = [label]
             rows.append((f"{path.name} row {number}", cell(values, "path"), labels, cell(values, "split")))
     except csv.Error as e:
         raise ImportProblem(f"{path}: row {number + 1}: not valid CSV ({e})") from e
     return rows
 
 
-def _jsonl_rows(path: Path, text: str, problems: _Problems) -> list[_Row]:
+def _jsonl_rows(path: Path, text: str, problems: _Problems, multi_label: bool = False) -> list[_Row]:
     rows: list[_Row] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at LF only (a CR before it is JSON whitespace): str.splitlines would also split at U+2028, U+2029,
+    # U+0085 and other separators that json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path.name} line {number}"
@@ -312,10 +330,12 @@ def _jsonl_rows(path: Path, text: str, problems: _Problems) -> list[_Row]:
         if not isinstance(raw_path, str):
             problems.add(where, "'path' is missing or not a string")
             continue
-        labels = _json_labels(obj.get("label"))
-        if labels is None:
+        valid, labels = _json_labels(obj.get("label"))
+        if not valid:
             problems.add(where, f"'label' must be a class name, a list of class names or null, got {obj.get('label')!r}")
             continue
+        if labels == [] and not multi_label:
+            labels = None
         split = obj.get("split")
         if split is not None and not isinstance(split, str):
             problems.add(where, f"'split' must be a string, got {split!r}")
@@ -324,16 +344,19 @@ def _jsonl_rows(path: Path, text: str, problems: _Problems) -> list[_Row]:
     return rows
 
 
-def _json_labels(value: object) -> list[str] | None:
-    """Label names from a JSON label (None when the value has the wrong type). Integers read as their text."""
+def _json_labels(value: object) -> tuple[bool, list[str] | None]:
+    """(valid, label names) of a JSON label: null or "" is unlabeled (None), a list gives its names ([] for an
+    empty list). Integers read as their text; any other type is not valid."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True, None
     values = value if isinstance(value, list) else [value]
     labels: list[str] = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (str, int, type(None))):
-            return None
+            return False, None
         if v is not None and str(v).strip():
             labels.append(str(v))
-    return labels
+    return True, labels
 
 
 def _locate(raw: str, root: Path, root_abs: Path) -> tuple[Path, str] | str:
@@ -341,6 +364,8 @@ def _locate(raw: str, root: Path, root_abs: Path) -> tuple[Path, str] | str:
     text = raw.strip().replace("\\", "/")
     if not text:
         return "empty path"
+    if "\x00" in text:
+        return "path contains a NUL character"
     posix = PurePosixPath(text)
     if ".." in posix.parts:
         return "path contains '..'; paths must stay inside the data root"
@@ -372,12 +397,16 @@ def _validate(
     for n, entry in enumerate(entries):
         if progress is not None and n % step == 0:
             progress(n / len(entries), f"checking {entry.key}")
-        labels = [label if label in index else label.strip() for label in entry.labels]
+        labels = [label if label in index else label.strip() for label in entry.labels or []]
         unknown = [label for label in labels if label not in index]
         if unknown:
             problems.add(entry.where, f"unknown label {unknown[0]!r}; classes are {classes}")
             continue
-        real = entry.path.resolve()
+        try:
+            real = entry.path.resolve()
+        except (OSError, ValueError) as e:  # a name too long for the file system, a symlink loop, ...
+            problems.add(entry.where, f"unusable path ({getattr(e, 'strerror', None) or e})")
+            continue
         if not real.is_relative_to(root):
             problems.add(entry.where, f"resolves to {real}, outside the data root {root} (a symlink?)")
             continue
@@ -385,15 +414,27 @@ def _validate(
             problems.add(entry.where, f"duplicate: the same file as {first_seen[real]}")
             continue
         first_seen[real] = entry.where
-        if not real.is_file():
-            what = "broken symlink" if entry.path.is_symlink() else ("a folder, not a file" if real.is_dir() else "file not found")
+        try:
+            mode: int | None = real.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None
+        except (OSError, ValueError) as e:
+            problems.add(entry.where, f"unusable path ({getattr(e, 'strerror', None) or e})")
+            continue
+        if mode is None or not stat.S_ISREG(mode):
+            if mode is None:
+                what = "broken symlink" if entry.path.is_symlink() else "file not found"
+            elif stat.S_ISDIR(mode):
+                what = "a folder, not a file"
+            else:  # never opened: reading a pipe or a device could block or never end
+                what = "not a regular file (a pipe, socket or device)"
             problems.add(entry.where, f"{what} ({entry.path})")
             continue
         content_hash, problem = check_image(real)
         if problem is not None:
             problems.add(entry.where, problem)
             continue
-        gold = sorted({index[label] for label in labels}) or None
+        gold = None if entry.labels is None else sorted({index[label] for label in labels})
         items.append(ImportedItem(key=entry.key, content_hash=content_hash, gold=gold, split=entry.split))
     if progress is not None:
         progress(1.0, f"checked {len(entries)} files")
@@ -404,26 +445,34 @@ def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
     """(sha256 hex of the bytes, None) for a good image, else (None, what is wrong).
 
     Opens with PIL and `verify()`s, then re-opens and `load()`s to catch truncation. Images over
-    `Image.MAX_IMAGE_PIXELS` are refused (PIL's decompression-bomb warning is turned into an error here only).
+    `Image.MAX_IMAGE_PIXELS` are refused (PIL's decompression-bomb warning is turned into an error here only):
+    PIL reads the declared size from the header, so a bomb is refused before any pixel is decoded. The file is
+    read from disk in chunks (a huge non-image is refused by its header and never held in memory), and hashed
+    only once it is known to be an image.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot read the file ({e.strerror or e})"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(path) as im:
                 im.verify()
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(path) as im:
                 im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"image too large, refused as a possible decompression bomb ({e})"
     except UnidentifiedImageError:
         return None, "not an image (or an image format PIL cannot read)"
+    except OSError as e:
+        if e.errno is not None:  # the file system, not the image data
+            return None, f"cannot read the file ({e.strerror or e})"
+        return None, f"corrupt or truncated image ({type(e).__name__}: {e})"
     except Exception as e:  # PIL raises many exception types for damaged data
         return None, f"corrupt or truncated image ({type(e).__name__}: {e})"
-    return hashlib.sha256(data).hexdigest(), None
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+    except OSError as e:
+        return None, f"cannot read the file ({e.strerror or e})"
+    return digest.hexdigest(), None
 
 
 def _check_classes(classes: Iterable[str]) -> None:
@@ -485,7 +534,7 @@ def store_import(session: Session, project_id: int, result: ImportResult, eval_s
     rows: list[dict] = []
     for i, item in enumerate(result.items):
         split = item.split or ("eval" if i in eval_positions else "pool")
-        gold = sorted(to_project[g] for g in item.gold) if item.gold else None
+        gold = sorted(to_project[g] for g in item.gold) if item.gold is not None else None
         rows.append({"project_id": project_id, "key": item.key, "content_hash": item.content_hash,
                      "split": split, "gold": gold})
     if rows:

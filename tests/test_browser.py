@@ -274,3 +274,40 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
         browser.close()
     panel = wb.tailor_panel(pid)
     assert sum(row["pulls"] for row in panel["pulls"] if row["round"] == 1) == 5
+
+
+@pytest.mark.parametrize("workbench_server", [["--no-demo"]], indirect=True)
+def test_label_tags_with_the_keyboard_on_a_multi_label_project(workbench_server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.workbench import ProjectConfig
+
+    url, settings, _log = workbench_server
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="Digit tags", task="multi_label", round_size=3, eval_size=2), "demo-tags")
+    with wb.db.read() as s:
+        gold = {i.id: i.gold for i in s.scalars(select(Item).where(Item.project_id == pid))}
+    _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
+    keys = ["1", "2", "3", "4"]  # the four tags' keys, in order
+    with sync_playwright() as pw:
+        browser, page = _open_page(pw)
+        page.goto(f"{url}/label?annotator={ANNOTATOR}")
+        for n in range(5):
+            expect(page.get_by_text(f"round 0: {n} of 5")).to_be_visible(timeout=60_000)
+            item = wb.next_task(pid, ANNOTATOR).item_id
+            _settle(page)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            if not gold[item]:
+                page.keyboard.press("Shift+N")  # none of these
+            else:
+                for k in gold[item]:
+                    page.keyboard.press(keys[k])
+                    expect(page.get_by_role("button", name=f"✅ {wb.project(pid).classes[k]}")).to_be_visible()
+                    _settle(page)
+                    page.evaluate("document.activeElement && document.activeElement.blur()")
+                page.keyboard.press("Enter")
+            _wait(lambda: item in wb.labels(pid), 30, f"the tags of item {n + 1}")
+            assert wb.labels(pid)[item] == gold[item]
+        browser.close()
+    _wait(lambda: len(wb.chart_data(pid)) == 1, 120, "round 0 trained")
+    assert wb.chart_data(pid)[0]["mAP"] is not None

@@ -198,3 +198,17 @@ def test_semi_supervised_retraining_runs_in_the_worker(settings: Settings, ssl: 
     round0 = wb.rounds(pid)[0]
     assert round0.state == "done" and f"({ssl})" in round0.note
     assert round0.metrics["labels"] == 20 and round0.metrics["accuracy"] is not None
+
+
+def test_a_flat_folder_of_unlabeled_images_takes_its_class_names(settings: Settings, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(6):
+        Image.new("L", (8, 8), color=30 * i).save(folder / f"{i}.png")
+    wb = Workbench(settings)
+    with pytest.raises(WorkbenchError, match="needs at least 2"):
+        wb.create_project(ProjectConfig(name="flat"), folder)
+    pid = wb.create_project(ProjectConfig(name="flat", classes=["cat", "dog"], eval_size=2), folder)
+    assert wb.project(pid).classes == ["cat", "dog"] and wb.status(pid)["items"] == {"pool": 4, "eval": 2}

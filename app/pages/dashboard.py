@@ -8,13 +8,16 @@ import streamlit as st
 from app import ui
 
 METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"}
+MULTI_LABEL_METRICS = {"mAP": "mAP", "macro_f1": "macro F1", "micro_f1": "micro F1"}
 
 wb = ui.get_workbench()
+ui.require_access("annotator")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 st.title("Dashboard")
 project_id = ui.require_project(project_id)
 
 project = wb.project(project_id)
+metrics = MULTI_LABEL_METRICS if project.task == "multi_label" else METRICS
 status = wb.status(project_id)
 points = wb.chart_data(project_id)
 
@@ -24,18 +27,19 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("pool labels", status["labeled_pool"])
 c2.metric("eval labels", f"{status['labeled_eval']} of {status['items'].get('eval', 0)}")
 c3.metric("trained rounds", len(points))
-c4.metric("eval accuracy", ui.pct(latest.get("accuracy")))
+headline = next(iter(metrics))
+c4.metric(f"eval {metrics[headline]}", ui.pct(latest.get(headline)))
 
 # ----- label efficiency ---------------------------------------------------------------------------------------------
-st.subheader("Accuracy per label spent")
+st.subheader(f"{metrics[headline][0].upper() + metrics[headline][1:]} per label spent")
 if not points:
     st.info("No round has been trained yet: the first point appears when round 0 closes and the model is trained.")
 else:
     frame = pd.DataFrame(points).drop(columns=["labels_per_class"])
     long = frame.melt(
-        id_vars=["round", "strategy", "labels"], value_vars=list(METRICS), var_name="metric", value_name="value"
+        id_vars=["round", "strategy", "labels"], value_vars=list(metrics), var_name="metric", value_name="value"
     )
-    long["metric"] = long["metric"].map(METRICS)
+    long["metric"] = long["metric"].map(metrics)
     chart = (
         alt.Chart(long.dropna(subset=["value"]))
         .mark_line(point=True)
@@ -48,7 +52,7 @@ else:
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(
-        frame.rename(columns={"balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1", "eval_n": "eval n"}),
+        frame.dropna(axis=1, how="all").rename(columns={**METRICS, **MULTI_LABEL_METRICS, "eval_n": "eval n"}),
         hide_index=True,
         width="stretch",
     )

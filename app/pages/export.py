@@ -6,6 +6,7 @@ from app.workbench import WorkbenchError
 from storage.exporters import ExportProblem
 
 wb = ui.get_workbench()
+ui.require_access("admin")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 st.title("Export")
 project_id = ui.require_project(project_id)
@@ -33,18 +34,25 @@ st.subheader("Labels")
 offer("csv", "Labels (CSV)", "text/csv", "One row per labeled item: path, label, split, annotator, labeled_at.")
 offer("jsonl", "Labels (JSONL)", "application/x-ndjson", "The same rows as JSON lines.")
 
+if wb.project(project_id).task == "multi_label":
+    st.caption("Multi-label project: the CSV's label column joins the tags with ';', the JSONL gives them as a "
+               "list ([] is 'none of these'). The ImageFolder zip is not offered: its one folder per class cannot "
+               "hold an image with several tags.")
+    zip_key = None
+else:
+    zip_key = f"_zip_{project_id}"
 # The zip holds the labeled images themselves, so it is built only when asked for.
-zip_key = f"_zip_{project_id}"
 col_button, col_about = st.columns([1, 2])
-col_about.caption("The labeled images, one folder per class (train/ for pool labels, eval/ for the eval set).")
-if col_button.button("Build ImageFolder zip", key="build_zip", width="stretch"):
+if zip_key is not None:
+    col_about.caption("The labeled images, one folder per class (train/ for pool labels, eval/ for the eval set).")
+if zip_key is not None and col_button.button("Build ImageFolder zip", key="build_zip", width="stretch"):
     try:
         with st.spinner("Building the zip"):
             st.session_state[zip_key] = wb.export(project_id, "zip")
     except (WorkbenchError, ExportProblem) as error:
         st.session_state.pop(zip_key, None)
         col_about.error(str(error))
-if zip_key in st.session_state:
+if zip_key is not None and zip_key in st.session_state:
     file_name, data = st.session_state[zip_key]
     col_button.download_button(
         f"ImageFolder zip ({len(data) / 1e6:.1f} MB)", data=data, file_name=file_name, mime="application/zip",

@@ -9,6 +9,7 @@ from app.workbench import Workbench, WorkbenchError
 from storage.queue import QueueError
 
 wb = ui.get_workbench()
+ui.require_access("annotator")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 st.title("Label")
 project_id = ui.require_project(project_id)
@@ -22,13 +23,23 @@ def seconds_on(entry_id: int) -> float | None:
     return None
 
 
-def give_label(wb: Workbench, project_id: int, entry_id: int, annotator: str, value: int, text: str) -> None:
+def give_label(wb: Workbench, project_id: int, entry_id: int, annotator: str, value: list[int], text: str) -> None:
     try:
-        wb.submit(project_id, entry_id, annotator, [value], seconds=seconds_on(entry_id))
+        wb.submit(project_id, entry_id, annotator, value, seconds=seconds_on(entry_id))
     except (WorkbenchError, QueueError) as error:  # e.g. a second press on an item already labeled
         ui.flash("warning", f"Label not stored: {error}")
     else:
         st.session_state["_last_action"] = f"labeled {text}"
+        st.session_state.pop("_tags", None)
+
+
+def toggle_tag(entry_id: int, k: int) -> None:
+    """Multi-label: switch tag k on or off for the item on screen (nothing is stored before Submit)."""
+    tags = st.session_state.get("_tags")
+    if not tags or tags[0] != entry_id:
+        tags = (entry_id, set())
+    tags[1].symmetric_difference_update({k})
+    st.session_state["_tags"] = tags
 
 
 def skip(wb: Workbench, project_id: int, entry_id: int, annotator: str, text: str) -> None:
@@ -107,7 +118,8 @@ if task is None:
     waiting_view()
     st.stop()
 
-classes = wb.project(project_id).classes
+project = wb.project(project_id)
+classes = project.classes
 if st.session_state.get("_shown", (None,))[0] != task.entry_id:
     st.session_state["_shown"] = (task.entry_id, time.monotonic())
 
@@ -121,8 +133,8 @@ with side_col:
         text=f"round {task.round_index}: {task.done_in_round} of {task.total_in_round}",
     )
     if task.guess is not None:
-        k, p = task.guess
-        st.markdown(f"model guesses **{classes[k]}** ({p:.0%})")
+        guessed = ", ".join(f"**{classes[k]}** ({p:.0%})" for k, p in task.guess) or "**none of these**"
+        st.markdown(f"model guesses {guessed}")
     else:
         st.caption("no model guess yet (before the first training)")
     # A per-class arm ("most_likely:3") would hint at the answer: show only the algorithm.
@@ -132,15 +144,31 @@ with side_col:
     st.caption(f"chosen by: {chosen_by}")
 
     # Streamlit draws each button's shortcut key on the button itself, so the label is just the class name.
-    with st.container(horizontal=True, wrap=True):
-        for k, (name, key) in enumerate(zip(classes, ui.shortcut_keys(classes))):
-            st.button(
-                name,
-                key=f"class_{k}",
-                shortcut=key,
-                on_click=give_label,
-                args=(wb, project_id, task.entry_id, annotator, k, f"{Path(task.key).name} as {name}"),
-            )
+    if project.task == "multi_label":
+        tags = st.session_state.get("_tags")
+        chosen = tags[1] if tags and tags[0] == task.entry_id else set()
+        st.caption("Toggle every tag that applies (its key), then Submit (Enter).")
+        with st.container(horizontal=True, wrap=True):
+            for k, (name, key) in enumerate(zip(classes, ui.shortcut_keys(classes))):
+                st.button(f"✅ {name}" if k in chosen else name, key=f"tag_{k}", shortcut=key,
+                          type="primary" if k in chosen else "secondary",
+                          on_click=toggle_tag, args=(task.entry_id, k))
+        names = ", ".join(classes[k] for k in sorted(chosen)) or "none of these"
+        with st.container(horizontal=True):
+            st.button(f"Submit: {names}", key="submit_tags", shortcut="Enter", type="primary", on_click=give_label,
+                      args=(wb, project_id, task.entry_id, annotator, sorted(chosen), f"{Path(task.key).name} as {names}"))
+            st.button("None of these", key="no_tags", shortcut="Shift+N", on_click=give_label,
+                      args=(wb, project_id, task.entry_id, annotator, [], f"{Path(task.key).name} as none of these"))
+    else:
+        with st.container(horizontal=True, wrap=True):
+            for k, (name, key) in enumerate(zip(classes, ui.shortcut_keys(classes))):
+                st.button(
+                    name,
+                    key=f"class_{k}",
+                    shortcut=key,
+                    on_click=give_label,
+                    args=(wb, project_id, task.entry_id, annotator, [k], f"{Path(task.key).name} as {name}"),
+                )
 
     st.write("")
     with st.container(horizontal=True):

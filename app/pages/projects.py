@@ -10,6 +10,7 @@ from storage.importers import ImportProblem
 
 SOURCES = {
     "demo": "Demo: handwritten digits",
+    "demo-tags": "Demo: digit tags (multi-label)",
     "folder": "Image folder",
     "manifest": "Manifest (CSV / JSONL)",
 }
@@ -19,6 +20,7 @@ TAILOR_ARM_CHOICES = ["galaxy*", "most_likely*", "confidence", "margin", "entrop
                       "bait", "direct"]
 
 wb = ui.get_workbench()
+ui.require_access("annotator")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 
 st.title("Projects")
@@ -54,9 +56,24 @@ else:
 # ----- the creation form ------------------------------------------------------------------------------------------
 # Plain widgets, not st.form, so the fields can follow the choices (a path only for folder/manifest sources, ...).
 st.header("New project")
+ui.require_access("admin", "Creating a project")  # the form is for admins only
 name = st.text_input("Name", key="new_name", placeholder="e.g. Cats and dogs")
 source_kind = st.radio("Source", list(SOURCES), format_func=SOURCES.get, key="new_source", horizontal=True)
 source_path = ""
+task = "multi_label" if source_kind == "demo-tags" else "single_label"
+if source_kind == "manifest":
+    task = st.radio(
+        "Task", ["single_label", "multi_label"], key="new_task", horizontal=True,
+        format_func={"single_label": "one class per item", "multi_label": "any set of tags per item"}.get,
+        help="Multi-label manifests give tags as a JSON list (JSONL) or ';'-separated names (CSV).",
+    )
+class_names = ""
+if source_kind in ("folder", "manifest"):
+    class_names = st.text_input(
+        "Class names (optional, comma-separated, in order)", key="new_classes",
+        help="Needed for a flat folder of unlabeled images; otherwise the class sub-folders or the manifest's "
+             "labels give the classes (sorted by name).",
+    )
 if source_kind == "folder":
     source_path = st.text_input(
         "Image folder path", key="new_folder",
@@ -122,7 +139,8 @@ with col2:
 
         arms = st.multiselect(
             "TAILOR's arms", TAILOR_ARM_CHOICES, default=list(DEFAULT_MULTICLASS_ARMS), key="new_tailor_arms",
-            help="The algorithms TAILOR chooses among; a * makes one arm per class.",
+            help="The algorithms TAILOR chooses among; a * makes one arm per class. TAILOR learns which arm suits "
+                 "the data from their picks: keep the round size several times the number of arms.",
         )
         strategy_params = {"arms": arms}
     elif strategy == "lftl":
@@ -149,7 +167,7 @@ def form_problem() -> str | None:
     """What is missing from the form before anything is read, or None."""
     if not name.strip():
         return "Give the project a name."
-    if source_kind != "demo" and not source_path.strip():
+    if not source_kind.startswith("demo") and not source_path.strip():
         return f"Give the path of the {SOURCES[source_kind].lower()}."
     if backbone["name"] == "timm/":
         return "Give the timm model name (e.g. resnet18)."
@@ -176,13 +194,15 @@ if st.button("Create project", type="primary", key="create_project"):
             eval_size=int(eval_size),
             auto_next_round=bool(auto_next),
             seed=int(seed),
+            task=task,
+            classes=[c.strip() for c in class_names.split(",") if c.strip()] or None,
         )
         bar = st.progress(0.0, text="reading the source")
 
         def report(fraction: float, message: str) -> None:
             bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
-        source = "demo" if source_kind == "demo" else source_path.strip()
+        source = source_kind if source_kind.startswith("demo") else source_path.strip()
         try:
             new_id = wb.create_project(config, source, progress=report)
         except (WorkbenchError, ImportProblem) as error:

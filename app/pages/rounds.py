@@ -6,6 +6,7 @@ from app import ui
 from app.workbench import Workbench, WorkbenchError
 
 wb = ui.get_workbench()
+ui.require_access("annotator")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 st.title("Rounds")
 project_id = ui.require_project(project_id)
@@ -13,6 +14,9 @@ project_id = ui.require_project(project_id)
 
 def act(what: str, verb, *args) -> None:
     """Run a verb from a button callback; its outcome is shown at the top of the next run."""
+    if not ui.has_access("admin"):
+        ui.flash("error", f"{what}: needs the admin token")
+        return
     try:
         result = verb(*args)
     except WorkbenchError as error:
@@ -22,6 +26,9 @@ def act(what: str, verb, *args) -> None:
 
 
 def start_next(wb: Workbench, project_id: int) -> None:
+    if not ui.has_access("admin"):
+        ui.flash("error", "Start next round: needs the admin token")
+        return
     strategy = st.session_state["next_strategy"]
     try:
         if st.session_state.get("make_default"):
@@ -102,12 +109,13 @@ for job in wb.failed_jobs(project_id):
     with st.container(border=True):
         st.error(f"{job.kind} job {job.id}{round_text} failed: {job.error}")
         st.button(
-            "Retry", key=f"retry_{job.id}", on_click=act,
+            "Retry", key=f"retry_{job.id}", on_click=act, disabled=not ui.has_access("admin"),
             args=(f"{job.kind} job {job.id} queued again as job", wb.retry_job, job.id),
         )
 
 # ----- actions ------------------------------------------------------------------------------------------------------
 st.subheader("Actions")
+ui.require_access("admin", "Closing, starting and retraining rounds")  # the rest is for admins only
 state = None if current is None else current["state"]
 close_col, retrain_col = st.columns(2)
 with close_col:
