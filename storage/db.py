@@ -1,4 +1,10 @@
-"""Engine and sessions: SQLite (WAL, foreign keys, busy timeout) by default, any SQLAlchemy URL by setting."""
+"""Engine and sessions: SQLite (WAL, foreign keys, busy timeout) by default, any SQLAlchemy URL by setting.
+
+PostgreSQL (`postgresql+psycopg://user@host/db`, for many annotators) runs at READ COMMITTED: the queue never relies
+on a whole-database write lock there; its claims lock rows (`FOR UPDATE SKIP LOCKED` plus a conditional UPDATE) and
+an answer locks its queue entry and then its round (storage.queue), so concurrent transactions see each other's
+committed rows and never hand one item to two annotators. SQLite keeps one writer at a time (BEGIN IMMEDIATE).
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -7,24 +13,58 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # the longest a statement waits for a row lock, as on SQLite
+POSTGRES_CONNECT_TIMEOUT_S = 10
+POSTGRES_ISOLATION = "READ COMMITTED"
+MIGRATION_LOCK_KEY = 0x776F726B62656E63  # pg_advisory_xact_lock key: one process migrates at a time ("workbenc")
 _WRITE: ContextVar[bool] = ContextVar("write_transaction", default=False)
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
+def engine_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL to connect with: a bare `postgresql://` or `postgres://` URL uses psycopg 3 (the driver
+    the requirements install), not SQLAlchemy's default psycopg2."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://"):]
+    parsed = make_url(text)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL) -> Engine:
+    parsed = engine_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         engine = create_engine(
-            url,
+            parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             pool_pre_ping=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    if backend == "postgresql":
+        connect_args = {}
+        if parsed.get_driver_name() in ("psycopg", "psycopg2", "psycopg2cffi"):  # libpq drivers
+            # Defaults only: what the URL's query sets (?connect_timeout=..., ?options=-c lock_timeout=...) wins.
+            connect_args = {
+                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+                "application_name": "workbench",
+                "options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS} {parsed.query.get('options', '')}".strip(),
+            }
+            connect_args = {k: v for k, v in connect_args.items() if k == "options" or k not in parsed.query}
+        return create_engine(
+            parsed,
+            isolation_level=POSTGRES_ISOLATION,
+            pool_pre_ping=True,  # a server restart or a dropped idle connection is noticed before use
+            connect_args=connect_args,
+        )
+    return create_engine(parsed, pool_pre_ping=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -45,15 +85,26 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply Alembic migrations up to head (creates every table on an empty database)."""
+    """Apply Alembic migrations up to head (creates every table on an empty database).
+
+    Several processes may start at once (the web UI, workers, annotators' servers): the migration runs under the
+    database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so one
+    process migrates and the others then find the schema at head and do nothing.
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    token = _WRITE.set(True)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        _WRITE.reset(token)
 
 
 class Database:
@@ -66,6 +117,11 @@ class Database:
             upgrade(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def dialect(self) -> str:
+        """'sqlite', 'postgresql', ..."""
+        return self.engine.dialect.name
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._factory() as session:
@@ -73,11 +129,15 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction that takes SQLite's write lock at BEGIN, so read-then-write never deadlocks."""
+        """A transaction that commits on success and rolls back on error.
+
+        On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), so read-then-write never deadlocks. On
+        PostgreSQL it is a READ COMMITTED transaction; the queue's row locks keep concurrent writers apart.
+        """
         token = _WRITE.set(True)
         try:
             with self._factory() as session:
-                session.connection()  # BEGIN IMMEDIATE happens here
+                session.connection()  # BEGIN (IMMEDIATE on SQLite) happens here
                 _WRITE.reset(token)
                 token = None
                 try:

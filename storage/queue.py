@@ -45,6 +45,7 @@ def claim_next(
 
     The conditional UPDATE only succeeds if the row is still free, so two annotators never get the same item within
     a lease even when their transactions interleave (PostgreSQL); on SQLite the write transaction is serialised.
+    A held claim is re-read under a row lock, so a lease that expires and is taken over meanwhile is not renewed.
     """
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
@@ -58,6 +59,8 @@ def claim_next(
         )
         .order_by(QueueEntry.position)
         .limit(1)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     ).first()
     if held is not None:
         held.lease_expires = lease
@@ -86,8 +89,27 @@ def claim_next(
     raise QueueError("could not claim an item after 20 attempts (heavy contention)")
 
 
+def _lock_entry(session: Session, entry_id: int) -> QueueEntry | None:
+    """The queue entry, re-read under a row lock (PostgreSQL; SQLite's write transaction already holds the database)."""
+    return session.get(QueueEntry, entry_id, populate_existing=True, with_for_update={"key_share": True})
+
+
+def _lock_round(session: Session, round_id: int) -> Round | None:
+    """The round, re-read under a row lock that orders every answer in the round after the one before it.
+
+    Taken after the entry's lock (the order close_round also takes them in) and held to the commit. Under
+    PostgreSQL's READ COMMITTED an answer's later reads (app.rounds.after_answer counts the open entries) then see
+    every earlier answer of the round committed, so the last answer always finds no open entry left and sends the
+    round to training exactly once (without it, the last two answers, committed together, each see the other's
+    entry still open and the round never closes); and an undo never re-claims an item in a round that another
+    annotator's last answer has just closed. FOR NO KEY UPDATE: inserts that reference the round (annotations,
+    jobs) do not wait on it. SQLite's write transaction already holds the whole database.
+    """
+    return session.get(Round, round_id, populate_existing=True, with_for_update={"key_share": True})
+
+
 def _held_entry(session: Session, entry_id: int, annotator: str) -> QueueEntry:
-    entry = session.get(QueueEntry, entry_id, populate_existing=True)
+    entry = _lock_entry(session, entry_id)
     if entry is None:
         raise QueueError(f"queue entry {entry_id} does not exist")
     if entry.state != "claimed" or entry.claimed_by != annotator:
@@ -132,6 +154,7 @@ def _answer(
     )
     session.add(row)
     session.flush()
+    _lock_round(session, entry.round_id)  # last, so the round's answers queue on it as briefly as possible
     return row
 
 
@@ -170,8 +193,8 @@ def undo_last(session: Session, project_id: int, annotator: str, lease_seconds: 
         )
     )
     if last.queue_entry_id is not None:
-        entry = session.get(QueueEntry, last.queue_entry_id, populate_existing=True)
-        round_ = session.get(Round, entry.round_id) if entry else None
+        entry = _lock_entry(session, last.queue_entry_id)
+        round_ = _lock_round(session, entry.round_id) if entry else None
         if entry is not None and round_ is not None and round_.state == "labeling":
             now = utcnow()
             entry.state = "claimed"
