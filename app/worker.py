@@ -13,6 +13,8 @@ import threading
 import time
 import traceback
 
+from sqlalchemy import make_url
+
 from app.settings import Settings
 from storage import files, jobs
 from storage.db import Database
@@ -137,7 +139,8 @@ class Worker:
     def run_forever(self, idle_sleep: float = 0.5) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        print(f"[worker {self.name}] ready on {self.device}, database {self.settings.db_url}", flush=True)
+        shown = make_url(self.settings.db_url).render_as_string(hide_password=True)
+        print(f"[worker {self.name}] ready on {self.device}, database {shown}", flush=True)
         while not self._stopping:
             if not self.run_once():
                 time.sleep(idle_sleep)
