@@ -269,6 +269,24 @@ def shortcut_keys(classes: list[str]) -> list[str | None]:
 
 
 # ----- images -----------------------------------------------------------------------------------------------------
+def image_problem(path: Path, data_root: str | Path) -> str | None:
+    """What makes an item's file unfit to show now (it was checked at import, but files can change since):
+    a path leaving the data root, not a regular file, not a readable image, a decompression bomb; else None."""
+    import stat
+
+    from storage.importers import check_image
+
+    try:
+        real = Path(path).resolve()
+        if not real.is_relative_to(Path(data_root).resolve()):
+            return f"now resolves to {real}, outside the data root"
+        if not stat.S_ISREG(real.stat().st_mode):
+            return "is no longer a regular file"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    return check_image(real)[1]
+
+
 def load_for_display(path: Path) -> Image.Image:
     """The image at `path`, enlarged by a whole factor with nearest-neighbour when it is tiny (sharp pixels)."""
     image = Image.open(path)

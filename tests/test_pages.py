@@ -375,3 +375,15 @@ def test_pages_without_any_project(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for page in (None, "label", "rounds", "dashboard", "export"):
         at = open_page(page)
         assert at.info, page
+
+
+def test_label_page_refuses_a_file_that_changed_after_import(wb: Workbench, tmp_path: Path) -> None:
+    folder = write_pngs(tmp_path / "pets")
+    pid = wb.create_project(ProjectConfig(name="Pets", round_size=2, eval_size=2), folder)
+    _run_worker()
+    task = wb.next_task(pid, "annotator")
+    task.path.write_bytes(b"<html>not an image any more</html>")
+    at = open_page("label", project_id=pid, annotator="annotator")
+    assert not at.image and "The file changed after import" in at.error[0].value
+    at.button(key="skip").click().run()  # the annotator can still move on
+    assert not at.exception and wb.next_task(pid, "annotator").entry_id != task.entry_id

@@ -125,7 +125,11 @@ if st.session_state.get("_shown", (None,))[0] != task.entry_id:
 
 image_col, side_col = st.columns([3, 2], gap="large")
 with image_col:
-    st.image(ui.load_for_display(task.path), caption=Path(task.key).name)  # the file name only: a class folder in the path would give the answer away
+    problem = ui.image_problem(task.path, project.data_root)
+    if problem:
+        st.error(f"{Path(task.key).name}: {problem}. The file changed after import; skip it (s).")
+    else:
+        st.image(ui.load_for_display(task.path), caption=Path(task.key).name)  # the file name only: a class folder in the path would give the answer away
 
 with side_col:
     st.progress(
