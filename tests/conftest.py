@@ -18,6 +18,16 @@ from storage.models import Item, Project, QueueEntry, Round  # noqa: E402
 
 
 @pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> "Settings":
+    """A workbench home and SQLite file of the test's own, through the environment as a user would set them."""
+    from app.settings import Settings
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
+    return Settings.from_env()
+
+
+@pytest.fixture
 def db(tmp_path: Path) -> Database:
     database = Database(sqlite_url(tmp_path / "db.sqlite"))
     yield database

@@ -18,11 +18,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +33,7 @@ from storage.demo import write_demo
 from storage.files import DamagedFile, latest_artifact, load_matrix, load_tensors, project_dir
 from storage.labels import current_labels
 from storage.models import Annotation, Artifact, Item, Job, QueueEntry, utcnow
+from tests.test_browser import _free_port, _http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE_SECONDS = 3
@@ -363,20 +362,6 @@ while True:
     wb.submit(pid, task.entry_id, "bob", [gold[task.item_id]])
     print(task.item_id, file=log, flush=True)  # written only once the label is committed
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_web_server_killed_while_annotators_label_loses_no_label_and_labeling_continues(tmp_path: Path) -> None:

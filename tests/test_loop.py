@@ -22,13 +22,6 @@ from storage.models import Item, Job
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
-    return Settings.from_env()
-
-
 def gold_of(wb: Workbench, project_id: int) -> dict[int, int]:
     """The simulated annotator's answers: the demo's gold labels (the strategies never see these)."""
     with wb.db.read() as s:

@@ -27,13 +27,6 @@ from tests.test_loop import drain
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
-    return Settings.from_env()
-
-
 def tag_gold(wb: Workbench, pid: int) -> dict[int, list[int]]:
     with wb.db.read() as s:
         return {i.id: i.gold for i in s.scalars(select(Item).where(Item.project_id == pid))}

@@ -20,13 +20,6 @@ from storage.models import Artifact, Project, QueueEntry, Round
 from tests.test_loop import drain, gold_of, label_round
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'home' / 'wb.sqlite'}")
-    return Settings.from_env()
-
-
 def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settings: Settings) -> None:
     wb = Workbench(settings)
     pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=12, eval_size=10), "demo")
