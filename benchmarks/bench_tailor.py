@@ -29,7 +29,6 @@ from app.settings import Settings  # noqa: E402
 from app.simulation import SimulationConfig, run_simulation, summarize  # noqa: E402
 from app.worker import Worker  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
-from learners.efficiency import mean_and_se  # noqa: E402
 from storage.demo import DEMO_CLASSES, write_demo  # noqa: E402
 
 
@@ -91,7 +90,7 @@ def main() -> None:
           f"TAILOR arms: {args.arms or 'default'}; {elapsed:.0f} s")
     summaries = {metric: summarize(result, metric) for metric in ("balanced_accuracy", "accuracy")}
     auc = {row["strategy"]: row["auc"] for row in summaries["balanced_accuracy"]["table"]}
-    print(f"\n| strategy | final balanced acc | final acc | AUC (bal. acc) | labeled-set entropy | rarest class | max/min |")
+    print("\n| strategy | final balanced acc | final acc | AUC (bal. acc) | labeled-set entropy | rarest class | max/min |")
     print("|---|---|---|---|---|---|---|")
     for strategy in config.strategies:
         finals = [max((p for p in result["points"] if p["strategy"] == strategy and p["seed"] == seed),

@@ -107,13 +107,12 @@ def embed_views(
     out = {view: np.empty((copies, len(paths), backbone.dim), dtype=np.float32) for view in views}
     for done, (view, copy) in enumerate(passes):
         transform = SeededViewTransform(backbone.transform, view, copy, seed, size, flip)
-        pass_progress = None
-        if progress:
-            def pass_progress(fraction: float, message: str, done: int = done, view: str = view,
-                              copy: int = copy) -> None:
-                progress((done + fraction) / len(passes), f"view {view} copy {copy + 1}/{copies}: {message}")
+        def pass_progress(fraction: float, message: str, done: int = done, view: str = view,
+                          copy: int = copy) -> None:
+            progress((done + fraction) / len(passes), f"view {view} copy {copy + 1}/{copies}: {message}")
         out[view][copy] = embed_images(paths, backbone, batch_size=batch_size, num_workers=num_workers,
-                                       device=device, progress=pass_progress, image_transform=transform)
+                                       device=device, progress=pass_progress if progress else None,
+                                       image_transform=transform)
     if progress and not passes:
         progress(1.0, "no views to embed")
     return out

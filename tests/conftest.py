@@ -18,7 +18,7 @@ from storage.models import Item, Project, QueueEntry, Round  # noqa: E402
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> "Settings":
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A workbench home and SQLite file of the test's own, through the environment as a user would set them."""
     from app.settings import Settings
 

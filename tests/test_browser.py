@@ -2,9 +2,7 @@
 with a retrained model and the chart updated, download the ImageFolder zip and compare it with the database."""
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import socket
 import subprocess
 import sys

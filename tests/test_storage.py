@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 

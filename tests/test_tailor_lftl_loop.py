@@ -2,7 +2,6 @@
 panel, a head exported from one project starting another, LFTL's previous predictions followed by item id."""
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
