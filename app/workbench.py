@@ -499,6 +499,12 @@ class Workbench:
                 f"({', '.join(SSL_METHODS)})" if unknown else "choose at least one strategy")
         if not seeds or round_size < 1 or rounds < 1:
             raise WorkbenchError("a simulation needs at least one seed, a round size >= 1 and at least one round")
+        task = self.project(project_id).task
+        for entry in strategies:
+            name, _, method = entry.partition("+")
+            check_strategy(name, None, task)
+            if method:
+                check_training({"ssl": method}, task)
         with self.db.read() as s:
             items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id))
             with_gold = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id, Item.gold.is_not(None)))

@@ -188,3 +188,13 @@ def test_strategies_and_training_without_a_multi_label_rule_are_refused_up_front
         wb.set_strategy(pid, "qbc")
     wb.set_strategy(pid, "entropy")
     assert wb.project(pid).strategy == "entropy"
+
+
+def test_a_simulation_of_a_strategy_without_a_multi_label_rule_is_refused(settings: Settings) -> None:
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="T", task="multi_label"), "demo-tags")
+    with pytest.raises(WorkbenchError, match="'direct' has no multi-label rule"):
+        wb.start_simulation(pid, ["random", "direct"], [0], 10, 1)
+    with pytest.raises(WorkbenchError, match="'flexmatch' has no multi-label version"):
+        wb.start_simulation(pid, ["margin+flexmatch"], [0], 10, 1)
+    assert wb.start_simulation(pid, ["random", "tailor+pseudo_label"], [0], 10, 1) > 0
