@@ -108,9 +108,12 @@ if tailor is not None:
     pulls = pd.DataFrame(tailor["pulls"])
     if not pulls.empty:
         st.markdown("**Pulls per arm per round**")
+        if st.toggle("Group the per-class arms by algorithm", value=True, key="tailor_group_arms"):
+            pulls["arm"] = pulls["arm"].str.replace(r"\[.*\]$", "", regex=True)
+            pulls = pulls.groupby(["round", "arm"], as_index=False)["pulls"].sum()
         st.altair_chart(
             alt.Chart(pulls).mark_bar().encode(
-                x=alt.X("round:O", title="round"),
+                x=alt.X("round:O", title="round", axis=alt.Axis(labelAngle=0)),
                 y=alt.Y("pulls:Q", stack=True),
                 color=alt.Color("arm:N", title="arm"),
                 tooltip=["round", "arm", "pulls"],
