@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from learners.ssl_config import METHOD_NAMES
+
 
 def _workbench():
     from app.workbench import Workbench
@@ -158,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="linear", choices=["linear", "mlp", "bottleneck"])
     p.add_argument("--strategy", default="margin", help="e.g. margin, tailor, lftl (see the Projects page)")
     p.add_argument("--strategy-params", default=None, help='JSON, e.g. \'{"arms": ["margin", "galaxy*"]}\' for tailor')
-    p.add_argument("--ssl", default="none", choices=["none", "pseudo_label", "flexmatch", "lftl_vpa"],
+    p.add_argument("--ssl", default="none", choices=METHOD_NAMES,
                    help="semi-supervised training")
     p.add_argument("--source-head", default=None,
                    help="a head file (.safetensors) exported from another project with the same backbone and classes: "

@@ -488,15 +488,15 @@ class Workbench:
     def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
         """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id.
         A strategy may name the training method its runs use: 'lftl+lftl_vpa' (default: the project's)."""
-        from learners.ssl import SSL_METHODS
+        from learners.ssl_config import METHOD_NAMES
 
         names = self.strategy_names()
         unknown = [entry for entry in strategies
-                   if entry.partition("+")[0] not in names or entry.partition("+")[2] not in ("", *SSL_METHODS)]
+                   if entry.partition("+")[0] not in names or entry.partition("+")[2] not in ("", *METHOD_NAMES)]
         if unknown or not strategies:
             raise WorkbenchError(
                 f"unknown strategies {unknown}; available: {', '.join(names)}, optionally +method "
-                f"({', '.join(SSL_METHODS)})" if unknown else "choose at least one strategy")
+                f"({', '.join(METHOD_NAMES)})" if unknown else "choose at least one strategy")
         if not seeds or round_size < 1 or rounds < 1:
             raise WorkbenchError("a simulation needs at least one seed, a round size >= 1 and at least one round")
         task = self.project(project_id).task
@@ -541,7 +541,7 @@ def check_strategy(name: str, params: dict | None, task: str) -> None:
 
 def check_training(training: dict | None, task: str) -> None:
     """WorkbenchError unless the semi-supervised settings are valid for the task."""
-    from learners.ssl import MULTI_LABEL_METHODS, SSLConfig
+    from learners.ssl_config import MULTI_LABEL_METHODS, SSLConfig
 
     try:
         method = SSLConfig.from_dict((training or {}).get("ssl", "none")).method

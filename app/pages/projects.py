@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import ui
 from app.workbench import ProjectConfig, WorkbenchError
+from learners.ssl_config import METHOD_NAMES
 from storage.importers import ImportProblem
 
 SOURCES = {
@@ -15,7 +16,6 @@ SOURCES = {
     "manifest": "Manifest (CSV / JSONL)",
 }
 HEADS = ["linear", "mlp", "bottleneck"]
-SSL_METHODS = ["none", "pseudo_label", "flexmatch", "lftl_vpa"]
 TAILOR_ARM_CHOICES = ["galaxy*", "most_likely*", "confidence", "margin", "entropy", "badge", "coreset", "random",
                       "bait", "direct"]
 
@@ -116,7 +116,7 @@ with col1:
     head = st.selectbox("Head", HEADS, key="new_head",
                         help="bottleneck: Linear-256-BatchNorm + weight-normalised classifier (LFTL's head).")
     ssl = st.selectbox(
-        "Semi-supervised training", SSL_METHODS, key="new_ssl",
+        "Semi-supervised training", list(METHOD_NAMES), key="new_ssl",
         help="none: labels only. pseudo_label: confident predictions on unlabeled items join training. "
              "flexmatch: class-adaptive thresholds on augmented views (the worker embeds weak and strong views). "
              "lftl_vpa: LFTL's visual-persistence adaptation (bottleneck head, warm-started round after round).",

@@ -9,6 +9,7 @@ import streamlit as st
 from app import ui
 from app.simulation import summarize
 from app.workbench import WorkbenchError
+from learners.ssl_config import METHOD_NAMES
 
 METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
 MULTI_LABEL_METRICS = {"mAP": "mAP", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
@@ -28,11 +29,10 @@ st.caption(
 
 # ----- start --------------------------------------------------------------------------------------------------------
 names = ui.strategy_names(wb)
-SSL_METHOD_NAMES = ["none", "pseudo_label", "flexmatch", "lftl_vpa"]
 with st.form("simulate"):
     strategies = st.multiselect("Strategies", names, default=[n for n in ("random", "margin", "entropy") if n in names])
     methods = st.multiselect(
-        "Training methods (optional)", SSL_METHOD_NAMES, key="sim_methods",
+        "Training methods (optional)", list(METHOD_NAMES), key="sim_methods",
         help="Each strategy runs once per method chosen here (e.g. lftl with lftl_vpa and margin with none); "
              "none chosen: the project's own training method.",
     )
