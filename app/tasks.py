@@ -149,7 +149,7 @@ def select_round(job: Job, ctx: TaskContext) -> str:
             )
         )
         picked, open_now = round_picks(s, round_.id)
-        posterior = tailor_state.load_posterior(s, project.id)
+        posterior = tailor_state.load_posterior(s, project.id) if round_.strategy == tailor_state.STRATEGY else None
     strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
     if strategy.name == tailor_state.STRATEGY:
         strategy.posterior = posterior
