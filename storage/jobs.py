@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage.models import Job, utcnow
 
@@ -31,10 +31,16 @@ def enqueue(
 
 
 def claim(session: Session, worker: str, stale_after: float = STALE_AFTER_SECONDS) -> Job | None:
-    """Take the most urgent queued job, or one whose worker stopped heartbeating (it died)."""
+    """Take the most urgent queued job, or one whose worker stopped heartbeating (it died). A project's select,
+    train and simulate jobs wait while another worker is embedding that project (they need its features)."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_after)
     claimable = or_(Job.state == "queued", and_(Job.state == "running", Job.heartbeat < stale))
+    # A project's other jobs wait while a live worker embeds it: they would embed the whole pool a second time.
+    embedding = aliased(Job)
+    claimable = and_(claimable, or_(Job.kind == "embed", ~exists().where(
+        embedding.project_id == Job.project_id, embedding.kind == "embed", embedding.state == "running",
+        embedding.heartbeat >= stale, embedding.id != Job.id)))
     for _attempt in range(10):
         job_id = session.scalars(
             select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1).with_for_update(skip_locked=True)

@@ -172,6 +172,31 @@ def test_jobs_are_claimed_once_and_a_dead_workers_job_is_claimed_again(db: Datab
         assert jobs.heartbeat(s, embed.id, "w3", 0.5, "halfway")
 
 
+def test_a_projects_jobs_wait_while_another_worker_embeds_it(db: Database) -> None:
+    from storage.models import Project
+
+    with db.write() as s:
+        embedding, other = (Project(name=n, classes=["a", "b"], data_root="/x", backbone={"name": "pixels"}, head={},
+                                    training={}, strategy="random", strategy_params={}) for n in ("p", "q"))
+        s.add_all([embedding, other])
+        s.flush()
+        jobs.enqueue(s, "embed", embedding.id)
+    with db.write() as s:
+        assert jobs.claim(s, "w1").kind == "embed"
+    with db.write() as s:
+        train = jobs.enqueue(s, "train", embedding.id)
+        elsewhere = jobs.enqueue(s, "train", other.id)
+    with db.write() as s:
+        assert jobs.claim(s, "w2").id == elsewhere.id  # not p's train job: p is being embedded
+    with db.write() as s:
+        assert jobs.claim(s, "w3") is None
+    with db.write() as s:
+        embed_job = s.scalars(select(Job).where(Job.kind == "embed")).one()
+        jobs.finish(s, embed_job.id, "embedded")
+    with db.write() as s:
+        assert jobs.claim(s, "w3").id == train.id
+
+
 def test_a_damaged_feature_file_is_refused(db: Database, tmp_path: Path) -> None:
     from storage.models import Project
 
