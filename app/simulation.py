@@ -207,6 +207,15 @@ def _pool_accuracies(wb: Workbench, project_id: int, gold: dict[int, list[int]])
     return out
 
 
+def final_points(result: dict, strategy: str) -> list[dict]:
+    """Each seed's last point (the most labels) of one strategy's runs, in seed order."""
+    by_seed: dict[int, dict] = {}
+    for p in result["points"]:
+        if p["strategy"] == strategy and (p["seed"] not in by_seed or p["labels"] > by_seed[p["seed"]]["labels"]):
+            by_seed[p["seed"]] = p
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
 def summarize(result: dict, metric: str = "accuracy") -> dict:
     """Per strategy: the mean curve with its standard error over seeds, the normalised area under it, the labels
     needed to reach random's final value, and the label savings against random (None where not reached)."""

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from learners.tailor import TailorPosterior, one_hot, reward_vector
-from storage.labels import current_labels
+from storage.labels import current_labels, label_array
 from storage.models import Project, QueueEntry, Round, StrategyState
 
 STRATEGY = "tailor"
@@ -83,14 +83,9 @@ def _pool_label_values(s: Session, project_id: int) -> list[list[int]]:
 
 
 def _label_matrix(values: list[list[int]], num_classes: int, multi_label: bool) -> np.ndarray:
-    if not values:
-        return np.zeros((0, num_classes))
-    if multi_label:
-        matrix = np.zeros((len(values), num_classes))
-        for row, value in enumerate(values):
-            matrix[row, value] = 1.0
-        return matrix
-    return one_hot(np.array([v[0] for v in values], dtype=np.int64), num_classes)
+    """Label values as 0/1 rows (one-hot for multi-class), as the posterior and the reward read them."""
+    labels = label_array(values, num_classes, multi_label)
+    return labels if multi_label else one_hot(labels, num_classes)
 
 
 def panel(s: Session, project: Project) -> dict | None:

@@ -24,7 +24,7 @@ from learners.metrics import (
 from learners.strategies import StrategyInputs, get_strategy
 from storage.db import Database
 from storage.files import latest_artifact, load_matrix, load_tensors, project_dir, save_json, save_matrix, save_tensors
-from storage.labels import current_labels
+from storage.labels import current_labels, label_array
 from storage.source_heads import backbone_key
 from storage.models import Artifact, Item, Job, Project, QueueEntry, Round, utcnow
 
@@ -204,16 +204,6 @@ def _strategy_inputs(ctx, project: Project, items: list, ids: np.ndarray, labels
         head = load_head(ctx.db, project.id) if "penultimate" in needs else None
         inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
     return inputs
-
-
-def label_array(values: list[list[int]], num_classes: int, multi_label: bool) -> np.ndarray:
-    """Stored label values as the learners read them: class indices (n,), or a 0/1 matrix (n, K) of tags."""
-    if not multi_label:
-        return np.array([v[0] for v in values], dtype=np.int64)
-    matrix = np.zeros((len(values), num_classes), dtype=np.float32)
-    for row, value in enumerate(values):
-        matrix[row, value] = 1.0
-    return matrix
 
 
 def _predictions(ctx: TaskContext, project: Project, ids: np.ndarray, previous: bool) -> tuple[np.ndarray | None, np.ndarray | None]:

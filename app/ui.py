@@ -298,6 +298,14 @@ def load_for_display(path: Path) -> Image.Image:
     return image
 
 
+# The eval-set metrics a task is judged on, with their display names (first: the headline).
+TASK_METRICS = {
+    "single_label": {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"},
+    "multi_label": {"mAP": "mAP", "macro_f1": "macro F1", "micro_f1": "micro F1"},
+}
+METRIC_NAMES = {**TASK_METRICS["single_label"], **TASK_METRICS["multi_label"]}
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, run_simulation, summarize  # noqa: E402
+from app.simulation import SimulationConfig, final_points, run_simulation, summarize  # noqa: E402
 from app.worker import Worker  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
 
@@ -64,8 +64,7 @@ def main() -> None:
     print("\n| strategy | " + " | ".join(f"{x:.0f}" for x in labels) + " labels | AUC | final micro F1 | final macro F1 |")
     print("|---" * (len(labels) + 4) + "|")
     for name, curve in curves.items():
-        finals = [max((p for p in result["points"] if p["strategy"] == name and p["seed"] == seed),
-                      key=lambda p: p["labels"]) for seed in config.seeds]
+        finals = final_points(result, name)
         micro = np.mean([p["micro_f1"] for p in finals])
         macro = np.mean([p["macro_f1"] for p in finals])
         cells = " | ".join(f"{m:.3f} ± {e:.3f}" for m, e in zip(curve["mean"], curve["se"]))

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, run_simulation, summarize  # noqa: E402
+from app.simulation import SimulationConfig, final_points, run_simulation, summarize  # noqa: E402
 from app.worker import Worker  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
 from storage.demo import DEMO_CLASSES, write_demo  # noqa: E402
@@ -93,8 +93,7 @@ def main() -> None:
     print("\n| strategy | final balanced acc | final acc | AUC (bal. acc) | labeled-set entropy | rarest class | max/min |")
     print("|---|---|---|---|---|---|---|")
     for strategy in config.strategies:
-        finals = [max((p for p in result["points"] if p["strategy"] == strategy and p["seed"] == seed),
-                      key=lambda p: p["labels"]) for seed in config.seeds]
+        finals = final_points(result, strategy)
         bal = np.array([p["balanced_accuracy"] for p in finals])
         acc = np.array([p["accuracy"] for p in finals])
         shape = np.array([balance(p["labels_per_class"]) for p in finals])

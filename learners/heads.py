@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from learners.cpu import one_cpu_thread
+from learners.settings_dict import from_settings
 
 Progress = Callable[[float, str], None]
 
@@ -59,12 +60,7 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> HeadConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown head setting(s) {sorted(unknown)}; accepted: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_settings(cls, d, "head")
 
     @property
     def resolved_lr(self) -> float:

@@ -2,8 +2,10 @@
 process validates settings with this module; the training itself is `learners.ssl`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from learners.settings_dict import from_settings
 
 METHOD_NAMES = ("none", "pseudo_label", "flexmatch", "lftl_vpa")
 # Views each method cannot run without (the app embeds them when a project's method is listed here).
@@ -64,9 +66,4 @@ class SSLConfig:
         """From a project's settings: a method name, or a dict of the fields above."""
         if isinstance(d, str):
             return cls(method=d)
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ssl setting(s) {sorted(unknown)}; accepted: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_settings(cls, d, "ssl")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,3 +39,13 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
         for item_id, rows in live.items()
     }
 
+
+
+def label_array(values: list[list[int]], num_classes: int, multi_label: bool) -> np.ndarray:
+    """Stored label values as the learners read them: class indices (n,), or a 0/1 matrix (n, K) of tags."""
+    if not multi_label:
+        return np.array([v[0] for v in values], dtype=np.int64)
+    matrix = np.zeros((len(values), num_classes), dtype=np.float32)
+    for row, value in enumerate(values):
+        matrix[row, value] = 1.0
+    return matrix

@@ -7,9 +7,6 @@ import streamlit as st
 
 from app import ui
 
-METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"}
-MULTI_LABEL_METRICS = {"mAP": "mAP", "macro_f1": "macro F1", "micro_f1": "micro F1"}
-
 wb = ui.get_workbench()
 ui.require_access("annotator")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
@@ -17,7 +14,7 @@ st.title("Dashboard")
 project_id = ui.require_project(project_id)
 
 project = wb.project(project_id)
-metrics = MULTI_LABEL_METRICS if project.task == "multi_label" else METRICS
+metrics = ui.TASK_METRICS[project.task]
 status = wb.status(project_id)
 points = wb.chart_data(project_id)
 
@@ -52,7 +49,7 @@ else:
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(
-        frame.dropna(axis=1, how="all").rename(columns={**METRICS, **MULTI_LABEL_METRICS, "eval_n": "eval n"}),
+        frame.dropna(axis=1, how="all").rename(columns={**ui.METRIC_NAMES, "eval_n": "eval n"}),
         hide_index=True,
         width="stretch",
     )

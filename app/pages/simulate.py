@@ -11,17 +11,13 @@ from app.simulation import summarize
 from app.workbench import WorkbenchError
 from learners.ssl_config import METHOD_NAMES
 
-METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
-MULTI_LABEL_METRICS = {"mAP": "mAP", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
-
 wb = ui.get_workbench()
 ui.require_access("admin")  # a sign-in box and nothing else without the token
 project_id, annotator = ui.sidebar(wb)
 st.title("Simulate")
 project_id = ui.require_project(project_id)
 project = wb.project(project_id)
-if project.task == "multi_label":
-    METRICS = MULTI_LABEL_METRICS
+METRICS = ui.TASK_METRICS[project.task]
 st.caption(
     "Each run labels with an oracle that answers from the project's gold labels, through the same rounds, "
     "training and selection as people use: a random seed round, then rounds chosen by the strategy."
