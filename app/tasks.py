@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import func, select
 
-from app import tailor_state
+from app import strategy_state
 from app.rounds import SEQUENTIAL_LOOKAHEAD, open_round, round_picks, send_to_training
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images, standardize
@@ -149,10 +149,8 @@ def select_round(job: Job, ctx: TaskContext) -> str:
             )
         )
         picked, open_now = round_picks(s, round_.id)
-        posterior = tailor_state.load_posterior(s, project.id) if round_.strategy == tailor_state.STRATEGY else None
-    strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
-    if strategy.name == tailor_state.STRATEGY:
-        strategy.posterior = posterior
+        strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
+        strategy_state.load_into(s, project.id, strategy)
     follow_up = round_.state == "labeling" and strategy.sequential
     if round_.state != "selecting" and not follow_up:
         return f"round {round_.index} is {round_.state}; nothing to select"
@@ -178,8 +176,7 @@ def select_round(job: Job, ctx: TaskContext) -> str:
         start = s.scalar(select(func.coalesce(func.max(QueueEntry.position) + 1, 0)).where(QueueEntry.round_id == round_.id))
         for position, (item_id, arm, score) in enumerate(entries, start=start):
             s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
-        if strategy.name == tailor_state.STRATEGY and strategy.posterior is not None:
-            tailor_state.save_posterior(s, project.id, strategy.posterior)
+        strategy_state.save_from(s, project.id, strategy)
         if not follow_up:
             round_.note = selection.note
             round_.labeling_at = utcnow()
@@ -324,7 +321,7 @@ def train(job: Job, ctx: TaskContext) -> str:
                 round_.note = (round_.note + "; " if round_.note else "") + note
                 round_.state = "done"
                 round_.done_at = utcnow()
-                tailor_state.fold_round(s, s.get(Project, project.id), round_)
+                strategy_state.fold_round(s, s.get(Project, project.id), round_)
                 if project.auto_next_round:
                     open_round(s, s.get(Project, project.id))
     return note

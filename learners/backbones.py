@@ -19,11 +19,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from learners.errors import LearnerError
+
 PIXELS_DEFAULT_SIZE = 16
 ACCEPTED_FORMS = "'pixels' or 'timm/<model name>' (for example 'timm/resnet18')"
 
 
-class BackboneUnavailable(Exception):
+class BackboneUnavailable(LearnerError):
     """The requested backbone (or its weights) cannot be loaded; the message says which and why."""
 
 

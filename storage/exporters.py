@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.errors import StorageError
 from storage.importers import FORMULA_PREFIXES, MULTI_LABEL_SEPARATOR, unguard_cell
 from storage.labels import current_labels
 from storage.models import Item, Project
@@ -31,7 +32,7 @@ _UNSAFE_CHARS = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
 
 
-class ExportProblem(ValueError):
+class ExportProblem(StorageError, ValueError):
     """An export cannot be made (an image file is missing, a stored label names no class, ...)."""
 
 

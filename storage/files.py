@@ -23,15 +23,15 @@ from safetensors.numpy import save as save_safetensors_bytes
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from storage.errors import StorageError
 from storage.models import Artifact
-
 
 # Artifacts that are only a cache of the images under a frozen backbone: a damaged one is recomputed, not fatal.
 RECOMPUTABLE_KINDS = frozenset({"features", "views"})
 _UNCOMMITTED = "storage.files.uncommitted"  # session.info key: files written in the open transaction
 
 
-class DamagedFile(RuntimeError):
+class DamagedFile(StorageError, RuntimeError):
     """A file whose contents do not match the checksum recorded when it was written (truncated, corrupted) or that
     cannot be read. `path` is the file; `artifact_id` and `kind` its Artifact row, when it was read through one."""
 

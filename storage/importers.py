@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import JSON, bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from storage.errors import StorageError
 from storage.models import Item, Project
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -43,7 +44,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 Progress = Callable[[float, str], None]
 
 
-class ImportProblem(ValueError):
+class ImportProblem(StorageError, ValueError):
     """Bad import input. The message names each file (and manifest row) and what is wrong with it."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:

@@ -7,13 +7,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.errors import StorageError
 from storage.models import Annotation, QueueEntry, Round, utcnow
 
 DEFAULT_LEASE_SECONDS = 600
 OPEN_STATES = ("pending", "claimed")
 
 
-class QueueError(RuntimeError):
+class QueueError(StorageError, RuntimeError):
     pass
 
 

@@ -13,10 +13,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors_bytes
 from safetensors.numpy import save as save_safetensors_bytes
 
+from storage.errors import StorageError
+
 REQUIRED_METADATA = ("kind", "num_classes", "in_dim", "backbone", "classes", "task")
 
 
-class SourceHeadProblem(ValueError):
+class SourceHeadProblem(StorageError, ValueError):
     """A head file that cannot start this project; the message names the file and the mismatch."""
 
 
