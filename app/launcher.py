@@ -6,6 +6,7 @@ started again. Whatever they were doing is recovered by the next start (claims e
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 
 from app.settings import REPO_ROOT, Settings
+from app.workbench import Workbench
 
 PR_SET_PDEATHSIG = 1
 
@@ -22,8 +24,6 @@ def _stop_with_launcher(launcher_pid: int):
 
     def arm() -> None:
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         except (OSError, AttributeError):
             return
@@ -35,8 +35,6 @@ def _stop_with_launcher(launcher_pid: int):
 
 def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
     settings = Settings.from_env()
-    from app.workbench import Workbench
-
     wb = Workbench(settings)  # applies migrations before anything else connects
     if demo:
         wb.ensure_demo_project()

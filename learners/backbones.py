@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from PIL import Image
+from safetensors.torch import load_file
+from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 from learners.errors import LearnerError
@@ -127,9 +130,6 @@ def _watch_timm_random_init() -> Iterator[_RandomInitWarning]:
 
 
 def _load_timm(spec: BackboneSpec) -> Backbone:
-    import timm
-    from timm.data import create_transform, resolve_data_config
-
     model_name = spec.name.removeprefix("timm/")
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r} in backbone {spec.name!r}; "
@@ -179,7 +179,6 @@ def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
         raise BackboneUnavailable(f"{spec.name}: checkpoint file {path} does not exist")
     try:
         if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-            from safetensors.torch import load_file
             state = load_file(str(path), device="cpu")
         else:
             # Never weights_only=False: a pickle can run any code while it is read. weights_only=True only

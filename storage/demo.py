@@ -1,12 +1,14 @@
 """The built-in demo pool: scikit-learn's bundled handwritten digits written out as PNG files (no network)."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_digits
 
 DEMO_CLASSES = [str(i) for i in range(10)]
 DEMO_SIZE = 32  # pixels per side; the 8x8 digits are upscaled 4x with nearest neighbour
@@ -18,8 +20,6 @@ def write_demo(dest: Path) -> Path:
     Pixel values 0..16 are scaled to 0..255. Idempotent: files already there are not rewritten, and each file is
     written to a temporary name and renamed, so an interrupted run never leaves a half-written image. Returns dest.
     """
-    from sklearn.datasets import load_digits
-
     dest = Path(dest)
     digits = load_digits()
     paths = [dest / DEMO_CLASSES[int(t)] / f"{i:04d}.png" for i, t in enumerate(digits.target)]
@@ -65,8 +65,6 @@ def write_tag_demo(dest: Path) -> Path:
     """The multi-label demo: the digits (`write_demo`) and a JSONL manifest giving each image its tags
     (DEMO_TAGS). Returns the manifest's path; the images stay in one folder per digit, which the label page
     never shows (it shows the file name only)."""
-    import json
-
     dest = Path(dest)
     root = write_demo(dest)
     manifest = dest / "tags.jsonl"
