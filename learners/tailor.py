@@ -1,13 +1,7 @@
-"""TAILOR (Zhang et al., NeurIPS 2023; specs/tailor.md): Thompson sampling over active-learning algorithms ("arms").
+"""TAILOR's bandit (Zhang et al., NeurIPS 2023; specs/tailor.md): the posterior over arms, the reward, and the
+Thompson-sampling fill of a batch. The arms themselves (registered strategies and built-in rules) are composed in
+`learners.strategies.tailor`, which imports this module; this one imports no strategy.
 
-Every round each arm ranks up to B candidates; the batch is filled slot by slot, each slot going to the arm whose
-sampled class distribution theta_m scores best against the reward vector v (rare classes are worth much). When the
-round's labels are in, the picks update the posterior of the arm that made them.
-
-- Arms (`Arm`, `build_arms`, `arm_rankings`): any registered strategy, plus the built-in rules `most_likely`
-  (largest P[:, k]), and multi-label only `emal` (smallest sum_k |P[:, k] - 0.5|) and `uncertain` (smallest
-  |P[:, k] - 0.5|). `galaxy`, `most_likely` and `uncertain` expand into one arm per class with a trailing `*`
-  ("galaxy*" -> "galaxy:0", "galaxy:1", ...); "galaxy:3" names one such arm.
 - Posterior (`TailorPosterior`): stats (2, M, K). Multi-class: theta_m ~ Dirichlet(stats[0, m] + 1). Multi-label:
   theta_m,k ~ Beta(stats[0, m, k], stats[1, m, k]). Update: stats = decay * stats + new, new[0, m] += y,
   new[1, m] += 1 - y over the labeled picks of arm m.
@@ -15,173 +9,17 @@ round's labels are in, the picks update the posterior of the arm that made them.
 - Filling (`thompson_fill`): the posterior is fixed for the round; draws are made in blocks of slots, all arms at
   once, so B = 1000 slots x M = 200 arms x K = 10 classes takes well under a second.
 
-Multi-label inputs: `StrategyInputs.labels` is then an (n_labeled, K) 0/1 matrix, not class indices, and every
-registered arm runs its own multi-label rule (`StrategyInputs.multi_label` is set for it; strategies without one
-are refused when the arms are built). Per-class galaxy arms are `galaxy.GalaxyStrategy(classes=[k])` in both modes
-(multi-label: the line is ordered by P[:, k] and y_k is column k of the label matrix).
-
-Deviation (spec): sequential arms (galaxy) run without `ask`, so their earlier picks of the round are taken, never
-labeled. Layer rule: nothing here touches a database; the caller stores `TailorPosterior.to_dict()`.
-Importing this module does not import torch.
+Layer rule: nothing here touches a database; the caller stores `TailorPosterior.to_dict()`. numpy only.
 """
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from learners.strategies.base import Strategy, StrategyInputs, multi_label_refusal, multilabel_matrix, top_k
-from learners.strategies.registry import available_strategies, get_strategy
-
-DEFAULT_MULTICLASS_ARMS = ("galaxy*", "confidence", "badge", "most_likely*", "margin", "coreset")
-DEFAULT_MULTILABEL_ARMS = ("emal", "uncertain*", "most_likely*", "galaxy*")
-
-PER_CLASS_RULES = frozenset({"galaxy", "most_likely", "uncertain"})  # may (or must) be tied to one class
-CLASS_ONLY_RULES = frozenset({"most_likely", "uncertain"})           # are only defined for one class
-MULTILABEL_ONLY_RULES = frozenset({"emal", "uncertain"})
-BUILT_IN_RULES = frozenset({"most_likely", "emal", "uncertain"})
-
 # Draws per block of slots in `thompson_fill`: at most this many theta entries (32 MB of float64) at once.
 DRAW_ELEMENTS = 2**22
-
-
-# ------------------------------------------------------------------------------------------------------ arms
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One bandit arm: a strategy (registered name or built-in rule), optionally tied to one class."""
-
-    strategy: str
-    cls: int | None = None
-
-    @property
-    def name(self) -> str:
-        """The name recorded with each pick: the strategy ("margin"), or strategy:class ("galaxy:3")."""
-        return self.strategy if self.cls is None else f"{self.strategy}:{self.cls}"
-
-
-def build_arms(specs: list[str] | tuple[str, ...], num_classes: int, multi_label: bool = False) -> list[Arm]:
-    """The arms named by `specs`: "name" (one arm), "name*" (one arm per class) or "name:k" (class k's arm).
-
-    Raises ValueError naming the bad spec: unknown names, "tailor" itself, per-class forms of rules that have no
-    class, class-less forms of `most_likely`/`uncertain`, multi-label-only rules in multi-class mode, and in
-    multi-label mode the registered strategies without a multi-label rule (`Strategy.supports_multi_label`) and a
-    class-less `galaxy` (the spec's multi-label arms are per class). Duplicate arms are refused: arm names key the
-    posterior."""
-    if num_classes < 1:
-        raise ValueError(f"TAILOR needs at least one class, got {num_classes}")
-    arms: list[Arm] = []
-    for spec in specs:
-        arms.extend(_parse_arm_spec(spec, num_classes, multi_label))
-    if not arms:
-        raise ValueError("TAILOR needs at least one arm")
-    names = [arm.name for arm in arms]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"TAILOR arm specs give duplicate arms: {duplicates}")
-    return arms
-
-
-def _parse_arm_spec(spec: str, num_classes: int, multi_label: bool) -> list[Arm]:
-    name, per_class, cls = _split_arm_spec(spec, num_classes)
-    _check_arm_name(spec, name, multi_label)
-    if (per_class or cls is not None) and name not in PER_CLASS_RULES:
-        raise ValueError(f"TAILOR arm {spec!r}: only {sorted(PER_CLASS_RULES)} have per-class arms")
-    if not per_class and cls is None and (name in CLASS_ONLY_RULES or (multi_label and name == "galaxy")):
-        raise ValueError(f"TAILOR arm {spec!r} is defined per class: write {name + '*'!r} or '{name}:k'")
-    if per_class:
-        return [Arm(name, k) for k in range(num_classes)]
-    return [Arm(name, cls)]
-
-
-def _split_arm_spec(spec: str, num_classes: int) -> tuple[str, bool, int | None]:
-    """("galaxy", True, None) for "galaxy*", ("galaxy", False, 3) for "galaxy:3", ("margin", False, None)."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"TAILOR arm spec must be a non-empty string, got {spec!r}")
-    if spec.endswith("*"):
-        return spec[:-1], True, None
-    if ":" in spec:
-        name, _, cls = spec.partition(":")
-        if not cls.isdigit() or int(cls) >= num_classes:
-            raise ValueError(f"TAILOR arm {spec!r}: the class must be an integer in [0, {num_classes})")
-        return name, False, int(cls)
-    return spec, False, None
-
-
-def _check_arm_name(spec: str, name: str, multi_label: bool) -> None:
-    if name == "tailor":
-        raise ValueError(f"TAILOR arm {spec!r}: tailor cannot be one of its own arms")
-    if name in MULTILABEL_ONLY_RULES and not multi_label:
-        raise ValueError(f"TAILOR arm {spec!r} is a multi-label rule; this project is multi-class")
-    if name in BUILT_IN_RULES:
-        return
-    if name not in available_strategies():
-        raise ValueError(f"TAILOR arm {spec!r}: unknown strategy {name!r}; known: "
-                         f"{', '.join(sorted(set(available_strategies()) - {'tailor'} | BUILT_IN_RULES))}")
-    strategy = get_strategy(name)
-    if multi_label and not strategy.supports_multi_label:
-        raise ValueError(f"TAILOR arm {spec!r}: {multi_label_refusal(strategy)}")
-
-
-def arm_rankings(arms: list[Arm], inputs: StrategyInputs, budget: int, rng: np.random.Generator,
-                 device: str = "cpu", multi_label: bool = False, seed: int = 0) -> list[np.ndarray]:
-    """For each arm, up to `budget` pool positions from `inputs.candidates`, best first.
-
-    Multi-label when `multi_label` or `inputs.multi_label`: registered arms then get inputs with `multi_label`
-    set, so each runs its own multi-label rule. Registered strategies run through `select` (built with `device`
-    and `seed` where their constructor takes them); galaxy runs without `ask`, so its picks are taken, not
-    labeled. Each arm gets its own child generator of `rng` (adding an arm does not change the others' rankings).
-    The candidates' probabilities are gathered once for all built-in rules. Raises ValueError when an arm's
-    inputs are missing (e.g. coreset without penultimate)."""
-    if inputs.probs is None:
-        raise ValueError("TAILOR arms need probs (there is no head yet)")
-    budget = min(budget, len(inputs.candidates))
-    if budget <= 0:
-        return [np.empty(0, dtype=np.int64) for _ in arms]
-    if multi_label and not inputs.multi_label:
-        inputs = replace(inputs, multi_label=True)
-    candidate_probs = None
-    if any(arm.strategy in BUILT_IN_RULES for arm in arms):
-        candidate_probs = np.asarray(inputs.probs[inputs.candidates], dtype=np.float64)
-    rankings = []
-    for arm, arm_rng in zip(arms, rng.spawn(len(arms))):
-        if arm.strategy in BUILT_IN_RULES:
-            ranking = inputs.candidates[_top(rule_scores(arm, candidate_probs), budget, arm_rng)]
-        else:
-            ranking = _registered_arm(arm, device, seed).select(inputs, budget, arm_rng).positions
-        rankings.append(np.asarray(ranking, dtype=np.int64))
-    return rankings
-
-
-def rule_scores(arm: Arm, candidate_probs: np.ndarray) -> np.ndarray:
-    """Built-in rules as scores, higher first: most_likely P_k, uncertain -|P_k - 0.5|, emal -sum_k |P_k - 0.5|."""
-    if arm.strategy == "most_likely":
-        return candidate_probs[:, arm.cls]
-    if arm.strategy == "uncertain":
-        return -np.abs(candidate_probs[:, arm.cls] - 0.5)
-    return -np.abs(candidate_probs - 0.5).sum(axis=1)
-
-
-def _top(scores: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the `budget` largest scores, best first, ties in a seeded random order (`base.top_k`)."""
-    import torch
-
-    if np.isnan(scores).any():
-        raise ValueError("probs contain NaN for some candidates")
-    return top_k(torch.from_numpy(np.ascontiguousarray(scores)), budget, rng).numpy()
-
-
-def _registered_arm(arm: Arm, device: str, seed: int) -> Strategy:
-    """An instance of the arm's registered strategy; galaxy restricted to the arm's class when it has one."""
-    strategy = get_strategy(arm.strategy)
-    accepted = inspect.signature(type(strategy)).parameters
-    params = {name: value for name, value in (("device", device), ("seed", seed)) if name in accepted}
-    if arm.cls is not None:
-        params["classes"] = [arm.cls]
-    return get_strategy(arm.strategy, **params) if params else strategy
 
 
 # ---------------------------------------------------------------------------------------------- rewards
@@ -197,14 +35,13 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def label_matrix(inputs: StrategyInputs, num_classes: int, multi_label: bool) -> np.ndarray:
-    """The labeled items' label vectors, (|L|, K) 0/1: one-hot class indices, or the given multi-label matrix
-    (checked by `base.multilabel_matrix`)."""
-    if inputs.labels is None:
-        return np.zeros((0, num_classes))
-    if not multi_label:
-        return one_hot(inputs.labels, num_classes)
-    return multilabel_matrix(inputs.labels, num_classes)
+def label_rows(values: list[list[int]], num_classes: int) -> np.ndarray:
+    """Stored label values (the class indices each item has: one for a multi-class item) as (n, K) 0/1 float64
+    rows, as the posterior and the reward read them (one-hot rows for multi-class)."""
+    rows = np.zeros((len(values), num_classes))
+    for row, value in enumerate(values):
+        rows[row, value] = 1.0
+    return rows
 
 
 def reward_vector(labels: np.ndarray, kind: str = "div") -> np.ndarray:

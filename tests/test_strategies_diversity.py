@@ -8,7 +8,8 @@ from modAL.batch import uncertainty_batch_sampling
 from modAL.disagreement import KL_max_disagreement, max_disagreement_sampling, vote_entropy
 
 from learners.strategies import StrategyInputs, get_strategy
-from learners.strategies.qbc import max_disagreement, vote_entropy as our_vote_entropy
+from learners.strategies.qbc import max_disagreement
+from learners.strategies.qbc import vote_entropy as our_vote_entropy
 
 DIVERSITY = ["coreset", "badge", "ranked_batch", "qbc"]
 

@@ -11,10 +11,8 @@ import pytest
 
 from learners.strategies import StrategyInputs, get_strategy
 from learners.strategies.galaxy import GalaxyStrategy
-from learners.tailor import (
-    DEFAULT_MULTICLASS_ARMS, DEFAULT_MULTILABEL_ARMS, Arm, TailorPosterior, arm_rankings, build_arms, one_hot,
-    reward_vector, thompson_fill,
-)
+from learners.strategies.tailor import DEFAULT_MULTICLASS_ARMS, DEFAULT_MULTILABEL_ARMS, Arm, arm_rankings, build_arms
+from learners.tailor import TailorPosterior, one_hot, reward_vector, thompson_fill
 
 
 def rng(seed: int = 0) -> np.random.Generator:

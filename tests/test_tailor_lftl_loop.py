@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from app import tailor_state
+from app import strategy_state
+from app.jobs.context import align as _align
 from app.settings import Settings
-from app.tasks import _align
-from app.worker import Worker
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
-from learners.tailor import one_hot
+from app.worker import Worker
+from learners.strategies.panel import Bars, Pivot, StackedBars, Table
+from learners.tailor import TailorPosterior, one_hot
+from storage import strategy_states
 from storage.models import Artifact, Project, QueueEntry, Round
 from tests.test_loop import drain, gold_of, label_round
 
@@ -31,7 +33,7 @@ def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settin
     assert round1.strategy == "tailor" and round1.state == "labeling"
     with wb.db.read() as s:
         arms = [arm for arm, in s.execute(select(QueueEntry.arm).where(QueueEntry.round_id == round1.id))]
-        posterior = tailor_state.load_posterior(s, pid)
+        posterior = TailorPosterior.from_dict(strategy_states.stored_state(s, pid, "tailor")["posterior"])
     assert len(arms) == 12 and set(arms) <= set(posterior.arm_names)
     assert len(posterior.arm_names) == 2 * 10 + 4  # galaxy and most_likely per class, confidence, badge, margin, coreset
     assert np.array_equal(posterior.stats, np.ones((2, 24, 10))) and posterior.folded_rounds == []
@@ -42,8 +44,9 @@ def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settin
     wb = Workbench(settings)  # a restart: the posterior comes back from the database
     drain(Worker(settings, device="cpu"))
     with wb.db.read() as s:
-        after = tailor_state.load_posterior(s, pid)
+        state = strategy_states.stored_state(s, pid, "tailor")
         picks = list(s.execute(select(QueueEntry.item_id, QueueEntry.arm).where(QueueEntry.round_id == round1.id)))
+    after = TailorPosterior.from_dict(state["posterior"])
     expected = 0.9 * np.ones((2, 24, 10))
     for item_id, arm in picks:
         y = one_hot(np.array([gold[item_id]]), 10)[0]
@@ -53,14 +56,19 @@ def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settin
     assert np.allclose(after.stats, expected)
     assert after.folded_rounds == [round1.id]
     with wb.db.write() as s:  # folding the same round again changes nothing
-        assert not tailor_state.fold_round(s, s.get(Project, pid), s.get(Round, round1.id))
+        assert not strategy_state.fold_round(s, s.get(Project, pid), s.get(Round, round1.id))
 
-    panel = wb.tailor_panel(pid)
-    assert sum(row["pulls"] for row in panel["pulls"] if row["round"] == 1) == 12
-    assert {row["round"] for row in panel["pulls"]} == {1, 2}
-    assert len(panel["arms"]) == 24 and any(row["arm"].startswith("galaxy[") for row in panel["arms"])
-    assert sum(row["labels"] for row in panel["classes"]) == 12
-    assert [h["round"] for h in panel["history"][:1]] == [1]
+    assert [h["round"] for h in state["history"][:1]] == [1]
+
+    panel, = wb.strategy_panels(pid)
+    arms, pulls, classes, table, reward = panel.blocks
+    assert isinstance(arms, Bars) and isinstance(pulls, StackedBars) and isinstance(classes, Pivot)
+    assert isinstance(table, Table) and table.rows == arms.rows and set(reward.rows[0]) == set(wb.project(pid).classes)
+    assert sum(row["pulls"] for row in pulls.rows if row["round"] == 1) == 12
+    assert {row["round"] for row in pulls.rows} == {1, 2}
+    assert len(arms.rows) == 24 and any(row["arm"].startswith("galaxy[") for row in arms.rows)
+    assert pulls.groups["galaxy[" + wb.project(pid).classes[3] + "]"] == "galaxy"
+    assert sum(row["labels"] for row in classes.rows) == 12
 
 
 def _trained_source(settings: Settings, name: str, head: str = "bottleneck") -> tuple[Workbench, Path]:

@@ -1,10 +1,19 @@
-"""Selection strategies. Importing this package registers every built-in strategy.
+"""Selection strategies. Importing this package registers every strategy module in it (found with pkgutil:
+a new strategy is one new module with a `@register`ed class).
 
     from learners.strategies import get_strategy, StrategyInputs
     picks = get_strategy("margin").select(StrategyInputs(candidates, probs=P), budget, np.random.default_rng(0))
 """
-from learners.strategies import badge, bait, coreset, direct, galaxy, lftl, qbc, random, ranked_batch, tailor, uncertainty  # noqa: F401  (fill the registry)
-from learners.strategies.base import Selection, Strategy, StrategyInputs
-from learners.strategies.registry import available_strategies, get_strategy, register
+import importlib
+import pkgutil
 
-__all__ = ["Selection", "Strategy", "StrategyInputs", "available_strategies", "get_strategy", "register"]
+from learners.strategies.base import RoundOutcome, Selection, Strategy, StrategyInputs
+from learners.strategies.panel import Panel, PanelView, Pick
+from learners.strategies.params import Param
+from learners.strategies.registry import available_strategies, check_params, get_strategy, register, strategy_class
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["Panel", "PanelView", "Param", "Pick", "RoundOutcome", "Selection", "Strategy", "StrategyInputs",
+           "available_strategies", "check_params", "get_strategy", "register", "strategy_class"]

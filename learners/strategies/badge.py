@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.cpu import one_cpu_thread
+from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.strategies.coreset import compute_dtype, rows_on_device
 from learners.strategies.registry import register
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from learners.strategies.base import Selection, Strategy, StrategyInputs, top_k
+from learners.strategies.params import Param
 from learners.strategies.registry import register
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ class BaitStrategy(Strategy):
     name = "bait"
     needs = frozenset({"probs", "penultimate", "labels"})
     supports_multi_label = True
+    params = (
+        Param("dim", int, 30, "principal components of the penultimate features kept (d = min(dim, h))", minimum=1),
+        Param("lam", float, 1.0, "lambda: the ridge added to the Fisher information (> 0)"),
+        Param("max_dim", int, 600, "refuse when (classes - 1) x d exceeds this (the D x D algebra grows as D^2)",
+              minimum=1),
+    )
 
     def __init__(self, dim: int = 30, lam: float = 1.0, max_dim: int = 600, device: str = "cpu",
                  chunk_rows: int | None = None) -> None:

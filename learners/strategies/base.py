@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 
+from learners.strategies.panel import Panel, PanelView
+from learners.strategies.params import Param
+
 if TYPE_CHECKING:
     import torch
 
@@ -60,13 +63,33 @@ class Selection:
         return len(self.positions)
 
 
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A closed round, for `Strategy.fold_round`: its labeled picks in queue order as (arm, current label value)
+    (eval-set entries left out), the current label value of every labeled pool item, and the project's shape.
+    A label value lists class indices: one for a multi-class item, any number for a multi-label one."""
+
+    round_id: int
+    round_index: int
+    picks: list[tuple[str, list[int]]]
+    pool_labels: list[list[int]]
+    num_classes: int
+    multi_label: bool
+
+
 class Strategy(ABC):
     """A selection rule. Call `select`; subclasses implement `_select`, which may assume that
     0 < budget <= len(candidates), the candidates are unique valid positions, and every input in `needs` is
     present (with one exception: a strategy needing `probs` never sees a missing `probs` - `select` falls back
-    to random picks and says so in `Selection.note`; this is the cold start, before any head exists)."""
+    to random picks and says so in `Selection.note`; this is the cold start, before any head exists).
+
+    `params` declares the user parameters (constructor keywords; forms and the CLI are built from them).
+    A strategy that keeps state across rounds overrides the state hooks: the app stores what `state()` returns,
+    JSON-safe, per project and strategy name, hands it back through `load_state` before the next `select`, asks
+    `fold_round` for the new state when a round it chose closes, and draws `panel` on the Dashboard."""
 
     name: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()
     uses: ClassVar[frozenset[str]] = frozenset()  # inputs read when given, fine when missing (lftl's previous_probs)
     sequential: ClassVar[bool] = False
@@ -112,6 +135,23 @@ class Strategy(ABC):
     @abstractmethod
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator, **kwargs) -> Selection:
         """Sequential strategies receive `ask=` (None or the callback) as a keyword."""
+
+    def load_state(self, state: dict | None) -> None:
+        """Take the state stored for this strategy in the project (None: nothing stored yet), before `select`."""
+
+    def state(self) -> dict | None:
+        """What to store after `select` (JSON-safe), or None to store nothing."""
+        return None
+
+    def fold_round(self, state: dict, outcome: RoundOutcome) -> dict | None:
+        """The stored `state` with a closed round's labels folded in, or None when nothing changes. Called only
+        when a state is stored, on the strategy built with that round's parameters; folding a round twice must
+        change nothing."""
+        return None
+
+    def panel(self, state: dict, view: PanelView) -> Panel | None:
+        """The Dashboard panel for the stored `state`, or None to show none."""
+        return None
 
 
 def multi_label_refusal(strategy: Strategy) -> str:

@@ -46,7 +46,14 @@ import numpy as np
 
 from learners.strategies.base import Ask, Selection, Strategy, StrategyInputs
 from learners.strategies.galaxy import (
-    CANDIDATE, LABELED, ClassLines, PoolState, class_cycle, nearest_candidates, sequential_select, visible_line,
+    CANDIDATE,
+    LABELED,
+    ClassLines,
+    PoolState,
+    class_cycle,
+    nearest_candidates,
+    sequential_select,
+    visible_line,
 )
 from learners.strategies.registry import register
 

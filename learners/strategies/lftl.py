@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from learners.strategies.base import Selection, Strategy, StrategyInputs, top_k
+from learners.strategies.params import Param
 from learners.strategies.registry import register
 from learners.strategies.uncertainty import CHUNK_ELEMENTS, MarginStrategy, _take_rows
 
@@ -85,15 +86,18 @@ class LftlStrategy(Strategy):
     uses = frozenset({"previous_probs"})
     no_multi_label_reason = ("specs/lftl.md defines its contrast, top-2 margin and class balance on softmax outputs "
                              "with one predicted class per item, and gives no multi-label rule")
+    params = (
+        Param("contrast", float, 0.03, "alpha: how far the current predictions are pushed away from the previous "
+                                       "round's (0: plain margin)"),
+        Param("balance", float, 0.1, "lambda: weight of the class-balance term (0: off)", minimum=0.0),
+        Param("topk", int, None, "candidates counted for the class balance (None: min(500, 5% of the candidates))",
+              minimum=1),
+        Param("space", str, "prob", "where the contrast is taken: probabilities or log-probabilities",
+              choices=SPACES),
+    )
 
     def __init__(self, contrast: float = 0.03, balance: float = 0.1, topk: int | None = None, space: str = "prob",
                  device: str = "cpu", chunk_rows: int | None = None) -> None:
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-        if not math.isfinite(contrast) or not math.isfinite(balance) or balance < 0:
-            raise ValueError(f"need a finite contrast and a finite balance >= 0, got {contrast} and {balance}")
-        if topk is not None and topk < 1:
-            raise ValueError(f"topk must be >= 1 (or None for the default), got {topk}")
         self.contrast, self.balance, self.topk, self.space = contrast, balance, topk, space
         self.device, self.chunk_rows = device, chunk_rows
 

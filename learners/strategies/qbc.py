@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from learners.strategies.base import Selection, Strategy, StrategyInputs, random_selection, top_k
+from learners.strategies.params import Param
 from learners.strategies.registry import register
 from learners.strategies.uncertainty import CHUNK_ELEMENTS
 
@@ -63,13 +64,14 @@ class QBCStrategy(Strategy):
     needs = frozenset({"probs", "features", "labels"})
     no_multi_label_reason = ("its committee measures (modAL's vote entropy and max disagreement) compare one class "
                              "distribution per member; specs/strategies.md gives qbc no multi-label rule")
+    params = (
+        Param("n_members", int, 5, "committee members (linear heads on bootstrap samples)", minimum=1),
+        Param("measure", str, "vote_entropy", "how the committee's disagreement is measured", choices=MEASURES),
+        Param("epochs", int, 20, "training epochs of each member", minimum=1),
+    )
 
     def __init__(self, n_members: int = 5, measure: str = "vote_entropy", epochs: int = 20, device: str = "cpu",
                  chunk_rows: int | None = None) -> None:
-        if n_members < 1:
-            raise ValueError(f"n_members must be >= 1, got {n_members}")
-        if measure not in MEASURES:
-            raise ValueError(f"unknown measure {measure!r}; known: {', '.join(MEASURES)}")
         self.n_members = n_members
         self.measure = measure
         self.epochs = epochs
@@ -78,7 +80,7 @@ class QBCStrategy(Strategy):
 
     def committee(self, inputs: StrategyInputs, rng: np.random.Generator) -> list[TrainedHead]:
         """The members: linear heads on bootstrap samples of the labeled items (bootstrap, then seed, per member)."""
-        from learners.heads import HeadConfig, train_head
+        from learners.heads import HeadConfig, train_head  # noqa: PLC0415  (learners.heads loads torch)
 
         labeled, labels = np.asarray(inputs.labeled), np.asarray(inputs.labels)
         if labels.shape != labeled.shape:

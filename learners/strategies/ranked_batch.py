@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.cpu import one_cpu_thread
+from learners.strategies.base import Selection, Strategy, StrategyInputs
 from learners.strategies.coreset import compute_dtype, distances_to_point, distances_to_set, rows_on_device
+from learners.strategies.params import Param
 from learners.strategies.registry import register
 
 if TYPE_CHECKING:
@@ -51,10 +52,10 @@ class RankedBatchStrategy(Strategy):
     name = "ranked_batch"
     needs = frozenset({"probs", "features"})
     supports_multi_label = True
+    params = (Param("cold_start_sample", int, 1000, "with nothing labeled, the batch starts from the best of this "
+                                                    "many random candidates", minimum=1),)
 
     def __init__(self, device: str = "cpu", chunk_rows: int | None = None, cold_start_sample: int = 1000) -> None:
-        if cold_start_sample < 1:
-            raise ValueError(f"cold_start_sample must be >= 1, got {cold_start_sample}")
         self.device = device
         self.chunk_rows = chunk_rows
         self.cold_start_sample = cold_start_sample

@@ -1,39 +1,213 @@
-"""`tailor`: TAILOR, Thompson sampling over active-learning algorithms (Zhang et al., NeurIPS 2023).
+"""`tailor`: TAILOR, Thompson sampling over active-learning algorithms (Zhang et al., NeurIPS 2023; specs/tailor.md).
 
 Each round the arms (default multi-class set: galaxy per class, confidence, badge, most_likely per class, margin,
 coreset) each rank up to B candidates, and the batch is filled slot by slot by Thompson sampling from the posterior
-in `posterior`; the math lives in `learners.tailor`. Each pick's arm name ("galaxy:3", "margin") is in
+(`learners.tailor`: posterior, reward, filling). Each pick's arm name ("galaxy:3", "margin") is in
 `Selection.arms` and its score is the theta . v its arm drew for that slot (a sampled expected reward, not a rank).
 
-Protocol with the caller (the app keeps the posterior in the database; this layer never touches it):
-1. set `strategy.posterior` to the stored `TailorPosterior` (or leave None), then call `select`;
-2. save `strategy.posterior` afterwards: `select` replaces it with a fresh one when it is None or was built for
-   other arms / classes, and says so in `Selection.note`;
-3. when the round's labels are in: `posterior.update(posterior.arm_index(arms), one_hot(labels, K),
-   decay=strategy.decay, round_id=...)` over the labeled picks whose arm index is not -1 (multi-label: the picks'
-   (n, K) 0/1 label matrix instead of one_hot).
+- Arms (`Arm`, `build_arms`, `arm_rankings`): any registered strategy, plus the built-in rules `most_likely`
+  (largest P[:, k]), and multi-label only `emal` (smallest sum_k |P[:, k] - 0.5|) and `uncertain` (smallest
+  |P[:, k] - 0.5|). `galaxy`, `most_likely` and `uncertain` expand into one arm per class with a trailing `*`
+  ("galaxy*" -> "galaxy:0", "galaxy:1", ...); "galaxy:3" names one such arm. Per-class galaxy arms are
+  `galaxy.GalaxyStrategy(classes=[k])` in both modes (multi-label: the line is ordered by P[:, k] and y_k is
+  column k of the label matrix). Sequential arms (galaxy) run without `ask`, so their earlier picks of the round
+  are taken, never labeled (a deviation from the spec).
+- State (the base-class hooks; the app stores it per project): {"posterior": TailorPosterior.to_dict(),
+  "history": [{round, expected_reward: {arm: E[theta] . v}} per folded round]}. `select` keeps the loaded
+  posterior when it fits the arms and classes, else starts a fresh one and says so in `Selection.note`.
+  `fold_round` adds a closed round's labeled picks to the posterior of the arms that made them (stats = decay
+  stats + new), once per round id. `panel` shows pulls per round, each arm's expected reward, the classes each
+  arm brought in and the reward per class, per-class arms named by their class ("galaxy[cat]").
 
 Multi-label: the project kind comes from `StrategyInputs.multi_label`, as for every strategy. Then
 `StrategyInputs.labels` is an (n_labeled, K) 0/1 matrix, the posterior is Beta, the default arms are the
-multi-label set, and every registered arm runs its own multi-label rule. `reward="pos"` is refused on multi-class
-inputs (every arm would score 1). `seed` is handed to the arms whose constructor takes one (galaxy's class cycle).
+multi-label set, and every registered arm runs its own multi-label rule (strategies without one are refused when
+the arms are built). `reward="pos"` is refused on multi-class inputs (every arm would score 1). `seed` (an
+internal, not a user parameter) is handed to the arms whose constructor takes one (galaxy's class cycle).
 `features` is in `needs` because an arm may read it; the default arms use probs, penultimate and labels.
 """
 from __future__ import annotations
 
+import inspect
 from collections import Counter
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from learners.strategies.base import Selection, Strategy, StrategyInputs
-from learners.strategies.registry import register
+from learners.strategies.base import (
+    RoundOutcome,
+    Selection,
+    Strategy,
+    StrategyInputs,
+    multi_label_refusal,
+    multilabel_matrix,
+    top_k,
+)
+from learners.strategies.panel import Bars, Panel, PanelView, Pivot, StackedBars, Table
+from learners.strategies.params import Param
+from learners.strategies.registry import available_strategies, get_strategy, register
+from learners.tailor import TailorPosterior, label_rows, one_hot, reward_vector, thompson_fill
 
-if TYPE_CHECKING:
-    from learners.tailor import TailorPosterior
+DEFAULT_MULTICLASS_ARMS = ("galaxy*", "confidence", "badge", "most_likely*", "margin", "coreset")
+DEFAULT_MULTILABEL_ARMS = ("emal", "uncertain*", "most_likely*", "galaxy*")
+ARM_EXAMPLES = ("galaxy*", "most_likely*", "confidence", "margin", "entropy", "badge", "coreset", "random", "bait",
+                "direct")
+
+PER_CLASS_RULES = frozenset({"galaxy", "most_likely", "uncertain"})  # may (or must) be tied to one class
+CLASS_ONLY_RULES = frozenset({"most_likely", "uncertain"})           # are only defined for one class
+MULTILABEL_ONLY_RULES = frozenset({"emal", "uncertain"})
+BUILT_IN_RULES = frozenset({"most_likely", "emal", "uncertain"})
 
 # Arms named in the note, most pulled first.
 NOTE_TOP_ARMS = 5
+# Arms drawn in the panel's expected-reward chart, best first.
+PANEL_TOP_ARMS = 15
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One bandit arm: a strategy (registered name or built-in rule), optionally tied to one class."""
+
+    strategy: str
+    cls: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The name recorded with each pick: the strategy ("margin"), or strategy:class ("galaxy:3")."""
+        return self.strategy if self.cls is None else f"{self.strategy}:{self.cls}"
+
+
+def build_arms(specs: list[str] | tuple[str, ...], num_classes: int, multi_label: bool = False) -> list[Arm]:
+    """The arms named by `specs`: "name" (one arm), "name*" (one arm per class) or "name:k" (class k's arm).
+
+    Raises ValueError naming the bad spec: unknown names, "tailor" itself, per-class forms of rules that have no
+    class, class-less forms of `most_likely`/`uncertain`, multi-label-only rules in multi-class mode, and in
+    multi-label mode the registered strategies without a multi-label rule (`Strategy.supports_multi_label`) and a
+    class-less `galaxy` (the spec's multi-label arms are per class). Duplicate arms are refused: arm names key the
+    posterior."""
+    if num_classes < 1:
+        raise ValueError(f"TAILOR needs at least one class, got {num_classes}")
+    arms: list[Arm] = []
+    for spec in specs:
+        arms.extend(_parse_arm_spec(spec, num_classes, multi_label))
+    if not arms:
+        raise ValueError("TAILOR needs at least one arm")
+    names = [arm.name for arm in arms]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"TAILOR arm specs give duplicate arms: {duplicates}")
+    return arms
+
+
+def _parse_arm_spec(spec: str, num_classes: int, multi_label: bool) -> list[Arm]:
+    name, per_class, cls = _split_arm_spec(spec, num_classes)
+    _check_arm_name(spec, name, multi_label)
+    if (per_class or cls is not None) and name not in PER_CLASS_RULES:
+        raise ValueError(f"TAILOR arm {spec!r}: only {sorted(PER_CLASS_RULES)} have per-class arms")
+    if not per_class and cls is None and (name in CLASS_ONLY_RULES or (multi_label and name == "galaxy")):
+        raise ValueError(f"TAILOR arm {spec!r} is defined per class: write {name + '*'!r} or '{name}:k'")
+    if per_class:
+        return [Arm(name, k) for k in range(num_classes)]
+    return [Arm(name, cls)]
+
+
+def _split_arm_spec(spec: str, num_classes: int) -> tuple[str, bool, int | None]:
+    """("galaxy", True, None) for "galaxy*", ("galaxy", False, 3) for "galaxy:3", ("margin", False, None)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"TAILOR arm spec must be a non-empty string, got {spec!r}")
+    if spec.endswith("*"):
+        return spec[:-1], True, None
+    if ":" in spec:
+        name, _, cls = spec.partition(":")
+        if not cls.isdigit() or int(cls) >= num_classes:
+            raise ValueError(f"TAILOR arm {spec!r}: the class must be an integer in [0, {num_classes})")
+        return name, False, int(cls)
+    return spec, False, None
+
+
+def _check_arm_name(spec: str, name: str, multi_label: bool) -> None:
+    if name == "tailor":
+        raise ValueError(f"TAILOR arm {spec!r}: tailor cannot be one of its own arms")
+    if name in MULTILABEL_ONLY_RULES and not multi_label:
+        raise ValueError(f"TAILOR arm {spec!r} is a multi-label rule; this project is multi-class")
+    if name in BUILT_IN_RULES:
+        return
+    if name not in available_strategies():
+        raise ValueError(f"TAILOR arm {spec!r}: unknown strategy {name!r}; known: "
+                         f"{', '.join(sorted(set(available_strategies()) - {'tailor'} | BUILT_IN_RULES))}")
+    strategy = get_strategy(name)
+    if multi_label and not strategy.supports_multi_label:
+        raise ValueError(f"TAILOR arm {spec!r}: {multi_label_refusal(strategy)}")
+
+
+def arm_rankings(arms: list[Arm], inputs: StrategyInputs, budget: int, rng: np.random.Generator,
+                 device: str = "cpu", multi_label: bool = False, seed: int = 0) -> list[np.ndarray]:
+    """For each arm, up to `budget` pool positions from `inputs.candidates`, best first.
+
+    Multi-label when `multi_label` or `inputs.multi_label`: registered arms then get inputs with `multi_label`
+    set, so each runs its own multi-label rule. Registered strategies run through `select` (built with `device`
+    and `seed` where their constructor takes them); galaxy runs without `ask`, so its picks are taken, not
+    labeled. Each arm gets its own child generator of `rng` (adding an arm does not change the others' rankings).
+    The candidates' probabilities are gathered once for all built-in rules. Raises ValueError when an arm's
+    inputs are missing (e.g. coreset without penultimate)."""
+    if inputs.probs is None:
+        raise ValueError("TAILOR arms need probs (there is no head yet)")
+    budget = min(budget, len(inputs.candidates))
+    if budget <= 0:
+        return [np.empty(0, dtype=np.int64) for _ in arms]
+    if multi_label and not inputs.multi_label:
+        inputs = replace(inputs, multi_label=True)
+    candidate_probs = None
+    if any(arm.strategy in BUILT_IN_RULES for arm in arms):
+        candidate_probs = np.asarray(inputs.probs[inputs.candidates], dtype=np.float64)
+    rankings = []
+    for arm, arm_rng in zip(arms, rng.spawn(len(arms))):
+        if arm.strategy in BUILT_IN_RULES:
+            ranking = inputs.candidates[_top(rule_scores(arm, candidate_probs), budget, arm_rng)]
+        else:
+            ranking = _registered_arm(arm, device, seed).select(inputs, budget, arm_rng).positions
+        rankings.append(np.asarray(ranking, dtype=np.int64))
+    return rankings
+
+
+def rule_scores(arm: Arm, candidate_probs: np.ndarray) -> np.ndarray:
+    """Built-in rules as scores, higher first: most_likely P_k, uncertain -|P_k - 0.5|, emal -sum_k |P_k - 0.5|."""
+    if arm.strategy == "most_likely":
+        return candidate_probs[:, arm.cls]
+    if arm.strategy == "uncertain":
+        return -np.abs(candidate_probs[:, arm.cls] - 0.5)
+    return -np.abs(candidate_probs - 0.5).sum(axis=1)
+
+
+def _top(scores: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the `budget` largest scores, best first, ties in a seeded random order (`base.top_k`)."""
+    import torch
+
+    if np.isnan(scores).any():
+        raise ValueError("probs contain NaN for some candidates")
+    return top_k(torch.from_numpy(np.ascontiguousarray(scores)), budget, rng).numpy()
+
+
+def _registered_arm(arm: Arm, device: str, seed: int) -> Strategy:
+    """An instance of the arm's registered strategy; galaxy restricted to the arm's class when it has one."""
+    strategy = get_strategy(arm.strategy)
+    accepted = inspect.signature(type(strategy)).parameters
+    params = {name: value for name, value in (("device", device), ("seed", seed)) if name in accepted}
+    if arm.cls is not None:
+        params["classes"] = [arm.cls]
+    return get_strategy(arm.strategy, **params) if params else strategy
+
+
+
+
+def label_matrix(inputs: StrategyInputs, num_classes: int, multi_label: bool) -> np.ndarray:
+    """The labeled items' label vectors, (|L|, K) 0/1: one-hot class indices, or the given multi-label matrix
+    (checked by `base.multilabel_matrix`)."""
+    if inputs.labels is None:
+        return np.zeros((0, num_classes))
+    if not multi_label:
+        return one_hot(inputs.labels, num_classes)
+    return multilabel_matrix(inputs.labels, num_classes)
 
 
 @register
@@ -41,11 +215,20 @@ class TailorStrategy(Strategy):
     name = "tailor"
     needs = frozenset({"probs", "features", "penultimate", "labels"})
     supports_multi_label = True
+    params = (
+        Param("arms", list, None,
+              "The algorithms TAILOR chooses among; a * makes one arm per class ('galaxy:3': class 3's arm only). "
+              "TAILOR learns which arm suits the data from their picks: keep the round size several times the "
+              f"number of arms. Unset: {', '.join(DEFAULT_MULTICLASS_ARMS)} (multi-label: "
+              f"{', '.join(DEFAULT_MULTILABEL_ARMS)}).", examples=ARM_EXAMPLES),
+        Param("reward", str, "div", "div: favour arms that bring in classes still rare among the labels; pos: "
+                                    "arms that find positives (multi-label only)", choices=("div", "pos")),
+        Param("decay", float, 0.9, "weight of the earlier rounds in the posterior at each update, in (0, 1]",
+              maximum=1.0),
+    )
 
     def __init__(self, arms: list[str] | None = None, reward: str = "div", decay: float = 0.9, seed: int = 0,
                  device: str = "cpu") -> None:
-        if reward not in ("div", "pos"):
-            raise ValueError(f"unknown TAILOR reward {reward!r}; use 'div' or 'pos'")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must lie in (0, 1], got {decay}")
         self.arms = arms
@@ -54,29 +237,25 @@ class TailorStrategy(Strategy):
         self.seed = seed
         self.device = device
         self.posterior: TailorPosterior | None = None
+        self.history: list[dict] = []
 
     def arm_specs(self, multi_label: bool) -> list[str]:
         """The configured arm specs, or the default set for the project kind."""
-        from learners.tailor import DEFAULT_MULTICLASS_ARMS, DEFAULT_MULTILABEL_ARMS
-
         if self.arms is not None:
             return list(self.arms)
         return list(DEFAULT_MULTILABEL_ARMS if multi_label else DEFAULT_MULTICLASS_ARMS)
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
-        # learners.tailor imports this package's modules, so it is imported here, not at the top (import cycle).
-        from learners import tailor
-
         num_classes = inputs.probs.shape[1]
         multi_label = bool(inputs.multi_label)
         if self.reward == "pos" and not multi_label:
             raise ValueError("TAILOR reward 'pos' is for multi-label projects (multi-class: every arm scores 1)")
-        arms = tailor.build_arms(self.arm_specs(multi_label), num_classes, multi_label)
+        arms = build_arms(self.arm_specs(multi_label), num_classes, multi_label)
         names = [arm.name for arm in arms]
         posterior_note = self._use_posterior(names, num_classes, multi_label)
-        reward = tailor.reward_vector(tailor.label_matrix(inputs, num_classes, multi_label), self.reward)
-        rankings = tailor.arm_rankings(arms, inputs, budget, rng, self.device, multi_label, self.seed)
-        picks = tailor.thompson_fill(self.posterior, rankings, reward, budget, rng)
+        reward = reward_vector(label_matrix(inputs, num_classes, multi_label), self.reward)
+        rankings = arm_rankings(arms, inputs, budget, rng, self.device, multi_label, self.seed)
+        picks = thompson_fill(self.posterior, rankings, reward, budget, rng)
         picked_arms = [names[m] for m in picks.arm_index]
         note = f"{posterior_note}; {pulls_note(picked_arms)}; reward {self.reward}"
         return Selection(picks.positions, picks.sampled_reward, picked_arms, note)
@@ -84,8 +263,6 @@ class TailorStrategy(Strategy):
     def _use_posterior(self, arm_names: list[str], num_classes: int, multi_label: bool) -> str:
         """Keep `self.posterior` if it fits these arms, classes and project kind, else replace it with a fresh one;
         say which."""
-        from learners.tailor import TailorPosterior
-
         old = self.posterior
         if old is not None and old.matches(arm_names, num_classes, multi_label):
             return f"TAILOR: {len(arm_names)} arms"
@@ -94,6 +271,81 @@ class TailorStrategy(Strategy):
             return f"TAILOR: arm set built ({len(arm_names)} arms)"
         return f"TAILOR: arm set rebuilt because {rebuild_reason(old, arm_names, num_classes, multi_label)} " \
                f"({len(arm_names)} arms)"
+
+    # ----- state across rounds (base-class hooks) -----------------------------------------------------------------
+    def load_state(self, state: dict | None) -> None:
+        state = state or {}
+        self.posterior = TailorPosterior.from_dict(state["posterior"]) if state.get("posterior") else None
+        self.history = list(state.get("history", []))
+
+    def state(self) -> dict | None:
+        if self.posterior is None:
+            return None
+        return {"posterior": self.posterior.to_dict(), "history": self.history}
+
+    def fold_round(self, state: dict, outcome: RoundOutcome) -> dict | None:
+        """Add the round's labeled picks to the posterior (stats = decay stats + new), once per round id, and
+        record each arm's expected reward under the current labels. Only picks made by one of the posterior's arms
+        count."""
+        if not state.get("posterior"):
+            return None
+        posterior = TailorPosterior.from_dict(state["posterior"])
+        if outcome.round_id in posterior.folded_rounds:
+            return None
+        arm_index = posterior.arm_index([arm for arm, _ in outcome.picks])
+        keep = arm_index >= 0
+        labels = label_rows([value for _, value in outcome.picks], posterior.num_classes)
+        posterior.update(arm_index[keep], labels[keep], decay=self.decay, round_id=outcome.round_id)
+        reward = reward_vector(label_rows(outcome.pool_labels, posterior.num_classes), self.reward)
+        expected = dict(zip(posterior.arm_names, posterior.expected_reward(reward).tolist()))
+        history = [*state.get("history", []), {"round": outcome.round_index, "expected_reward": expected}]
+        return {**state, "posterior": posterior.to_dict(), "history": history}
+
+    def panel(self, state: dict, view: PanelView) -> Panel | None:
+        if not state.get("posterior"):
+            return None
+        posterior = TailorPosterior.from_dict(state["posterior"])
+        classes = view.classes
+        display = {name: display_name(name, classes) for name in posterior.arm_names}
+        pulls: Counter[tuple[int, str]] = Counter()
+        brought: Counter[tuple[str, str]] = Counter()
+        labeled: Counter[str] = Counter()
+        for pick in view.picks:
+            name = display.get(pick.arm, pick.arm)
+            pulls[(pick.round_index, name)] += 1
+            if pick.label is not None:
+                labeled[name] += 1
+                brought.update((name, classes[k]) for k in pick.label)
+        total_pulls: Counter[str] = Counter()
+        for (_, name), count in pulls.items():
+            total_pulls[name] += count
+        reward = reward_vector(label_rows(view.pool_labels, len(classes)), self.reward)
+        arms = sorted(
+            ({"arm": display[a], "expected_reward": float(e), "pulls": total_pulls[display[a]],
+              "labeled": labeled[display[a]]} for a, e in zip(posterior.arm_names, posterior.expected_reward(reward))),
+            key=lambda row: -row["expected_reward"],
+        )
+        details = "Arm table and reward per class"
+        return Panel(
+            title="TAILOR: which algorithm suits this data",
+            caption="Each arm is one selection algorithm (per-class arms name their class). TAILOR draws an arm per "
+                    "slot by Thompson sampling, favouring arms whose past picks were of classes still rare among "
+                    "the labels. Expected reward: the arm's posterior class distribution weighted by the current "
+                    "class rewards.",
+            blocks=[
+                Bars(arms, value="expected_reward", label="arm", value_title="posterior expected reward",
+                     value_format=".3f", limit=PANEL_TOP_ARMS),
+                StackedBars([{"round": r, "arm": a, "pulls": n} for (r, a), n in sorted(pulls.items())],
+                            x="round", y="pulls", color="arm", title="Pulls per arm per round",
+                            groups={display[a]: a.partition(":")[0] for a in posterior.arm_names},
+                            group_label="Group the per-class arms by algorithm"),
+                Pivot([{"arm": a, "class": c, "labels": n} for (a, c), n in sorted(brought.items())],
+                      index="arm", columns="class", values="labels", title="Classes each arm brought in",
+                      note="(labeled picks)"),
+                Table(arms, expander=details),
+                Table([dict(zip(classes, reward.tolist()))], expander=details),
+            ],
+        )
 
 
 def rebuild_reason(old: TailorPosterior, arm_names: list[str], num_classes: int, multi_label: bool) -> str:
@@ -112,3 +364,9 @@ def pulls_note(picked_arms: list[str]) -> str:
     shown = ", ".join(f"{name} x{count}" for name, count in counts[:NOTE_TOP_ARMS])
     more = f" (+{len(counts) - NOTE_TOP_ARMS} more arms)" if len(counts) > NOTE_TOP_ARMS else ""
     return f"pulls: {shown}{more}"
+
+
+def display_name(arm_name: str, classes: list[str]) -> str:
+    """'galaxy:3' -> 'galaxy[cat]' (per-class arms show their class's name)."""
+    strategy, _, k = arm_name.partition(":")
+    return f"{strategy}[{classes[int(k)]}]" if k.isdigit() and int(k) < len(classes) else arm_name
