@@ -1,10 +1,19 @@
-"""Opening and closing rounds inside a write transaction (shared by the verbs and the worker)."""
+"""The round state machine, inside a write transaction (shared by the verbs and the worker). Every change of a
+round's state is one of the functions here:
+
+    open_round          -> selecting
+    start_labeling      selecting -> labeling    (its picks are queued)
+    end_without_picks   selecting -> done        (nothing was left to pick)
+    send_to_training    labeling  -> training    (its queue is done, or it was closed early)
+    finish_training     training  -> done        (its head is trained and evaluated)
+"""
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage import jobs, queue
+from app import job_kinds
+from storage import queue
 from storage.files import latest_artifact
 from storage.labels import current_labels
 from storage.models import Job, Project, QueueEntry, Round, utcnow
@@ -31,14 +40,34 @@ def open_round(s: Session, project: Project, strategy: str | None = None, params
     )
     s.add(round_)
     s.flush()
-    jobs.enqueue(s, "select", project.id, round_.id)
+    job_kinds.enqueue(s, "select", project.id, round_.id)
     return round_
+
+
+def start_labeling(round_: Round, note: str | None) -> None:
+    round_.note = note
+    round_.labeling_at = utcnow()
+    round_.state = "labeling"
+
+
+def end_without_picks(round_: Round, note: str | None) -> None:
+    round_.note = note
+    round_.labeling_at = utcnow()
+    round_.state = "done"
 
 
 def send_to_training(s: Session, round_: Round) -> None:
     round_.state = "training"
     round_.closed_at = utcnow()
-    jobs.enqueue(s, "train", round_.project_id, round_.id)
+    job_kinds.enqueue(s, "train", round_.project_id, round_.id)
+
+
+def finish_training(round_: Round, metrics: dict, note: str) -> None:
+    """Store the trained head's metrics; the note is added to the selection's."""
+    round_.metrics = metrics
+    round_.note = (round_.note + "; " if round_.note else "") + note
+    round_.state = "done"
+    round_.done_at = utcnow()
 
 
 def round_picks(s: Session, round_id: int) -> tuple[int, int]:
@@ -64,7 +93,7 @@ def after_answer(s: Session, round_: Round, project: Project, sequential: bool) 
             )
         )
         if not waiting:
-            jobs.enqueue(s, "select", project.id, round_.id, {"next": True})
+            job_kinds.enqueue(s, "select", project.id, round_.id, {"next": True})
         return
     if queue.open_entries(s, round_.id) == 0:
         send_to_training(s, round_)

@@ -2,7 +2,8 @@
 project's own data before spending labels.
 
 Each (strategy, seed) run is a fresh workbench database beside the project (same items, same ids, same cached
-features, no gold labels in it) driven through the same verbs and worker tasks as people use. The oracle is the
+features, no gold labels in it) driven through the same verbs and job handlers as people use; the caller hands in
+the job runner (app.worker.job_runner), so this module never loads the worker. The oracle is the
 only holder of gold labels and answers only items the loop hands it; the evaluation set is labeled by the oracle
 up front, as annotators label it first in a real project.
 """
@@ -18,12 +19,14 @@ from sqlalchemy import func, insert, select
 
 from app.rounds import open_round
 from app.settings import Settings
-from app.worker import Worker
 from app.workbench import Workbench
 from storage.files import latest_artifact, load_matrix
 from storage.models import Annotation, Artifact, Item, Project, QueueEntry, Round
 
 ORACLE = "oracle"
+# Given a simulated run's settings and a worker name: the function that runs that database's next queued job to
+# completion, False when none is queued (app.worker.job_runner).
+JobRunner = Callable[[Settings, str], Callable[[], bool]]
 
 
 class Oracle:
@@ -46,8 +49,8 @@ class SimulationConfig:
     rounds: int = 5  # R rounds after the seed round
     head: dict | None = None  # default: the project's head
     training: dict | None = None  # default: the project's training settings
-    # Named runs beyond "strategy" and "strategy+method": {"tailor-pos": {"strategy": "tailor",
-    # "params": {"reward": "pos"}, "ssl": None}}; an entry of `strategies` found here runs as described.
+    # Named runs beyond "strategy" and "strategy+method": {"<name>": {"strategy": "<registered name>",
+    # "params": {...}, "ssl": None}}; an entry of `strategies` found here runs as described.
     variants: dict[str, dict] | None = None
 
     @classmethod
@@ -56,7 +59,7 @@ class SimulationConfig:
 
 
 def run_simulation(
-    settings: Settings, project_id: int, config: SimulationConfig, device: str = "cpu",
+    settings: Settings, project_id: int, config: SimulationConfig, job_runner: JobRunner,
     progress: Callable[[float, str], None] | None = None,
 ) -> dict:
     """Every (strategy, seed) run; returns {"config", "points": [...], "human": [...]} (points: one per round)."""
@@ -84,14 +87,14 @@ def run_simulation(
             if progress:
                 progress((n + fraction) / len(runs), f"{message} ({n + 1}/{len(runs)}, {time.time() - started:.0f} s)")
 
-        points += _one_run(settings, project, items, gold, features, source_head, config, strategy, seed, device,
+        points += _one_run(settings, project, items, gold, features, source_head, config, strategy, seed, job_runner,
                            run_progress)
-    return {"config": asdict(config), "points": points, "human": source.chart_data(project_id)}
+    return {"config": asdict(config), "points": points, "human": [asdict(p) for p in source.chart_data(project_id)]}
 
 
 def _one_run(
     settings: Settings, project: Project, items: list[Item], gold: dict[int, list[int]], features: Artifact,
-    source_head: Artifact | None, config: SimulationConfig, strategy: str, seed: int, device: str,
+    source_head: Artifact | None, config: SimulationConfig, strategy: str, seed: int, job_runner: JobRunner,
     progress: Callable[[float, str], None],
 ) -> list[dict]:
     home = settings.home / "projects" / str(project.id) / "simulation-runs" / f"{strategy.replace('+', '_')}-seed{seed}"
@@ -101,7 +104,7 @@ def _one_run(
     wb = Workbench(sim_settings)
     try:
         pid = _copy_project(wb, project, items, gold, features, source_head, config, strategy, seed)
-        worker = Worker(sim_settings, name=f"simulation-{strategy}-{seed}", device=device, quiet=True)
+        run_next_job = job_runner(sim_settings, f"simulation-{strategy}-{seed}")
         oracle = Oracle(gold)
         target = config.rounds + 1
         trained = 0
@@ -110,7 +113,7 @@ def _one_run(
             if task is not None:
                 wb.submit(pid, task.entry_id, ORACLE, oracle.answer(task.item_id))
                 continue
-            if not worker.run_once():
+            if not run_next_job():
                 failed = [f"{j.kind}: {j.error}" for j in wb.failed_jobs(pid)]
                 raise RuntimeError(f"simulation of {strategy} (seed {seed}) stalled: {failed or wb.status(pid)}")
             trained = len(wb.chart_data(pid))
@@ -118,8 +121,8 @@ def _one_run(
         pool_acc = _pool_accuracies(wb, pid, gold) if project.task == "single_label" else {}
         arms = _arm_pulls(wb, pid)
         return [
-            {**point, "round_strategy": point["strategy"], "strategy": strategy, "seed": seed,
-             "pool_accuracy": pool_acc.get(point["round"]), "arms": arms.get(point["round"], {})}
+            {**asdict(point), "round_strategy": point.strategy, "strategy": strategy, "seed": seed,
+             "pool_accuracy": pool_acc.get(point.round), "arms": arms.get(point.round, {})}
             for point in wb.chart_data(pid)[:target]
         ]
     finally:
@@ -129,7 +132,7 @@ def _one_run(
 
 def run_variant(entry: str, variants: dict[str, dict] | None = None) -> tuple[str, dict | None, str | None]:
     """(strategy, its parameters or None for the defaults, training method or None for the project's) of a run:
-    a named variant, or 'lftl+lftl_vpa' -> ('lftl', None, 'lftl_vpa'), or 'margin' -> ('margin', None, None)."""
+    a named variant, or 'entropy+pseudo_label' -> ('entropy', None, 'pseudo_label'), or 'margin' -> ('margin', None, None)."""
     if variants and entry in variants:
         variant = variants[entry]
         return variant["strategy"], dict(variant.get("params") or {}), variant.get("ssl")
@@ -177,7 +180,7 @@ def _copy_project(
 
 
 def _arm_pulls(wb: Workbench, project_id: int) -> dict[int, dict[str, int]]:
-    """Per round: how many labeled picks each arm made (the strategy's name, or TAILOR's arm names)."""
+    """Per round: how many labeled picks each arm made (the strategy's name, or the arm names of a strategy that composes others)."""
     pulls: dict[int, dict[str, int]] = {}
     with wb.db.read() as s:
         rows = s.execute(
@@ -205,41 +208,3 @@ def _pool_accuracies(wb: Workbench, project_id: int, gold: dict[int, list[int]])
             truth = np.array([gold[int(i)][0] for i in ids[keep]])
             out[rounds[art.round_id]] = float((probs[keep].argmax(1) == truth).mean())
     return out
-
-
-def final_points(result: dict, strategy: str) -> list[dict]:
-    """Each seed's last point (the most labels) of one strategy's runs, in seed order."""
-    by_seed: dict[int, dict] = {}
-    for p in result["points"]:
-        if p["strategy"] == strategy and (p["seed"] not in by_seed or p["labels"] > by_seed[p["seed"]]["labels"]):
-            by_seed[p["seed"]] = p
-    return [by_seed[seed] for seed in sorted(by_seed)]
-
-
-def summarize(result: dict, metric: str = "accuracy") -> dict:
-    """Per strategy: the mean curve with its standard error over seeds, the normalised area under it, the labels
-    needed to reach random's final value, and the label savings against random (None where not reached)."""
-    from learners.efficiency import auc, label_savings, labels_to_reach, mean_and_se
-
-    by_strategy: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for strategy in dict.fromkeys(p["strategy"] for p in result["points"]):
-        for seed in sorted({p["seed"] for p in result["points"] if p["strategy"] == strategy}):
-            pts = sorted((p for p in result["points"] if p["strategy"] == strategy and p["seed"] == seed), key=lambda p: p["labels"])
-            by_strategy.setdefault(strategy, []).append(
-                (np.array([p["labels"] for p in pts], float), np.array([p[metric] for p in pts], float))
-            )
-    curves = {name: mean_and_se(runs) for name, runs in by_strategy.items()}
-    reference = curves.get("random")
-    table = []
-    for name, (labels, mean, se) in curves.items():
-        row = {"strategy": name, "seeds": len(by_strategy[name]), "final": float(mean[-1]), "auc": auc(labels, mean)}
-        if reference is not None:
-            target = float(reference[1][-1])
-            row["labels_to_reach_random_final"] = labels_to_reach(labels, mean, target)
-            row["label_savings_vs_random"] = label_savings((labels, mean), (reference[0], reference[1]))
-        table.append(row)
-    return {
-        "metric": metric,
-        "curves": {name: {"labels": l.tolist(), "mean": m.tolist(), "se": e.tolist()} for name, (l, m, e) in curves.items()},
-        "table": table,
-    }

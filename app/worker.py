@@ -2,7 +2,9 @@
 
 A worker that dies (kill -9, out of memory) stops heartbeating; once its heartbeat is `Settings.stale_seconds` old
 (WORKBENCH_STALE_SECONDS) another worker claims the job and runs it again from the start. A job that meets a damaged
-cache file (features, augmented views) sets it aside and recomputes it instead of failing.
+cache file (features, augmented views) sets it aside and recomputes it instead of failing. A worker that was only
+slow (its heartbeats did not reach the database in time) and finds its job taken over stops the job at its next
+progress report (`JobLost`) and writes nothing: the new run's outcome is the job's.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import traceback
 
 from sqlalchemy import make_url
 
+from app import job_kinds
+from app.job_kinds import JobLost
+from app.jobs.context import JobContext
 from app.settings import Settings
 from storage import files, jobs
 from storage.db import Database
@@ -29,7 +34,7 @@ def heartbeat_interval(stale_seconds: float) -> float:
 
 
 def pick_device() -> str:
-    import torch
+    import torch  # here, not at the top: the CLI imports this module for every verb
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -46,6 +51,9 @@ class _Heartbeat(threading.Thread):
         self.lost = False
 
     def report(self, progress: float, message: str) -> None:
+        """The job's progress callback; raises JobLost once a beat found the job taken over by another worker."""
+        if self.lost:
+            raise JobLost(f"job {self.job_id} was taken over by another worker")
         self.progress, self.message = progress, message
 
     def run(self) -> None:
@@ -81,19 +89,21 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""
-        from app.tasks import TaskContext  # torch is imported here, inside the worker only
-
         with self.db.write() as s:
-            job = jobs.claim(s, self.name, stale_after=self.settings.stale_seconds)
+            job = job_kinds.claim(s, self.name, stale_after=self.settings.stale_seconds)
         if job is None:
             return False
         if job.attempts > 1:
             self._say(f"job {job.id} ({job.kind}) claimed again, attempt {job.attempts}: its last worker stopped heartbeating")
         beat = _Heartbeat(self.db, job.id, self.name, heartbeat_interval(self.settings.stale_seconds))
         beat.start()
-        ctx = TaskContext(db=self.db, home=self.settings.home, device=self.device, progress=beat.report)
+        ctx = JobContext(db=self.db, home=self.settings.home, device=self.device, progress=beat.report)
         try:
             message = self._run(job, ctx)
+        except JobLost:
+            beat.stop()
+            self._say(f"job {job.id} ({job.kind}) stopped: another worker had taken it over")
+            return True
         except Exception as exc:
             beat.stop()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -108,15 +118,14 @@ class Worker:
         return True
 
     def _run(self, job, ctx) -> str:
-        """run_job; a damaged cache file it meets (features, views: files.RECOMPUTABLE_KINDS) is set aside and the
-        job runs again at once, so it recomputes the file. Any other damaged file (a head, predictions) fails the
-        job with a message naming it: those cannot be rebuilt from the images."""
-        from app.tasks import run_job
-
+        """The job's handler; a damaged cache file it meets (features, views: files.RECOMPUTABLE_KINDS) is set aside
+        and the handler runs again at once, so it recomputes the file. Any other damaged file (a head, predictions)
+        fails the job with a message naming it: those cannot be rebuilt from the images."""
+        handler = job_kinds.handler(job.kind)
         set_aside: list[str] = []
         while True:
             try:
-                message = run_job(job, ctx)
+                message = handler(job, ctx)
             except files.DamagedFile as exc:
                 if exc.artifact_id is None or len(set_aside) >= MAX_SET_ASIDE:
                     raise
@@ -145,3 +154,11 @@ class Worker:
             if not self.run_once():
                 time.sleep(idle_sleep)
         print(f"[worker {self.name}] stopped", flush=True)
+
+
+def job_runner(device: str):
+    """The job runner app.simulation takes: a quiet worker on `device` for each simulated database."""
+    def runner(settings: Settings, name: str):
+        return Worker(settings, name=name, device=device, quiet=True).run_once
+
+    return runner

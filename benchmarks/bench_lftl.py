@@ -31,9 +31,10 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, run_simulation, summarize  # noqa: E402
-from app.worker import Worker  # noqa: E402
+from app.simulation import SimulationConfig, run_simulation  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
+from app.worker import Worker, job_runner  # noqa: E402
+from learners.efficiency import summarize  # noqa: E402
 from storage.demo import DEMO_CLASSES, write_demo  # noqa: E402
 from storage.models import Item  # noqa: E402
 
@@ -86,7 +87,7 @@ def main() -> None:
         drain(worker)
         label_everything(wb, source)
         drain(worker)
-        source_acc = wb.chart_data(source)[0]["accuracy"]
+        source_acc = wb.chart_data(source)[0].accuracy
         name, data = wb.export(source, "head")
         head_file = home / name
         head_file.write_bytes(data)
@@ -102,7 +103,7 @@ def main() -> None:
         source_on_target = float((predictions[eval_rows].argmax(1) == truth).mean())
         config = SimulationConfig(strategies=args.variants.split(","), seeds=list(range(args.seeds)),
                                   round_size=args.round_size, rounds=args.rounds)
-        result = run_simulation(settings, target, config)
+        result = run_simulation(settings, target, config, job_runner("cpu"))
         elapsed = time.time() - started
         wb.db.dispose()
     if args.out:

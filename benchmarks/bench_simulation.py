@@ -21,10 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, run_simulation, summarize  # noqa: E402
-from app.worker import Worker  # noqa: E402
+from app.simulation import SimulationConfig, run_simulation  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
-from learners.efficiency import label_savings, mean_and_se  # noqa: E402
+from app.worker import Worker, job_runner  # noqa: E402
+from learners.efficiency import label_savings, mean_and_se, summarize  # noqa: E402
 
 
 def sklearn_baseline(seeds: list[int], batch: int, max_labels: int, eval_size: int = 400) -> dict[str, tuple]:
@@ -92,7 +92,7 @@ def main() -> None:
                 last[0] = time.time()
                 print(f"  {fraction:.0%} {message}", flush=True)
 
-        result = run_simulation(settings, pid, config, progress=progress)
+        result = run_simulation(settings, pid, config, job_runner("cpu"), progress=progress)
     for metric in ("accuracy", "balanced_accuracy"):
         summary = summarize(result, metric)
         print(f"\nworkbench ({metric}), pixels + head {args.head}, {len(seeds)} seeds, {args.batch} per round to {args.max_labels} labels:")

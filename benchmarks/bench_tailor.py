@@ -26,9 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, final_points, run_simulation, summarize  # noqa: E402
-from app.worker import Worker  # noqa: E402
+from app.simulation import SimulationConfig, run_simulation  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
+from app.worker import Worker, job_runner  # noqa: E402
+from learners.efficiency import final_points, summarize  # noqa: E402
 from storage.demo import DEMO_CLASSES, write_demo  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def main() -> None:
         config = SimulationConfig(strategies=args.strategies.split(","), seeds=list(range(args.seeds)),
                                   round_size=args.round_size, rounds=args.rounds)
         started = time.time()
-        result = run_simulation(settings, pid, config)
+        result = run_simulation(settings, pid, config, job_runner("cpu"))
         elapsed = time.time() - started
         wb.db.dispose()
     if args.out:

@@ -26,9 +26,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from learners.strategies import StrategyInputs, get_strategy  # noqa: E402
-from learners.tailor import (  # noqa: E402
-    DEFAULT_MULTICLASS_ARMS, TailorPosterior, arm_rankings, build_arms, label_matrix, reward_vector, thompson_fill,
+from learners.strategies.tailor import (  # noqa: E402
+    DEFAULT_MULTICLASS_ARMS,
+    arm_rankings,
+    build_arms,
+    label_matrix,
 )
+from learners.tailor import TailorPosterior, reward_vector, thompson_fill  # noqa: E402
 
 
 def synthetic_pool(n: int, classes: int, hidden: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

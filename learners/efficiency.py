@@ -3,6 +3,9 @@
 A curve is (labels, values): the number of pool labels spent after each round (strictly increasing) and the
 metric measured then. Curves over several seeds are summarised by `mean_and_se`; a single curve by `auc`,
 `labels_to_reach` and, against random sampling, `label_savings`. No running-max smoothing anywhere.
+
+A simulation result (app.simulation: {"points": [{"strategy", "seed", "labels", <metrics>...}, ...]}) is
+summarised per strategy by `summarize`, and each seed's final point read by `final_points`.
 """
 from __future__ import annotations
 
@@ -89,3 +92,39 @@ def label_savings(strategy_curve: Curve, random_curve: Curve) -> float | None:
     if strategy_needs is None or not random_needs:
         return None
     return 1.0 - strategy_needs / random_needs
+
+
+def final_points(result: dict, strategy: str) -> list[dict]:
+    """Each seed's last point (the most labels) of one strategy's runs, in seed order."""
+    by_seed: dict[int, dict] = {}
+    for p in result["points"]:
+        if p["strategy"] == strategy and (p["seed"] not in by_seed or p["labels"] > by_seed[p["seed"]]["labels"]):
+            by_seed[p["seed"]] = p
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def summarize(result: dict, metric: str = "accuracy") -> dict:
+    """Per strategy: the mean curve with its standard error over seeds, the normalised area under it, the labels
+    needed to reach random's final value, and the label savings against random (None where not reached)."""
+    by_strategy: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for strategy in dict.fromkeys(p["strategy"] for p in result["points"]):
+        for seed in sorted({p["seed"] for p in result["points"] if p["strategy"] == strategy}):
+            pts = sorted((p for p in result["points"] if p["strategy"] == strategy and p["seed"] == seed), key=lambda p: p["labels"])
+            by_strategy.setdefault(strategy, []).append(
+                (np.array([p["labels"] for p in pts], float), np.array([p[metric] for p in pts], float))
+            )
+    curves = {name: mean_and_se(runs) for name, runs in by_strategy.items()}
+    reference = curves.get("random")
+    table = []
+    for name, (labels, mean, se) in curves.items():
+        row = {"strategy": name, "seeds": len(by_strategy[name]), "final": float(mean[-1]), "auc": auc(labels, mean)}
+        if reference is not None:
+            target = float(reference[1][-1])
+            row["labels_to_reach_random_final"] = labels_to_reach(labels, mean, target)
+            row["label_savings_vs_random"] = label_savings((labels, mean), (reference[0], reference[1]))
+        table.append(row)
+    return {
+        "metric": metric,
+        "curves": {name: {"labels": l.tolist(), "mean": m.tolist(), "se": e.tolist()} for name, (l, m, e) in curves.items()},
+        "table": table,
+    }

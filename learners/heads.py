@@ -16,7 +16,6 @@ class instead of a softmax. The same architectures serve both: only the output a
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.catalog import HEAD_KINDS
 from learners.cpu import one_cpu_thread
 from learners.settings_dict import from_settings
 
 Progress = Callable[[float, str], None]
 
-HEAD_KINDS = ("linear", "mlp", "bottleneck")
 MLP_HIDDEN = 512
 BOTTLENECK_DIM = 256
 # (learning rate, weight decay) of Adam per kind, from specs/training.md; the spec gives none for `bottleneck`

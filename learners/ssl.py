@@ -90,8 +90,8 @@ import torch
 from torch import nn
 
 from learners import vpa
+from learners.catalog import METHOD_NAMES, MULTI_LABEL_METHODS, MULTI_LABEL_REFUSALS, REQUIRED_VIEWS, SSLConfig
 from learners.cpu import one_cpu_thread
-from learners.ssl_config import METHOD_NAMES, MULTI_LABEL_METHODS, MULTI_LABEL_REFUSALS, REQUIRED_VIEWS, SSLConfig
 from learners.heads import (
     HeadConfig,
     Progress,

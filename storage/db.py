@@ -14,6 +14,7 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +87,17 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if _WRITE.get() else "BEGIN")
 
 
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration's revision: the schema version every database is upgraded to."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
 def upgrade(engine: Engine) -> None:
     """Apply Alembic migrations up to head (creates every table on an empty database).
 
@@ -93,8 +105,7 @@ def upgrade(engine: Engine) -> None:
     database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so one
     process migrates and the others then find the schema at head and do nothing.
     """
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg = _alembic_config()
     token = _WRITE.set(True)
     try:
         with engine.begin() as conn:

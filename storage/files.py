@@ -222,6 +222,13 @@ def load_json(artifact: Artifact) -> dict:
     return json.loads(_read_artifact_file(artifact, artifact.path, artifact.sha256))
 
 
+def artifacts(session: Session, project_id: int, kind: str) -> list[Artifact]:
+    """The project's artifacts of one kind, newest first."""
+    return list(session.scalars(
+        select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == kind).order_by(Artifact.id.desc())
+    ))
+
+
 def latest_artifact(session: Session, project_id: int, kind: str, **meta_filters: str) -> Artifact | None:
     rows = session.scalars(
         select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == kind).order_by(Artifact.id.desc())
@@ -230,3 +237,11 @@ def latest_artifact(session: Session, project_id: int, kind: str, **meta_filters
         if all(row.meta.get(k) == v for k, v in meta_filters.items()):
             return row
     return None
+
+
+def latest_artifacts(session: Session, project_id: int, kind: str, limit: int) -> list[Artifact]:
+    """The project's `limit` newest artifacts of `kind`, newest first."""
+    return list(session.scalars(
+        select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == kind)
+        .order_by(Artifact.id.desc()).limit(limit)
+    ))

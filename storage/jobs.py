@@ -1,6 +1,8 @@
-"""The job table as a work queue for model workers: enqueue, atomic claim, heartbeat, finish."""
+"""The job table as a work queue for model workers: enqueue, atomic claim, heartbeat, finish. Which kinds exist,
+their priorities and which of them wait for an embedding are the caller's (app.job_kinds)."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
@@ -10,18 +12,20 @@ from storage.models import Job, utcnow
 
 STALE_AFTER_SECONDS = 30
 MAX_ATTEMPTS = 3
-PRIORITY = {"select": 0, "train": 5, "embed": 10, "simulate": 15, "export": 20}
+EMBED = "embed"  # the kind whose running job makes a project's `waits_for_embed` kinds wait
 
 
 def enqueue(
-    session: Session, kind: str, project_id: int | None, round_id: int | None = None, params: dict | None = None
+    session: Session, kind: str, project_id: int | None, round_id: int | None = None, params: dict | None = None,
+    *, priority: int,
 ) -> Job:
+    """A queued job; a lower `priority` is claimed first."""
     job = Job(
         kind=kind,
         project_id=project_id,
         round_id=round_id,
         params=params or {},
-        priority=PRIORITY.get(kind, 10),
+        priority=priority,
         state="queued",
         message="waiting for a worker",
     )
@@ -30,16 +34,18 @@ def enqueue(
     return job
 
 
-def claim(session: Session, worker: str, stale_after: float = STALE_AFTER_SECONDS) -> Job | None:
-    """Take the most urgent queued job, or one whose worker stopped heartbeating (it died). A project's select,
-    train and simulate jobs wait while another worker is embedding that project (they need its features)."""
+def claim(
+    session: Session, worker: str, stale_after: float = STALE_AFTER_SECONDS, waits_for_embed: Collection[str] = (),
+) -> Job | None:
+    """Take the most urgent queued job, or one whose worker stopped heartbeating (it died). A project's jobs of the
+    `waits_for_embed` kinds wait while another worker is embedding that project (they need its features)."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_after)
     claimable = or_(Job.state == "queued", and_(Job.state == "running", Job.heartbeat < stale))
     # A project's other jobs wait while a live worker embeds it: they would embed the whole pool a second time.
     embedding = aliased(Job)
-    claimable = and_(claimable, or_(Job.kind == "embed", ~exists().where(
-        embedding.project_id == Job.project_id, embedding.kind == "embed", embedding.state == "running",
+    claimable = and_(claimable, or_(Job.kind.not_in(tuple(waits_for_embed)), ~exists().where(
+        embedding.project_id == Job.project_id, embedding.kind == EMBED, embedding.state == "running",
         embedding.heartbeat >= stale, embedding.id != Job.id)))
     for _attempt in range(10):
         job_id = session.scalars(
@@ -122,3 +128,11 @@ def active_jobs(session: Session, project_id: int) -> list[Job]:
 
 def recent_jobs(session: Session, project_id: int, limit: int = 20) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(limit)))
+
+
+def failed_jobs(session: Session, project_id: int) -> list[Job]:
+    """Failed jobs that no later job of the same kind and round has replaced (by a retry or a rerun)."""
+    latest: dict[tuple[str, int | None], Job] = {}
+    for job in session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)):
+        latest[(job.kind, job.round_id)] = job
+    return [job for job in latest.values() if job.state == "failed"]

@@ -238,3 +238,19 @@ def drop_open_entries(session: Session, round_id: int) -> int:
         .values(state="dropped", claimed_by=None, lease_expires=None)
     )
     return result.rowcount
+
+
+def queued_item_ids(session: Session, project_id: int) -> set[int]:
+    """Items waiting in or held by any of the project's queues (pending, claimed or skipped): not to be picked again."""
+    return set(session.scalars(
+        select(QueueEntry.item_id)
+        .join(Round, Round.id == QueueEntry.round_id)
+        .where(Round.project_id == project_id, QueueEntry.state.in_(("pending", "claimed", "skipped")))
+    ))
+
+
+def next_position(session: Session, round_id: int) -> int:
+    """The queue position after the round's last entry (0 for an empty queue)."""
+    return session.scalar(
+        select(func.coalesce(func.max(QueueEntry.position) + 1, 0)).where(QueueEntry.round_id == round_id)
+    )

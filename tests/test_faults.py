@@ -20,15 +20,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from app import job_kinds
+from app.job_kinds import JobKind
+from app.jobs.context import JobContext
 from app.settings import Settings
-from app.worker import Worker
 from app.workbench import DEMO_PROJECT, ProjectConfig, Workbench
+from app.worker import Worker
 from storage.demo import write_demo
 from storage.files import DamagedFile, latest_artifact, load_matrix, load_tensors, project_dir
 from storage.labels import current_labels
@@ -255,6 +259,88 @@ def test_worker_killed_while_training_the_round_trains_once_and_the_next_round_o
     heads, predictions = _artifacts(wb, pid, "head"), _artifacts(wb, pid, "predictions")
     assert len(heads) == 1 and len(predictions) == 1 and heads[0].round_id == rounds[0].id
     _only_registered_files(wb, pid, project_dir(settings.home, pid) / "models")
+
+
+# ----- a job run again, or taken over ------------------------------------------------------------------------
+def _queue_sizes(wb: Workbench, pid: int) -> list[int]:
+    """Queue entries per round, in round order."""
+    rounds = wb.rounds(pid)
+    with wb.db.read() as s:
+        return [s.scalar(select(func.count()).select_from(QueueEntry).where(QueueEntry.round_id == r.id)) for r in rounds]
+
+
+def test_every_handler_run_again_from_the_start_writes_nothing_twice(settings: Settings, digits: Path) -> None:
+    """The job kinds' contract: a worker may die after a handler committed its result and before the job was
+    marked done; the next worker runs the handler again from the start, and it must add nothing."""
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="rerun", round_size=10, eval_size=10), digits / "subset.csv")
+    worker = Worker(settings, device="cpu", quiet=True)
+    ctx = JobContext(db=wb.db, home=settings.home, device="cpu", progress=lambda fraction, message: None)
+
+    def again(job: Job) -> str:
+        return job_kinds.handler(job.kind)(job, ctx)
+
+    _drain(worker)  # embed, select round 0
+    (embed,) = _jobs(wb, pid, "embed")
+    (select_0,) = _jobs(wb, pid, "select")
+    assert again(embed).endswith("256 features each")
+    assert again(select_0) == "round 0 is labeling; nothing to select"
+    assert len(_artifacts(wb, pid, "features")) == 1 and _queue_sizes(wb, pid) == [20]
+
+    _label_round(wb, pid, _gold(wb, pid))
+    _drain(worker)  # train round 0, select round 1
+    (train,) = _jobs(wb, pid, "train")
+    assert "already trained" in again(train)
+    assert again(_jobs(wb, pid, "select")[-1]) == "round 1 is labeling; nothing to select"
+    assert _round_states(wb, pid) == ["done", "labeling"] and _queue_sizes(wb, pid) == [20, 10]
+    assert len(_artifacts(wb, pid, "head")) == 1 and len(_jobs(wb, pid, "select")) == 2
+
+    wb.retrain(pid)  # on demand: no round to move on, its predictions mark it done
+    _drain(worker)
+    assert "already trained" in again(_jobs(wb, pid, "train")[-1])
+    assert len(_artifacts(wb, pid, "head")) == 2 and len(_artifacts(wb, pid, "predictions")) == 2
+
+    wb.start_simulation(pid, ["random"], [0], 5, 1)
+    _drain(worker)
+    (simulate,) = _jobs(wb, pid, "simulate")
+    assert "already stored" in again(simulate)
+    assert len(_artifacts(wb, pid, "simulation")) == 1
+
+
+_reports: list[float] = []
+
+
+def _report_for_a_while(job: Job, ctx: JobContext) -> str:
+    """A job kind for the test below: reports progress for up to 60 s."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ctx.progress(0.5, "working")
+        _reports.append(time.time())
+        time.sleep(0.02)
+    return "finished"
+
+
+def test_a_worker_whose_job_was_taken_over_stops_it_without_a_result(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(job_kinds.JOB_KINDS, "report", JobKind(f"{__name__}:_report_for_a_while", 0, False, "test"))
+    wb = Workbench(settings)
+    with wb.db.write() as s:
+        job_id = job_kinds.enqueue(s, "report", None).id
+    worker = Worker(settings, name="slow-worker", device="cpu")
+    run = threading.Thread(target=worker.run_once)
+    run.start()
+    _wait(lambda: len(_reports) > 5, 30, "the job to report progress")
+    with wb.db.write() as s:  # the job is taken over, as when this worker's heartbeats had gone stale
+        s.execute(update(Job).where(Job.id == job_id).values(worker="other-worker", heartbeat=utcnow(), attempts=2))
+    taken_over_at = time.time()
+    run.join(timeout=30)
+    assert not run.is_alive()
+    assert _reports[-1] < taken_over_at + 3 * settings.stale_seconds  # stopped at a report soon after a beat
+    with wb.db.read() as s:
+        job = s.get(Job, job_id)
+    assert (job.state, job.worker, job.attempts, job.finished_at) == ("running", "other-worker", 2, None)
+    assert job.message != "finished"
+    assert f"job {job_id} (report) stopped: another worker had taken it over" in capsys.readouterr().out
 
 
 # ----- damaged files ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select
 
-from storage.db import Database, sqlite_url
+from storage.db import Database, head_revision, sqlite_url
 from storage.labels import current_labels
 from storage.models import Annotation, Job, QueueEntry, Round
 from tests.conftest import make_round
@@ -285,7 +285,7 @@ def test_several_processes_starting_on_an_empty_database_migrate_it_once(backend
     assert results == ["ok"] * 4, "\n".join(r for r in results if r != "ok")
     db = Database(backend_url, migrate=False)
     with db.read() as s:
-        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head_revision()]
     assert {"projects", "items", "annotations", "rounds", "queue_entries", "jobs"} <= set(inspect(db.engine).get_table_names())
     db.dispose()
 
@@ -346,7 +346,7 @@ def test_postgresql_sessions_are_read_committed_and_migrated(pg_url: str) -> Non
     assert {"projects", "items", "annotations", "rounds", "queue_entries", "jobs", "strategy_states", "artifacts", "alembic_version"} <= tables
     with db.write() as s:
         assert s.connection().exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
-        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
     db.dispose()
     Database(pg_url).dispose()  # applying again is a no-op
     bare = pg_url.replace("postgresql+psycopg://", "postgresql://")

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from app.settings import Settings
-from app.worker import Worker
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from app.worker import Worker
 from storage.models import Item, Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +58,8 @@ def test_three_rounds_on_the_demo_chart_grows_and_exports_match(settings: Settin
         drain(worker)
         chart = wb.chart_data(pid)
         chart_sizes.append(len(chart))
-        assert chart[-1]["labels"] == 10 * (round_index + 1)
-        assert 0.0 <= chart[-1]["accuracy"] <= 1.0 and chart[-1]["eval_n"] == 10
+        assert chart[-1].labels == 10 * (round_index + 1)
+        assert 0.0 <= chart[-1].accuracy <= 1.0 and chart[-1].eval_n == 10
     assert chart_sizes == [1, 2, 3]
     rounds = wb.rounds(pid)
     assert [r.state for r in rounds] == ["done", "done", "done", "labeling"]
@@ -171,7 +171,7 @@ def test_a_sequential_strategy_fills_its_round_one_pick_per_label(settings: Sett
         assert len({e.item_id for e in entries}) == len(entries)
     with wb.db.read() as s:
         states = [r.state for r in s.scalars(select(Round).where(Round.project_id == pid).order_by(Round.index))]
-    assert states[:2] == ["done", "done"] and wb.chart_data(pid)[-1]["labels"] == 12
+    assert states[:2] == ["done", "done"] and wb.chart_data(pid)[-1].labels == 12
 
 
 @pytest.mark.parametrize("ssl", ["pseudo_label", "flexmatch"])
@@ -204,4 +204,4 @@ def test_a_flat_folder_of_unlabeled_images_takes_its_class_names(settings: Setti
     with pytest.raises(WorkbenchError, match="needs at least 2"):
         wb.create_project(ProjectConfig(name="flat"), folder)
     pid = wb.create_project(ProjectConfig(name="flat", classes=["cat", "dog"], eval_size=2), folder)
-    assert wb.project(pid).classes == ["cat", "dog"] and wb.status(pid)["items"] == {"pool": 4, "eval": 2}
+    assert wb.project(pid).classes == ["cat", "dog"] and wb.status(pid).items == {"pool": 4, "eval": 2}

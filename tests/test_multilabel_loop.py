@@ -14,11 +14,13 @@ from sklearn.metrics import average_precision_score
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from app import tailor_state
 from app.settings import Settings
-from app.simulation import SimulationConfig, run_simulation, summarize
-from app.worker import Worker
+from app.simulation import SimulationConfig, run_simulation
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from app.worker import Worker, job_runner
+from learners.efficiency import summarize
+from learners.tailor import TailorPosterior
+from storage import strategy_states
 from storage.demo import DEMO_TAGS, digit_tags
 from storage.importers import read_manifest
 from storage.models import Item, QueueEntry
@@ -80,19 +82,19 @@ def test_multi_label_rounds_train_sigmoid_heads_and_measure_map(settings: Settin
     scores = probs[[row[i] for i in eval_ids]]
     expected = [average_precision_score(y[:, k], scores[:, k]) for k in range(4) if y[:, k].any()]
     assert metrics["mAP"] == pytest.approx(np.mean(expected))
-    assert wb.chart_data(pid)[0]["mAP"] == pytest.approx(metrics["mAP"])
+    assert wb.chart_data(pid)[0].mAP == pytest.approx(metrics["mAP"])
 
     round1 = wb.rounds(pid)[1]  # TAILOR with the multi-label arms and the Beta posterior
     assert round1.strategy == "tailor" and round1.state == "labeling"
     with wb.db.read() as s:
-        posterior = tailor_state.load_posterior(s, pid)
+        posterior = TailorPosterior.from_dict(strategy_states.stored_state(s, pid, "tailor")["posterior"])
         arms = {a for a, in s.execute(select(QueueEntry.arm).where(QueueEntry.round_id == round1.id))}
     assert posterior.multi_label and arms <= set(posterior.arm_names)
     assert any(name.startswith("uncertain:") for name in posterior.arm_names)
     assert label_round(wb, pid, gold) == 20
     drain(Worker(settings, device="cpu"))
     with wb.db.read() as s:
-        after = tailor_state.load_posterior(s, pid)
+        after = TailorPosterior.from_dict(strategy_states.stored_state(s, pid, "tailor")["posterior"])
     assert after.folded_rounds == [round1.id]
     # Beta update: each arm's successes and failures grow by its picks' tags (decay 0.9 on the prior ones)
     assert np.isclose(after.stats.sum(), 0.9 * 2 * len(after.arm_names) * 4 + 20 * 4)
@@ -166,7 +168,7 @@ def test_simulation_on_the_tag_demo_reports_map(settings: Settings) -> None:
     drain(Worker(settings, device="cpu"))
     config = SimulationConfig(strategies=["random", "tailor", "tailor-pos", "confidence"], seeds=[0], round_size=10,
                               rounds=1, variants={"tailor-pos": {"strategy": "tailor", "params": {"reward": "pos"}}})
-    result = run_simulation(settings, pid, config)
+    result = run_simulation(settings, pid, config, job_runner("cpu"))
     summary = summarize(result, "mAP")
     assert {row["strategy"] for row in summary["table"]} == {"random", "tailor", "tailor-pos", "confidence"}
     assert all(0 < row["final"] <= 1 for row in summary["table"])

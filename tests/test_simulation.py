@@ -2,15 +2,17 @@
 results the page and CLI read, and the efficiency summary follows the spec."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 import app.simulation as simulation
 from app.settings import Settings
-from app.simulation import SimulationConfig, run_simulation, summarize
-from app.worker import Worker
+from app.simulation import SimulationConfig, run_simulation
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from app.worker import Worker, job_runner
+from learners.efficiency import summarize
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_the_oracle_answers_only_the_items_the_loop_hands_it(demo, monkeypatch: 
 
     monkeypatch.setattr(simulation, "Oracle", RecordingOracle)
     config = SimulationConfig(strategies=["margin"], seeds=[0], round_size=10, rounds=2)
-    result = run_simulation(settings, pid, config)
+    result = run_simulation(settings, pid, config, job_runner("cpu"))
     (oracle,) = oracles
     assert len(oracle.asked) == len(set(oracle.asked)) == 30  # 3 rounds of 10, each item asked once
     wb = Workbench(settings)
@@ -51,8 +53,8 @@ def test_the_oracle_answers_only_the_items_the_loop_hands_it(demo, monkeypatch: 
 def test_the_same_seed_gives_the_same_curve(demo) -> None:
     settings, pid = demo
     config = SimulationConfig(strategies=["random", "entropy"], seeds=[3], round_size=10, rounds=1)
-    first = run_simulation(settings, pid, config)["points"]
-    again = run_simulation(settings, pid, config)["points"]
+    first = run_simulation(settings, pid, config, job_runner("cpu"))["points"]
+    again = run_simulation(settings, pid, config, job_runner("cpu"))["points"]
     assert first == again
 
 
@@ -65,18 +67,18 @@ def test_a_simulation_job_stores_results_with_a_summary(demo) -> None:
     worker = Worker(settings, device="cpu", quiet=True)
     while worker.run_once():
         pass
-    (result,) = [r for r in wb.simulations(pid) if r["job_id"] == job_id]
-    assert len(result["points"]) == 2 * 2 * 3
-    summary = summarize(result, "accuracy")
+    (result,) = [r for r in wb.simulations(pid) if r.job_id == job_id]
+    assert len(result.points) == 2 * 2 * 3
+    summary = summarize(asdict(result), "accuracy")
     assert set(summary["curves"]) == {"random", "margin"}
     random_row = next(r for r in summary["table"] if r["strategy"] == "random")
     assert random_row["label_savings_vs_random"] == pytest.approx(0.0)
     assert all(len(c["se"]) == 3 for c in summary["curves"].values())
 
     # the Simulate page shows the curves, the savings table and the downloads of every point
-    from streamlit.testing.v1 import AppTest
-
     import os
+
+    from streamlit.testing.v1 import AppTest
 
     os.environ["WORKBENCH_HOME"], os.environ["WORKBENCH_DB_URL"] = str(settings.home), settings.db_url
     try:

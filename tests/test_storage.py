@@ -154,8 +154,8 @@ def test_a_relabel_replaces_and_its_undo_restores_the_previous_label(db: Databas
 
 def test_jobs_are_claimed_once_and_a_dead_workers_job_is_claimed_again(db: Database) -> None:
     with db.write() as s:
-        embed = jobs.enqueue(s, "embed", None)
-        select_job = jobs.enqueue(s, "select", None)
+        embed = jobs.enqueue(s, "embed", None, priority=10)
+        select_job = jobs.enqueue(s, "select", None, priority=0)
     with db.write() as s:
         first = jobs.claim(s, "w1")
     assert first.id == select_job.id  # selection is more urgent than embedding
@@ -180,21 +180,21 @@ def test_a_projects_jobs_wait_while_another_worker_embeds_it(db: Database) -> No
                                     training={}, strategy="random", strategy_params={}) for n in ("p", "q"))
         s.add_all([embedding, other])
         s.flush()
-        jobs.enqueue(s, "embed", embedding.id)
+        jobs.enqueue(s, "embed", embedding.id, priority=10)
     with db.write() as s:
         assert jobs.claim(s, "w1").kind == "embed"
     with db.write() as s:
-        train = jobs.enqueue(s, "train", embedding.id)
-        elsewhere = jobs.enqueue(s, "train", other.id)
+        train = jobs.enqueue(s, "train", embedding.id, priority=5)
+        elsewhere = jobs.enqueue(s, "train", other.id, priority=5)
     with db.write() as s:
-        assert jobs.claim(s, "w2").id == elsewhere.id  # not p's train job: p is being embedded
+        assert jobs.claim(s, "w2", waits_for_embed={"train"}).id == elsewhere.id  # not p's train job: p is being embedded
     with db.write() as s:
-        assert jobs.claim(s, "w3") is None
+        assert jobs.claim(s, "w3", waits_for_embed={"train"}) is None
     with db.write() as s:
         embed_job = s.scalars(select(Job).where(Job.kind == "embed")).one()
         jobs.finish(s, embed_job.id, "embedded")
     with db.write() as s:
-        assert jobs.claim(s, "w3").id == train.id
+        assert jobs.claim(s, "w3", waits_for_embed={"train"}).id == train.id
 
 
 def test_a_damaged_feature_file_is_refused(db: Database, tmp_path: Path) -> None:

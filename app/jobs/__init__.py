@@ -1,0 +1,1 @@
+"""The model worker's job handlers, one module per job kind (app.job_kinds lists them). Worker process only."""

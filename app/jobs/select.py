@@ -1,0 +1,165 @@
+"""The select job: fill a round's queue with the strategy's picks, from what the strategy reads (the latest head's
+predictions, features, labels so far; never gold labels)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.engine import Row
+
+from app import rounds, strategy_state
+from app.jobs.context import JobContext, align
+from app.jobs.features import ensure_features
+from app.jobs.heads import load_head
+from learners.embedding import standardize
+from learners.strategies import Selection, Strategy, StrategyInputs, get_strategy
+from storage import queue
+from storage.files import latest_artifacts, load_matrix, project_dir, save_matrix
+from storage.items import item_rows
+from storage.labels import current_labels, label_array
+from storage.models import Job, Project, QueueEntry, Round, utcnow
+
+Entry = tuple[int, str, float | None]  # (item id, arm, score)
+
+
+@dataclass
+class _RoundView:
+    """What a selection starts from, read in one transaction."""
+
+    round_: Round
+    project: Project
+    items: list[Row]
+    labels: dict
+    queued: set[int]
+    picked: int  # pool items picked in the round so far
+    open_now: int  # of which still open
+    strategy: Strategy
+
+    @property
+    def follow_up(self) -> bool:
+        """A sequential round's next picks, asked for after a label."""
+        return self.round_.state == "labeling" and self.strategy.sequential
+
+
+def select_round(job: Job, ctx: JobContext) -> str:
+    """Fill a round's queue. Batch strategies pick the whole round at once; sequential ones (GALAXY, DIRECT) keep
+    `SEQUENTIAL_LOOKAHEAD` picks ahead of the annotators, one more after each label, from all labels so far.
+
+    Idempotent: a rerun after the picks were stored finds the round labeling (a batch round: nothing to do) or
+    its lookahead full (a sequential round: a budget of 0), and the write refuses a round that changed meanwhile."""
+    view = _read(ctx, job)
+    if view.round_.state != "selecting" and not view.follow_up:
+        return f"round {view.round_.index} is {view.round_.state}; nothing to select"
+    budget = _budget(view)
+    entries = _eval_entries(view) if view.round_.index == 0 and not view.follow_up else []
+    candidates = np.flatnonzero([it.split == "pool" and _open(it.id, view) for it in view.items])
+    ids = np.array([it.id for it in view.items], dtype=np.int64)
+    inputs = _strategy_inputs(ctx, view, ids, candidates)
+    ctx.progress(0.5, f"{view.round_.strategy}: choosing {budget} of {len(candidates)}")
+    rng = np.random.default_rng([view.project.seed, view.round_.index, view.picked])
+    selection = view.strategy.select(inputs, budget, rng)
+    entries += [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
+    if not _store(ctx, job, view, entries, selection):
+        return f"round {view.round_.index} changed while selecting (another worker); nothing added"
+    return f"round {view.round_.index}: {len(entries)} items queued ({selection.note or view.round_.strategy})"
+
+
+def _read(ctx: JobContext, job: Job) -> _RoundView:
+    with ctx.db.read() as s:
+        round_ = s.get(Round, job.round_id)
+        project = s.get(Project, job.project_id)
+        picked, open_now = rounds.round_picks(s, round_.id)
+        strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
+        strategy_state.load_into(s, project.id, strategy)
+        return _RoundView(round_, project, item_rows(s, project.id), current_labels(s, project.id),
+                          queue.queued_item_ids(s, project.id), picked, open_now, strategy)
+
+
+def _open(item_id: int, view: _RoundView) -> bool:
+    """Neither labeled nor waiting in a queue."""
+    return item_id not in view.labels and item_id not in view.queued
+
+
+def _budget(view: _RoundView) -> int:
+    if view.strategy.sequential:
+        return max(0, min(rounds.SEQUENTIAL_LOOKAHEAD - view.open_now, view.project.round_size - view.picked))
+    return view.project.round_size
+
+
+def _eval_entries(view: _RoundView) -> list[Entry]:
+    """Round 0 queues the evaluation set first (the items of it not labeled or queued yet)."""
+    return [(it.id, "eval", None) for it in view.items if it.split == "eval" and _open(it.id, view)]
+
+
+def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], selection: Selection) -> bool:
+    """Queue the picks and save the strategy's state; False (nothing written) when the round changed meanwhile."""
+    with ctx.db.write() as s:
+        round_ = s.get(Round, job.round_id)
+        if rounds.round_picks(s, round_.id)[0] != view.picked or round_.state not in ("selecting", "labeling"):
+            return False
+        start = queue.next_position(s, round_.id)
+        for position, (item_id, arm, score) in enumerate(entries, start=start):
+            s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
+        strategy_state.save_from(s, view.project.id, view.strategy)
+        if not view.follow_up:
+            if entries:
+                rounds.start_labeling(round_, selection.note)
+            else:
+                rounds.end_without_picks(round_, selection.note)
+        elif not entries and view.open_now == 0:  # the pool ran out before the round was full
+            rounds.send_to_training(s, round_)
+    return True
+
+
+def _strategy_inputs(ctx: JobContext, view: _RoundView, ids: np.ndarray, candidates: np.ndarray) -> StrategyInputs:
+    """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
+    project, items, labels = view.project, view.items, view.labels
+    needs = view.strategy.needs | view.strategy.uses
+    inputs = StrategyInputs(candidates=candidates)
+    inputs.probs, inputs.previous_probs = _predictions(ctx, project, ids, previous="previous_probs" in needs)
+    labeled = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
+    inputs.labeled = labeled
+    inputs.multi_label = project.task == "multi_label"
+    inputs.labels = label_array([labels[items[i].id].value for i in labeled], len(project.classes), inputs.multi_label)
+    if needs & {"features", "penultimate"}:
+        features, feature_ids = ensure_features(ctx, project.id)
+        x = align(standardize(features)[0], feature_ids, ids)
+        inputs.features = x
+        head = load_head(ctx.db, project.id) if "penultimate" in needs else None
+        inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
+    inputs.step = view.picked
+    return inputs
+
+
+def _predictions(ctx: JobContext, project: Project, ids: np.ndarray,
+                 previous: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(P, P_prev) by pool position: the latest head's probabilities and those of the predictions saved before
+    them (the previous round's, for strategies that use `previous_probs`), both looked up by item id; an item P_prev does not know gets a NaN row.
+    A project started from a source head has no predictions before its first training: the source head's are
+    computed here and saved, so they also serve as the next round's P_prev."""
+    with ctx.db.read() as s:
+        artifacts = latest_artifacts(s, project.id, "predictions", limit=2)
+    if not artifacts:
+        source = _source_predictions(ctx, project, ids)
+        return (None, None) if source is None else (source, None)
+    current = align(*load_matrix(artifacts[0]), ids)
+    if not previous or len(artifacts) < 2:
+        return current, None
+    return current, align(*load_matrix(artifacts[1]), ids, missing_ok=True)
+
+
+def _source_predictions(ctx: JobContext, project: Project, ids: np.ndarray) -> np.ndarray | None:
+    head = load_head(ctx.db, project.id)
+    if head is None:
+        return None
+    features, feature_ids = ensure_features(ctx, project.id)
+    # The project's own feature statistics, as every head of the project sees them (a source head trained on
+    # another pool thus reads target features normalised to the target: a cheap form of adaptation).
+    x = standardize(features)[0]
+    if head.in_dim != x.shape[1]:
+        raise ValueError(f"the source head reads {head.in_dim} features, this project's backbone gives {x.shape[1]}")
+    probs = head.predict_proba(x)
+    with ctx.db.write() as s:
+        save_matrix(s, project_dir(ctx.home, project.id) / "models" / f"predictions-source-{utcnow():%Y%m%d%H%M%S%f}.npy",
+                    project_id=project.id, kind="predictions", matrix=probs, item_ids=feature_ids, meta={"source": True})
+    return align(probs, feature_ids, ids)
