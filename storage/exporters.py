@@ -1,4 +1,4 @@
-"""Export labels (CSV, JSONL, ImageFolder zip) and predictions.
+"""Export labels (CSV, JSONL, Parquet, ImageFolder zip) and predictions; the table of formats is app.exports.
 
 Spreadsheet formula guard: every text cell of a CSV we write that starts with one of = + - @ tab CR (which
 Excel, LibreOffice and Google Sheets could run as a formula) gets a leading apostrophe; so does a cell that
@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -117,6 +119,26 @@ def to_jsonl(rows: list[LabeledRow], multi_label: bool = False) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
+def to_parquet(rows: list[LabeledRow], multi_label: bool = False) -> bytes:
+    """A Parquet table with the JSONL's columns: path, label, split, annotator, labeled_at (a UTC timestamp).
+
+    `label` is a string column of class names (null when an item has no class); with `multi_label`, or when a
+    single-label project somehow holds several labels for an item, it is a list-of-strings column.
+    """
+    as_lists = multi_label or any(len(row.labels) > 1 for row in rows)
+    labels = [list(row.labels) if as_lists else (row.labels[0] if row.labels else None) for row in rows]
+    table = pa.table({
+        "path": pa.array([row.key for row in rows], pa.string()),
+        "label": pa.array(labels, pa.list_(pa.string()) if as_lists else pa.string()),
+        "split": pa.array([row.split for row in rows], pa.string()),
+        "annotator": pa.array([row.annotator for row in rows], pa.string()),
+        "labeled_at": pa.array([_utc(row.labeled_at) for row in rows], pa.timestamp("s", tz="UTC")),
+    })
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
 def read_csv_labels(data: bytes) -> list[dict[str, str]]:
     """Rows of a CSV we exported, as dicts keyed by column, with the formula guard removed."""
     reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
@@ -124,9 +146,13 @@ def read_csv_labels(data: bytes) -> list[dict[str, str]]:
 
 
 def _iso(moment: datetime) -> str:
+    return _utc(moment).isoformat(timespec="seconds")
+
+
+def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:  # the database stores naive UTC
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,6 +231,15 @@ def _unique_name(name: str, item_id: int, taken: set[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Predictions
+
+
+def unlabeled_predictions(session: Session, project_id: int, probs: np.ndarray,
+                          item_ids: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The keys and the rows of `probs` (one row per id of `item_ids`) of the items that have no current label."""
+    labeled = set(current_labels(session, project_id))
+    keys = dict(session.execute(select(Item.id, Item.key).where(Item.project_id == project_id)).all())
+    keep = np.array([int(i) not in labeled for i in item_ids], dtype=bool)
+    return [keys[int(i)] for i in item_ids[keep]], probs[keep]
 
 
 def predictions_csv(keys: list[str], probs: np.ndarray, classes: list[str], multi_label: bool = False) -> bytes:

@@ -1,14 +1,25 @@
-"""The CLI verbs in real subprocesses: import, worker --once, round close, export, status, and clear errors."""
+"""The CLI verbs in real subprocesses: import, worker --once, round close, export, status, and clear errors; and
+`app.cli.main` in-process for the errors of each layer (a missing image in a zip export, a locked database)."""
 from __future__ import annotations
 
 import csv
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from PIL import Image
+
+from app import cli
+from app.settings import Settings
+from app.workbench import ProjectConfig, Workbench
+from app.worker import Worker
+from storage import db as storage_db
+from storage.db import sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,9 +45,6 @@ def test_cli_import_label_free_round_close_and_export(tmp_path: Path) -> None:
     status = run(["status", "shapes"], env).stdout
     assert '"state": "labeling"' in status and '"pending": 5' in status
 
-    from app.settings import Settings
-    from app.workbench import Workbench
-
     wb = Workbench(Settings(home=home, db_url=env["WORKBENCH_DB_URL"]))
     for _ in range(3):
         task = wb.next_task(1, "cli-test")
@@ -56,3 +64,53 @@ def test_cli_import_label_free_round_close_and_export(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "nowhere: no such file or folder" in bad.stderr
     bad = run(["export", "nosuch"], env, check=False)
     assert bad.returncode == 2 and "no project named 'nosuch'" in bad.stderr
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty workbench home (real SQLite) that `app.cli.main` and `Settings.from_env` use."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url(home / "workbench.sqlite"))
+    return home
+
+
+def test_a_missing_image_in_a_zip_export_is_one_error_line(home: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    wb = Workbench(Settings.from_env())
+    pid = wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+    worker = Worker(device="cpu")
+    while worker.run_once():  # embeds the digits and queues round 0
+        pass
+    keys = []
+    for _ in range(3):
+        task = wb.next_task(pid, "cli-test")
+        wb.submit(pid, task.entry_id, "cli-test", [int(task.key.split("/")[0])])
+        keys.append(task.key)
+
+    assert cli.main(["export", "Demo digits", "--format", "parquet", "--out", str(tmp_path / "labels.parquet")]) == 0
+    assert list(pd.read_parquet(tmp_path / "labels.parquet")["path"]) == keys
+    (Path(wb.project(pid).data_root) / keys[1]).unlink()
+    capsys.readouterr()
+
+    assert cli.main(["export", "Demo digits", "--format", "zip", "--out", str(tmp_path / "labels.zip")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{keys[1]}: cannot read the image for export" in err
+    assert not (tmp_path / "labels.zip").exists()
+
+
+def test_a_locked_database_is_one_error_line(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    Workbench(Settings.from_env()).db.dispose()  # the schema exists
+    monkeypatch.setattr(storage_db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    lock = sqlite3.connect(home / "workbench.sqlite")
+    lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        assert cli.main(["round", "close", "nosuch"]) == 2
+    finally:
+        lock.rollback()
+        lock.close()
+    err = capsys.readouterr().err
+    assert err.startswith("error: the database sqlite:///") and "is busy or unavailable" in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,4 +1,4 @@
-"""Exporters: labels from a real SQLite database, read back from CSV, JSONL and the ImageFolder zip."""
+"""Exporters: labels from a real SQLite database, read back from CSV, JSONL, Parquet and the ImageFolder zip."""
 from __future__ import annotations
 
 import csv
@@ -6,12 +6,18 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
+from app.exports import FORMATS
 from storage.db import Database
 from storage.exporters import (
     labeled_rows,
@@ -21,6 +27,7 @@ from storage.exporters import (
     to_csv,
     to_imagefolder_zip,
     to_jsonl,
+    to_parquet,
 )
 from storage.importers import read_manifest
 from storage.models import Annotation, Item, Project
@@ -125,6 +132,50 @@ def test_jsonl_round_trip(labeled, tmp_path: Path) -> None:  # noqa: ANN001
     result = read_manifest(manifest, data_root=root, classes=TRICKY_CLASSES)
     assert [(i.key, [TRICKY_CLASSES[g] for g in i.gold], i.split) for i in result.items] == [
         (row.key, row.labels, row.split) for row in rows]
+
+
+def _current_labels_from_the_database(db: Database, project_id: int) -> list[tuple]:
+    """(key, class names, split, annotator, labeled_at in UTC) of each item's latest unretracted label, read from the
+    annotation table itself, in label order."""
+    with db.read() as s:
+        project = s.get(Project, project_id)
+        keys = {item.id: (item.key, item.split) for item in s.scalars(select(Item).where(Item.project_id == project_id))}
+        annotations = list(s.scalars(select(Annotation).where(Annotation.project_id == project_id).order_by(Annotation.id)))
+        classes = list(project.classes)
+    retracted = {a.replaces_id for a in annotations if a.kind == "retract"}
+    latest = {a.item_id: a for a in annotations if a.kind == "label" and a.id not in retracted}
+    return [(keys[a.item_id][0], [classes[v] for v in a.value], keys[a.item_id][1], a.annotator,
+             a.created_at.replace(tzinfo=timezone.utc, microsecond=0))
+            for a in sorted(latest.values(), key=lambda a: a.id)]
+
+
+def test_parquet_export_holds_the_labels_of_the_database(labeled) -> None:  # noqa: ANN001
+    db, project_id, _, _ = labeled
+    expected = _current_labels_from_the_database(db, project_id)
+    for task in ("multi_label", "single_label"):
+        with db.write() as s:
+            s.get(Project, project_id).task = task
+        with db.read() as s:
+            data = FORMATS["parquet"].write(s, s.get(Project, project_id))  # the table's row, as Workbench.export runs it
+        table = pq.read_table(io.BytesIO(data))
+        assert table.column_names == ["path", "label", "split", "annotator", "labeled_at"]
+        # A list column for multi-label projects, and for a single-label one that somehow holds two labels (multi.png).
+        assert table.schema.field("label").type == pa.list_(pa.string())
+        frame = pd.read_parquet(io.BytesIO(data))
+        got = [(r.path, list(r.label), r.split, r.annotator, r.labeled_at.to_pydatetime()) for r in frame.itertuples()]
+        assert got == expected
+        assert "🐱 emoji" in {name for _, names, *_ in got for name in names}
+
+
+def test_parquet_label_column_is_text_for_single_labels(labeled) -> None:  # noqa: ANN001
+    db, project_id, _, _ = labeled
+    with db.read() as s:
+        rows = [row for row in labeled_rows(s, project_id) if len(row.labels) == 1]
+    table = pq.read_table(io.BytesIO(to_parquet(rows)))
+    assert table.schema.field("label").type == pa.string()
+    assert table.column("label").to_pylist() == [row.labels[0] for row in rows]
+    assert table.column("path").to_pylist() == [row.key for row in rows]
+    assert pq.read_table(io.BytesIO(to_parquet(rows[:1], multi_label=True))).column("label").to_pylist() == [rows[0].labels]
 
 
 def test_imagefolder_zip_round_trip(labeled, tmp_path: Path) -> None:  # noqa: ANN001
