@@ -1,16 +1,14 @@
-"""Entry point of the web UI (`streamlit run streamlit_app.py`): navigation over the pages in app/pages/."""
+"""Entry point of the web UI (`streamlit run streamlit_app.py`): navigation over the pages of app/page_table.py,
+each run inside the frame that turns its refusals and database faults into worded messages."""
 import streamlit as st
+
+from app import ui
+from app.page_table import PAGES
 
 st.set_page_config(page_title="Labeling workbench", page_icon=":material/label:", layout="wide")
 
 navigation = st.navigation(
-    [
-        st.Page("app/pages/projects.py", title="Projects", icon=":material/folder_open:", url_path="projects"),
-        st.Page("app/pages/label.py", title="Label", icon=":material/label:", url_path="label"),
-        st.Page("app/pages/rounds.py", title="Rounds", icon=":material/autorenew:", url_path="rounds"),
-        st.Page("app/pages/dashboard.py", title="Dashboard", icon=":material/monitoring:", url_path="dashboard"),
-        st.Page("app/pages/simulate.py", title="Simulate", icon=":material/science:", url_path="simulate"),
-        st.Page("app/pages/export.py", title="Export", icon=":material/download:", url_path="export"),
-    ]
+    [st.Page(spec.file, title=spec.title, icon=spec.icon, url_path=spec.url_path) for spec in PAGES]
 )
-navigation.run()
+with ui.worded_errors():
+    navigation.run()

@@ -5,28 +5,34 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
-from learners.ssl_config import METHOD_NAMES
+from app.exports import FORMATS
+from app.launcher import start
+from app.settings import Settings
+from app.workbench import ProjectConfig, Workbench, WorkbenchError
+from app.worker import Worker
+from learners.catalog import HEAD_KINDS, METHOD_NAMES, METRIC_NAMES, TASK_METRICS, WARM_START_METHODS
+from learners.efficiency import summarize
+from learners.errors import LearnerError
+from learners.strategies import available_strategies, strategy_class
+from storage.errors import StorageError
 
 
-def _workbench():
-    from app.workbench import Workbench
-
+def _workbench() -> Workbench:
     return Workbench()
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from app.launcher import start
-
     return start(port=args.port, workers=args.workers, demo=not args.no_demo)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from app.worker import Worker
-
     worker = Worker(device=args.device)
     if args.once:
         while worker.run_once():
@@ -37,8 +43,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from app.workbench import ProjectConfig
-
     wb = _workbench()
     bar = tqdm(total=100, desc="import", unit="%")
 
@@ -53,7 +57,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         head={"kind": args.head},
         training={"ssl": args.ssl, "view_flip": not args.no_flip, **({"warm_start": True} if args.warm_start else {})},
         strategy=args.strategy,
-        strategy_params=json.loads(args.strategy_params) if args.strategy_params else {},
+        strategy_params=_strategy_params(args.strategy, args.strategy_params, args.param),
         source_head=args.source_head,
         task="multi_label" if args.multi_label or args.source == "demo-tags" else "single_label",
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
@@ -72,7 +76,10 @@ def cmd_round(args: argparse.Namespace) -> int:
     wb = _workbench()
     pid = wb.project_id(args.project)
     if args.action == "start":
-        print(f"round {wb.start_round(pid, args.strategy)} started")
+        params = None
+        if args.strategy_params or args.param:
+            params = _strategy_params(args.strategy or wb.project(pid).strategy, args.strategy_params, args.param)
+        print(f"round {wb.start_round(pid, args.strategy, params)} started")
     else:
         print(f"round {wb.close_round(pid)} closed; training queued")
     if args.wait:
@@ -80,24 +87,55 @@ def cmd_round(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategy_params(strategy: str, as_json: str | None, pairs: list[str]) -> dict:
+    """--strategy-params (a JSON object) with each --param NAME=VALUE on top, typed from the strategy's declared
+    parameters; the values are checked again when the project or round is created."""
+    try:
+        params = json.loads(as_json) if as_json else {}
+        declared = {param.name: param for param in strategy_class(strategy).params}
+        if not isinstance(params, dict):
+            raise ValueError(f"--strategy-params must be a JSON object, got {as_json}")
+        for pair in pairs:
+            name, equals, text = pair.partition("=")
+            if not equals or name not in declared:
+                raise ValueError(f"--param {pair!r}: write NAME=VALUE with NAME one of strategy {strategy!r}'s "
+                                 f"parameters ({', '.join(declared) or 'it has none'})")
+            try:
+                params[name] = declared[name].parse(text)
+            except ValueError as error:
+                raise ValueError(f"strategy {strategy!r}: {error}") from None
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise WorkbenchError(str(error)) from error
+    return params
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    for name in available_strategies():
+        cls = strategy_class(name)
+        traits = [f"reads {', '.join(sorted(cls.needs)) or 'nothing'}", "multi-label" if cls.supports_multi_label
+                  else "multi-class only", *(["sequential"] if cls.sequential else [])]
+        print(f"{name} ({'; '.join(traits)})")
+        for param in cls.params:
+            print(f"  --param {param.describe()}")
+    return 0
+
+
 def _wait_for_jobs(wb, pid: int) -> None:
     bar = tqdm(total=100, desc="jobs", unit="%")
     while True:
-        active = wb.status(pid)["jobs"]
+        active = wb.status(pid).jobs
         if not active:
             break
         job = active[0]
-        bar.n = int(job["progress"] * 100)
-        bar.set_description(f"{job['kind']} #{job['id']}")
-        bar.set_postfix_str(job["message"][-40:])
+        bar.n = int(job.progress * 100)
+        bar.set_description(f"{job.kind} #{job.id}")
+        bar.set_postfix_str(job.message[-40:])
         bar.refresh()
         time.sleep(0.5)
     bar.close()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from app.simulation import summarize
-
     wb = _workbench()
     pid = wb.project_id(args.project)
     job_id = wb.start_simulation(
@@ -107,12 +145,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     _wait_for_jobs(wb, pid)
-    result = next((r for r in wb.simulations(pid) if r["job_id"] == job_id), None)
+    result = next((r for r in wb.simulations(pid) if r.job_id == job_id), None)
     if result is None:
         failed = [j.error for j in wb.failed_jobs(pid) if j.id == job_id]
         print(f"error: simulation failed: {failed}", file=sys.stderr)
         return 1
-    for row in summarize(result, args.metric)["table"]:
+    for row in summarize(asdict(result), args.metric)["table"]:
         print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return 0
 
@@ -130,8 +168,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     wb = _workbench()
     projects = [wb.project_id(args.project)] if args.project else [p.id for p in wb.projects()]
     for pid in projects:
-        print(json.dumps(wb.status(pid), indent=2, default=str))
+        print(json.dumps(asdict(wb.status(pid)), indent=2, default=str))
     return 0
+
+
+def _strategy_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--strategy", default=default, help="a strategy name (`python -m app strategies` lists them)")
+    p.add_argument("--strategy-params", default=None, help="the strategy's parameters as a JSON object")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="one strategy parameter, typed as the strategy declares it (lists: comma-separated); "
+                        "repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,15 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each item takes any set of tags (manifest: a JSON list, or ';'-separated names in CSV)")
     p.add_argument("--name", required=True)
     p.add_argument("--backbone", default="pixels", help="pixels, timm/<model>, or a JSON spec")
-    p.add_argument("--head", default="linear", choices=["linear", "mlp", "bottleneck"])
-    p.add_argument("--strategy", default="margin", help="e.g. margin, tailor, lftl (see the Projects page)")
-    p.add_argument("--strategy-params", default=None, help='JSON, e.g. \'{"arms": ["margin", "galaxy*"]}\' for tailor')
+    p.add_argument("--head", default="linear", choices=list(HEAD_KINDS))
+    _strategy_arguments(p, default="margin")
     p.add_argument("--ssl", default="none", choices=METHOD_NAMES,
                    help="semi-supervised training")
     p.add_argument("--source-head", default=None,
                    help="a head file (.safetensors) exported from another project with the same backbone and classes: "
-                        "it chooses round 0 and, with --warm-start or lftl_vpa, training starts from it")
-    p.add_argument("--warm-start", action="store_true", help="each training starts from the latest head (lftl_vpa: always)")
+                        f"it chooses round 0 and, with --warm-start or {'/'.join(WARM_START_METHODS)}, training starts from it")
+    p.add_argument("--warm-start", action="store_true", help=f"each training starts from the latest head ({'/'.join(WARM_START_METHODS)}: always)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmented views (digits, text)")
     p.add_argument("--round-size", type=int, default=10)
     p.add_argument("--eval-size", type=int, default=10)
@@ -175,13 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("round", help="start or close a round")
     p.add_argument("action", choices=["start", "close"])
     p.add_argument("project")
-    p.add_argument("--strategy", default=None)
+    _strategy_arguments(p, default=None)
     p.add_argument("--wait", action="store_true", help="wait for the worker's jobs, with a progress bar")
     p.set_defaults(func=cmd_round)
 
-    p = sub.add_parser("export", help="export labels (csv, jsonl, zip), predictions, or the trained head")
+    p = sub.add_parser("export", help=f"export the labels, the predictions or the trained head ({', '.join(FORMATS)})")
     p.add_argument("project")
-    p.add_argument("--format", default="csv", choices=["csv", "jsonl", "zip", "predictions", "head"])
+    p.add_argument("--format", default="csv", choices=list(FORMATS),
+                   help=" ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_export)
 
@@ -191,10 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5, help="rounds after the random seed round")
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "macro_f1", "mAP", "micro_f1"],
-                   help="mAP, macro_f1 or micro_f1 for multi-label projects")
+    p.add_argument("--metric", default="accuracy", choices=list(METRIC_NAMES),
+                   help=f"{', '.join(TASK_METRICS['multi_label'])} for multi-label projects")
     p.add_argument("--wait", action="store_true", help="wait with a progress bar, then print the summary")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("strategies", help="list the selection strategies with their parameters")
+    p.set_defaults(func=cmd_strategies)
 
     p = sub.add_parser("status", help="show projects, rounds and jobs")
     p.add_argument("project", nargs="?")
@@ -203,12 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a verb; a worded refusal of any layer, or a database that cannot be reached, is one `error:` line and
+    exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
-    from app.workbench import WorkbenchError
-    from storage.importers import ImportProblem
-
     try:
         return args.func(args)
-    except (WorkbenchError, ImportProblem) as exc:
+    except (WorkbenchError, StorageError, LearnerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OperationalError as exc:
+        database = make_url(Settings.from_env().db_url).render_as_string(hide_password=True)
+        print(f"error: the database {database} is busy or unavailable ({exc.orig}); try again in a moment",
+              file=sys.stderr)
+    return 2

@@ -1,31 +1,77 @@
-"""Pieces shared by the Streamlit pages: the cached Workbench, access tokens (sign-in), the sidebar (project
-picker, annotator name), one-shot messages that survive a rerun, and job progress bars.
+"""Pieces shared by the Streamlit pages: the page frame (`open_page`: access, sidebar, title, project; and
+`worded_errors`), the cached Workbench, access tokens (sign-in), the sidebar (project picker, annotator name),
+one-shot messages that survive a rerun, and job progress bars.
 
 The pages only call `Workbench` verbs; no SQL, no model code and no torch here.
 """
 from __future__ import annotations
 
 import hmac
+import logging
+import stat
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import streamlit as st
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 
+from app.page_table import page
+from app.read_models import JobView
 from app.settings import Settings
-from app.workbench import Workbench
+from app.workbench import Workbench, WorkbenchError
+from learners.errors import LearnerError
+from storage.errors import StorageError
+from storage.importers import check_image
 
 DEFAULT_ANNOTATOR = "annotator-1"
 POLL_SECONDS = 1.5  # how often a page refreshes itself while the worker is busy
 MIN_IMAGE_SIDE = 384  # small images (the 8x8 demo digits) are enlarged to about this size, keeping hard pixel edges
 
-PAGES = {
-    "projects": "app/pages/projects.py",
-    "label": "app/pages/label.py",
-    "rounds": "app/pages/rounds.py",
-    "dashboard": "app/pages/dashboard.py",
-    "export": "app/pages/export.py",
-}
+_log = logging.getLogger(__name__)
+
+
+# ----- the page frame ---------------------------------------------------------------------------------------------
+def open_page(url_path: str, needs_project: bool = True) -> tuple[Workbench, int | None, str]:
+    """The opening of every page, from its row in app/page_table.py: the sign-in box (and nothing else) unless this
+    session holds the page's role, then the sidebar and the title; with `needs_project` the page stops with a
+    pointer to the Projects page while there is no project. Returns (workbench, project id, annotator)."""
+    spec = page(url_path)
+    require_access(spec.role)
+    wb = get_workbench()
+    project_id, annotator = sidebar(wb)
+    st.title(spec.title)
+    if needs_project:
+        project_id = require_project(project_id)
+    return wb, project_id, annotator
+
+
+@contextmanager
+def worded_errors() -> Iterator[None]:
+    """Show a refusal or fault raised while a page runs as a plain sentence (st.error), never a traceback or SQL."""
+    try:
+        yield
+    except OperationalError as error:
+        _log.warning("database error on a page: %s", error)  # the operator's log keeps the details
+        st.error(database_problem(error))
+    except (WorkbenchError, StorageError, LearnerError) as error:
+        st.error(str(error))
+
+
+def database_problem(error: OperationalError) -> str:
+    """What a user is told when the database refuses (locked by another writer) or cannot be reached."""
+    if "locked" in str(error.orig).lower():
+        return "The database is busy: another process holds its lock. Nothing was changed; try again in a moment."
+    return ("The database cannot be reached right now. Nothing was changed; check that it is running and that "
+            "WORKBENCH_DB_URL points at it, then reload the page.")
+
+
+def page_link(url_path: str, label: str, icon: str | None = None) -> None:
+    """A link to a page of the table (its own icon unless another is given)."""
+    spec = page(url_path)
+    st.page_link(spec.file, label=label, icon=icon or spec.icon)
 
 
 # ----- the workbench ----------------------------------------------------------------------------------------------
@@ -123,8 +169,9 @@ def sign_out() -> None:
 def require_access(role: str, what: str | None = None) -> None:
     """Stop the page (or the rest of it) with a sign-in box unless this session may open what is meant for `role`.
 
-    Call it at the top of a page, before the sidebar, so a visitor without a token sees the sign-in box and
-    nothing else; call it again before an admin-only part of a page, naming that part in `what`. A `?token=...`
+    `open_page` calls it first with the page's role (from app/page_table.py), so a visitor without a token sees
+    the sign-in box and nothing else; a page calls it again before an admin-only part, naming that part in
+    `what`. A `?token=...`
     in the link is taken (and removed from the link) first. Without any token configured it does nothing.
     """
     settings = Settings.from_env()
@@ -218,7 +265,7 @@ def require_project(project_id: int | None) -> int:
     """Stop the page with a pointer to the Projects page when no project exists yet."""
     if project_id is None:
         st.info("There is no project yet.")
-        st.page_link(PAGES["projects"], label="Create one on the Projects page", icon=":material/add:")
+        page_link("projects", "Create one on the Projects page", icon=":material/add:")
         st.stop()
     return project_id
 
@@ -235,16 +282,37 @@ def show_flash() -> None:
 
 
 # ----- jobs -------------------------------------------------------------------------------------------------------
-def job_line(job: dict) -> str:
-    return f"{job['kind']} job {job['id']} ({job['state']}): {job['message'] or ''}"
+def job_line(job: JobView) -> str:
+    return f"{job.kind} job {job.id} ({job.state}): {job.message}"
 
 
-def show_jobs(jobs: list[dict]) -> None:
-    """A progress bar per active job (dicts as in `Workbench.status(...)['jobs']`)."""
+def show_jobs(jobs: list[JobView]) -> None:
+    """A progress bar per active job (as in `Workbench.status(...).jobs`)."""
     for job in jobs:
-        st.progress(min(max(float(job["progress"] or 0.0), 0.0), 1.0), text=job_line(job))
-    if any(job["state"] == "queued" for job in jobs) and not any(job["state"] == "running" for job in jobs):
+        st.progress(min(max(job.progress, 0.0), 1.0), text=job_line(job))
+    if any(job.state == "queued" for job in jobs) and not any(job.state == "running" for job in jobs):
         st.caption("Queued jobs wait for a model worker: `python -m app worker` (or `python -m app start`).")
+
+
+def failed_job(wb: Workbench, job: JobView) -> None:
+    """A failed job's error and its Retry button, which only an admin session may press."""
+    round_text = "" if job.round_index is None else f" (round {job.round_index})"
+    with st.container(border=True):
+        st.error(f"{job.kind} job {job.id}{round_text} failed: {job.error}")
+        st.button("Retry", key=f"retry_{job.id}", on_click=_retry, args=(wb, job), disabled=not has_access("admin"))
+
+
+def _retry(wb: Workbench, job: JobView) -> None:
+    what = f"{job.kind} job {job.id}"
+    if not has_access("admin"):  # a disabled button is only drawn so: the rule is kept here
+        flash("error", f"Retry {what}: needs the admin token")
+        return
+    try:
+        new_id = wb.retry_job(job.id)
+    except WorkbenchError as error:
+        flash("error", f"Retry {what}: {error}")
+    else:
+        flash("success", f"{what} queued again as job {new_id}")
 
 
 # ----- labeling keys ----------------------------------------------------------------------------------------------
@@ -272,10 +340,6 @@ def shortcut_keys(classes: list[str]) -> list[str | None]:
 def image_problem(path: Path, data_root: str | Path) -> str | None:
     """What makes an item's file unfit to show now (it was checked at import, but files can change since):
     a path leaving the data root, not a regular file, not a readable image, a decompression bomb; else None."""
-    import stat
-
-    from storage.importers import check_image
-
     try:
         real = Path(path).resolve()
         if not real.is_relative_to(Path(data_root).resolve()):
@@ -296,14 +360,6 @@ def load_for_display(path: Path) -> Image.Image:
         factor = max(1, MIN_IMAGE_SIDE // side)
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     return image
-
-
-# The eval-set metrics a task is judged on, with their display names (first: the headline).
-TASK_METRICS = {
-    "single_label": {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"},
-    "multi_label": {"mAP": "mAP", "macro_f1": "macro F1", "micro_f1": "micro F1"},
-}
-METRIC_NAMES = {**TASK_METRICS["single_label"], **TASK_METRICS["multi_label"]}
 
 
 def pct(value: float | None) -> str:

@@ -1,6 +1,6 @@
 """The verbs of the workbench: create a project, start and close rounds, label, skip, undo, export.
 
-Everything a page or the CLI does goes through here; the model work itself happens in the worker (app.tasks).
+Everything a page or the CLI does goes through here; the model work itself happens in the worker (app.jobs).
 """
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
+from app import job_kinds, read_models, strategy_state
+from app.exports import FORMATS, refusal
 from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
-from storage import exporters, importers, jobs, queue, source_heads
+from learners.catalog import METHOD_NAMES, MULTI_LABEL_METHODS, SSLConfig
+from learners.strategies import Panel, available_strategies, get_strategy, strategy_class
+from storage import importers, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
-from storage.files import DamagedFile, latest_artifact, load_matrix, load_tensors, project_dir, save_tensors
+from storage.files import DamagedFile, latest_artifact, load_matrix, project_dir, save_tensors
 from storage.labels import current_labels
 from storage.models import Annotation, Item, Job, Project, QueueEntry, Round, utcnow
+from storage.rounds import project_rounds
 
 DEMO_PROJECT = "Demo digits"
 DEFAULT_BACKBONE = {"name": "pixels", "image_size": 16}
@@ -41,7 +46,7 @@ class ProjectConfig:
     auto_next_round: bool = True
     seed: int = 0
     task: str = "single_label"
-    source_head: str | None = None  # a head file exported from another project: it chooses round 0 (LFTL)
+    source_head: str | None = None  # a head file exported from another project: it chooses round 0
     classes: list[str] | None = None  # class names in order; needed for unlabeled images (a flat folder)
 
 
@@ -112,7 +117,7 @@ class Workbench:
             importers.store_import(s, project.id, result, eval_size=config.eval_size, seed=config.seed)
             if head_file is not None:
                 self._store_source_head(s, project, *head_file)
-            jobs.enqueue(s, "embed", project.id)
+            job_kinds.enqueue(s, "embed", project.id)
             open_round(s, project)
             return project.id
 
@@ -192,7 +197,7 @@ class Workbench:
     # ----- rounds -------------------------------------------------------------------------------------------------
     def rounds(self, project_id: int) -> list[Round]:
         with self.db.read() as s:
-            return list(s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index)))
+            return project_rounds(s, project_id)
 
     def current_round(self, project_id: int) -> Round | None:
         with self.db.read() as s:
@@ -223,7 +228,7 @@ class Workbench:
     def retrain(self, project_id: int) -> int:
         """Retrain on demand on the labels so far, without closing the round."""
         with self.db.write() as s:
-            return jobs.enqueue(s, "train", project_id, None, {"on_demand": True}).id
+            return job_kinds.enqueue(s, "train", project_id, None, {"on_demand": True}).id
 
     # ----- labeling -----------------------------------------------------------------------------------------------
     def next_task(self, project_id: int, annotator: str) -> Task | None:
@@ -283,9 +288,7 @@ class Workbench:
 
     def _is_sequential(self, strategy: str) -> bool:
         if strategy not in self._sequential:
-            from learners.strategies import get_strategy
-
-            self._sequential[strategy] = get_strategy(strategy).sequential
+            self._sequential[strategy] = strategy_class(strategy).sequential
         return self._sequential[strategy]
 
     def undo(self, project_id: int, annotator: str) -> Annotation | None:
@@ -301,14 +304,10 @@ class Workbench:
             return {k: v.value for k, v in current_labels(s, project_id, split).items()}
 
     # ----- model outputs ------------------------------------------------------------------------------------------
-    def guess(self, project_id: int, item_id: int) -> list[tuple[int, float]] | None:
-        """What the latest head says of the item, or None before the first training: [(class, probability)] for
-        its top class, or (multi-label) every tag at 0.5 or more, most likely first ([] means none of them)."""
-        with self.db.read() as s:
-            artifact = latest_artifact(s, project_id, "predictions")
-        return self._guess(artifact, item_id, self._fixed(project_id)["task"])
-
     def _guess(self, artifact, item_id: int, task: str) -> list[tuple[int, float]] | None:
+        """What the latest head (its predictions `artifact`) says of the item, or None before the first training:
+        [(class, probability)] for its top class, or (multi-label) every tag at 0.5 or more, most likely first
+        ([] means none of them)."""
         if artifact is None:
             return None
         if artifact.id not in self._predictions_cache:
@@ -333,133 +332,52 @@ class Workbench:
             artifact = latest_artifact(s, project_id, "predictions")
         return None if artifact is None else load_matrix(artifact)
 
-    # ----- jobs and status ----------------------------------------------------------------------------------------
-    def jobs(self, project_id: int, limit: int = 20) -> list[Job]:
+    # ----- read models for pages and the CLI (app.read_models) --------------------------------------------------
+    def status(self, project_id: int) -> read_models.ProjectStatus:
+        return read_models.project_status(self.db, project_id)
+
+    def chart_data(self, project_id: int) -> list[read_models.ChartPoint]:
+        return read_models.chart_points(self.db, project_id)
+
+    def round_table(self, project_id: int) -> list[read_models.RoundRow]:
+        return read_models.round_table(self.db, project_id)
+
+    def jobs(self, project_id: int, limit: int = 20) -> list[read_models.JobView]:
+        return read_models.recent_jobs(self.db, project_id, limit)
+
+    def failed_jobs(self, project_id: int) -> list[read_models.JobView]:
+        return read_models.failed_jobs(self.db, project_id)
+
+    def has_predictions(self, project_id: int) -> bool:
+        return read_models.has_predictions(self.db, project_id)
+
+    def simulations(self, project_id: int) -> list[read_models.SimulationResult]:
+        return read_models.simulations(self.db, project_id)
+
+    def strategy_panels(self, project_id: int) -> list[Panel]:
+        """The dashboard panels of the project's stateful strategies (app.strategy_state.panels)."""
         with self.db.read() as s:
-            return jobs.recent_jobs(s, project_id, limit)
-
-    def status(self, project_id: int) -> dict:
-        with self.db.read() as s:
-            project = s.get(Project, project_id)
-            splits = dict(
-                s.execute(select(Item.split, func.count()).where(Item.project_id == project_id).group_by(Item.split)).all()
-            )
-            labels = current_labels(s, project_id)
-            items_split = dict(s.execute(select(Item.id, Item.split).where(Item.project_id == project_id)).all())
-            round_ = s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
-            counts = queue.round_counts(s, round_.id) if round_ else {}
-            active = jobs.active_jobs(s, project_id)
-        return {
-            "project": project.name,
-            "classes": project.classes,
-            "items": splits,
-            "labeled_pool": sum(1 for i in labels if items_split.get(i) == "pool"),
-            "labeled_eval": sum(1 for i in labels if items_split.get(i) == "eval"),
-            "round": None if round_ is None else {"index": round_.index, "state": round_.state, "strategy": round_.strategy, "queue": counts},
-            "jobs": [{"id": j.id, "kind": j.kind, "state": j.state, "progress": j.progress, "message": j.message} for j in active],
-        }
-
-    def chart_data(self, project_id: int) -> list[dict]:
-        """One point per finished round: labels spent (pool) and the eval-set metrics after that round's training."""
-        points = []
-        for r in self.rounds(project_id):
-            if r.state == "done" and r.metrics:
-                m = r.metrics
-                points.append(
-                    {
-                        "round": r.index,
-                        "strategy": r.strategy,
-                        "labels": m.get("labels"),
-                        "accuracy": m.get("accuracy"),
-                        "balanced_accuracy": m.get("balanced_accuracy"),
-                        "macro_f1": m.get("macro_f1"),
-                        "mAP": m.get("mAP"),
-                        "micro_f1": m.get("micro_f1"),
-                        "eval_n": m.get("n"),
-                        "labels_per_class": m.get("labels_per_class"),
-                    }
-                )
-        return points
-
-    def tailor_panel(self, project_id: int) -> dict | None:
-        """TAILOR's arms for the dashboard (app.tailor_state.panel), or None if TAILOR has not chosen a round."""
-        from app import tailor_state
-
-        with self.db.read() as s:
-            return tailor_state.panel(s, s.get(Project, project_id))
+            return strategy_state.panels(s, s.get(Project, project_id))
 
     # ----- export -------------------------------------------------------------------------------------------------
     def export(self, project_id: int, fmt: str) -> tuple[str, bytes]:
-        """(file name, bytes) of an export: csv, jsonl, zip (ImageFolder), predictions (CSV) or head (the latest
-        trained head as a .safetensors file that can start another project)."""
+        """(file name, bytes) of an export in format `fmt`, a name in app.exports.FORMATS (labels as csv, jsonl,
+        parquet or an ImageFolder zip, predictions (CSV), or the latest trained head as a .safetensors file)."""
+        if fmt not in FORMATS:
+            raise WorkbenchError(f"unknown export format {fmt!r} ({', '.join(FORMATS)})")
+        export_format = FORMATS[fmt]
         project = self.project(project_id)
+        refused = refusal(export_format, project.task)
+        if refused:
+            raise WorkbenchError(refused)
         slug = "".join(c if c.isalnum() else "_" for c in project.name).strip("_") or f"project{project_id}"
         with self.db.read() as s:
-            if fmt == "head":
-                artifact = latest_artifact(s, project_id, "head")
-                if artifact is None:
-                    raise WorkbenchError("no trained head yet: a head exists after the first round closes")
-                arrays, metadata = load_tensors(artifact)
-                return f"{slug}_head.safetensors", source_heads.head_file_bytes(
-                    arrays, metadata, classes=project.classes, task=project.task, project_name=project.name)
-            rows = exporters.labeled_rows(s, project_id)
-            if fmt == "csv":
-                return f"{slug}_labels.csv", exporters.to_csv(rows)
-            if fmt == "jsonl":
-                return f"{slug}_labels.jsonl", exporters.to_jsonl(rows, multi_label=project.task == "multi_label")
-            if fmt == "zip" and project.task == "multi_label":
-                raise WorkbenchError("an ImageFolder zip holds one class folder per image, so it cannot hold tags; "
-                                     "multi-label projects export CSV (tags joined by ';') or JSONL (lists of tags)")
-            if fmt == "zip":
-                return f"{slug}_imagefolder.zip", exporters.to_imagefolder_zip(rows, Path(project.data_root))
-            if fmt == "predictions":
-                labeled = set(current_labels(s, project_id))
-                keys = dict(s.execute(select(Item.id, Item.key).where(Item.project_id == project_id)).all())
-        if fmt != "predictions":
-            raise WorkbenchError(f"unknown export format {fmt!r} (csv, jsonl, zip, predictions, head)")
-        pred = self.predictions(project_id)
-        if pred is None:
-            raise WorkbenchError("no trained model yet: predictions exist after the first round closes")
-        probs, ids = pred
-        keep = np.array([int(i) not in labeled for i in ids], dtype=bool)
-        return (
-            f"{slug}_predictions.csv",
-            exporters.predictions_csv([keys[int(i)] for i in ids[keep]], probs[keep], list(project.classes),
-                                      multi_label=project.task == "multi_label"),
-        )
+            return f"{slug}{export_format.file_suffix}", export_format.write(s, project)
 
     # ----- for the web UI (appended) --------------------------------------------------------------------------------
     def strategy_names(self) -> list[str]:
-        """Names of the registered selection strategies. Importing the registry loads torch (strategies/base.py)."""
-        from learners.strategies import available_strategies
-
+        """Names of the registered selection strategies (listing them loads numpy only, not torch)."""
         return list(available_strategies())
-
-    def round_table(self, project_id: int) -> list[dict]:
-        """One row per round, oldest first: index, strategy, state, labels at start, queue counts, note, metrics."""
-        with self.db.read() as s:
-            rounds = list(s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index)))
-            return [
-                {
-                    "index": r.index,
-                    "strategy": r.strategy,
-                    "state": r.state,
-                    "labels_at_start": r.labels_at_start,
-                    "queue": queue.round_counts(s, r.id),
-                    "note": r.note,
-                    "metrics": r.metrics or {},
-                }
-                for r in rounds
-            ]
-
-    def failed_jobs(self, project_id: int) -> list[Job]:
-        """Failed jobs that no later job of the same kind and round has replaced (by a retry or a rerun)."""
-        with self.db.read() as s:
-            rows = list(s.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)))
-        latest: dict[tuple[str, int | None], Job] = {}
-        for job in rows:
-            latest[(job.kind, job.round_id)] = job
-        return [job for job in latest.values() if job.state == "failed"]
 
     def retry_job(self, job_id: int) -> int:
         """Queue a failed job again (same kind, project, round and parameters); returns the new job's id."""
@@ -476,20 +394,12 @@ class Workbench:
             )
             if later is not None:
                 raise WorkbenchError(f"job {job_id} was already run again as job {later}")
-            return jobs.enqueue(s, job.kind, job.project_id, job.round_id, dict(job.params or {})).id
-
-    def has_predictions(self, project_id: int) -> bool:
-        """Whether a trained head has written predictions yet (they exist after the first training)."""
-        with self.db.read() as s:
-            return latest_artifact(s, project_id, "predictions") is not None
-
+            return job_kinds.enqueue(s, job.kind, job.project_id, job.round_id, dict(job.params or {})).id
 
     # ----- simulation -------------------------------------------------------------------------------------------
     def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
         """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id.
-        A strategy may name the training method its runs use: 'lftl+lftl_vpa' (default: the project's)."""
-        from learners.ssl_config import METHOD_NAMES
-
+        A strategy may name the training method its runs use: 'margin+pseudo_label' (default: the project's)."""
         names = self.strategy_names()
         unknown = [entry for entry in strategies
                    if entry.partition("+")[0] not in names or entry.partition("+")[2] not in ("", *METHOD_NAMES)]
@@ -512,22 +422,12 @@ class Workbench:
             raise WorkbenchError(f"simulation needs gold labels on every item; {items - with_gold} of {items} have none")
         params = {"strategies": list(strategies), "seeds": [int(x) for x in seeds], "round_size": int(round_size), "rounds": int(rounds)}
         with self.db.write() as s:
-            return jobs.enqueue(s, "simulate", project_id, None, params).id
-
-    def simulations(self, project_id: int) -> list[dict]:
-        """Finished simulations of the project, newest first: {"job_id", "created_at", "config", "points", "human"}."""
-        from storage.files import load_json
-        from storage.models import Artifact
-
-        with self.db.read() as s:
-            arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "simulation").order_by(Artifact.id.desc())))
-        return [{"job_id": a.meta.get("job_id"), "created_at": a.created_at, **load_json(a)} for a in arts]
+            return job_kinds.enqueue(s, "simulate", project_id, None, params).id
 
 
 def check_strategy(name: str, params: dict | None, task: str) -> None:
-    """WorkbenchError unless `name` is a registered strategy that takes `params` and has a rule for `task`."""
-    from learners.strategies import available_strategies, get_strategy  # numpy-only import path
-
+    """WorkbenchError unless `name` is a registered strategy that takes `params` (checked against its declared
+    parameters) and has a rule for `task`."""
     if name not in available_strategies():
         raise WorkbenchError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
     try:
@@ -535,14 +435,12 @@ def check_strategy(name: str, params: dict | None, task: str) -> None:
     except ValueError as error:
         raise WorkbenchError(str(error)) from error
     if task == "multi_label" and not strategy.supports_multi_label:
-        usable = [n for n in available_strategies() if get_strategy(n).supports_multi_label]
+        usable = [n for n in available_strategies() if strategy_class(n).supports_multi_label]
         raise WorkbenchError(f"strategy {name!r} has no multi-label rule; for tags use one of {', '.join(usable)}")
 
 
 def check_training(training: dict | None, task: str) -> None:
     """WorkbenchError unless the semi-supervised settings are valid for the task."""
-    from learners.ssl_config import MULTI_LABEL_METHODS, SSLConfig
-
     try:
         method = SSLConfig.from_dict((training or {}).get("ssl", "none")).method
     except ValueError as error:

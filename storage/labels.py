@@ -1,11 +1,12 @@
 """The current label of each item, read from the append-only annotation log."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import Annotation, Item
@@ -39,6 +40,19 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
         for item_id, rows in live.items()
     }
 
+
+
+def items_per_split(session: Session, project_id: int) -> dict[str, int]:
+    """How many items each split ("pool", "eval") of the project holds."""
+    return dict(
+        session.execute(select(Item.split, func.count()).where(Item.project_id == project_id).group_by(Item.split)).all()
+    )
+
+
+def labeled_per_split(session: Session, project_id: int) -> dict[str, int]:
+    """How many items of each split have a current label (splits without one are left out)."""
+    splits = dict(session.execute(select(Item.id, Item.split).where(Item.project_id == project_id)).all())
+    return dict(Counter(splits[item_id] for item_id in current_labels(session, project_id)))
 
 
 def label_array(values: list[list[int]], num_classes: int, multi_label: bool) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Access tokens for the web UI (app.ui.require_access), driven with AppTest and once with a real browser.
 
-WORKBENCH_TOKEN (annotators) opens Projects (the list), Label, Rounds (the table) and Dashboard; WORKBENCH_ADMIN_TOKEN
-also opens project creation, the round actions and strategy changes, Simulate and Export. With only WORKBENCH_TOKEN
-set, that one token opens everything; with neither set nothing is asked (tests/test_pages.py runs that way).
+WORKBENCH_TOKEN (annotators) opens the "annotator" pages of app/page_table.py (Projects' list, Label, Rounds' table,
+Dashboard, Jobs); WORKBENCH_ADMIN_TOKEN also opens project creation, the round actions and strategy changes, job
+retries and the "admin" pages (Simulate, Export). With only WORKBENCH_TOKEN set, that one token opens everything;
+with neither set nothing is asked (tests/test_pages.py runs that way).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from PIL import Image
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
+from app.page_table import PAGES as PAGE_TABLE
+from app.page_table import page as page_spec
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
 from storage import jobs
@@ -28,9 +31,10 @@ APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 30
 USER_TOKEN = "user-token-éß 1"  # non-ASCII on purpose: compared as UTF-8 bytes
 ADMIN_TOKEN = "admin-token-2"
-PAGES = ["projects", "label", "rounds", "dashboard", "simulate", "export"]
-ANNOTATOR_PAGES = ["projects", "label", "rounds", "dashboard"]
-ADMIN_PAGES = ["simulate", "export"]
+PAGES = [spec.url_path for spec in PAGE_TABLE]
+ANNOTATOR_PAGES = [spec.url_path for spec in PAGE_TABLE if spec.role == "annotator"]
+ADMIN_PAGES = [spec.url_path for spec in PAGE_TABLE if spec.role == "admin"]
+TITLES = {spec.url_path: spec.title for spec in PAGE_TABLE}
 
 
 def _run_worker() -> None:
@@ -82,7 +86,7 @@ def app(**query: str) -> AppTest:
 
 
 def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app/pages/{page}.py").run()
+    at.switch_page(page_spec(page).file).run()
     assert not at.exception, (page, [e.value for e in at.exception])
     return at
 
@@ -107,8 +111,6 @@ def shows_only_login(at: AppTest) -> bool:
 def page_is_open(at: AppTest, title: str) -> bool:
     return not shows_login(at) and [t.value for t in at.title] == [title]
 
-
-TITLES = {p: p.capitalize() for p in PAGES}
 
 
 # ----- no token configured: as before ------------------------------------------------------------------------------
@@ -172,6 +174,10 @@ def test_the_annotator_token_opens_label_and_dashboard_but_not_the_admin_parts(w
     assert at.button(key=f"retry_{job.id}").disabled
     assert not any(b.key in ("close_round", "retrain", "start_round") for b in at.button)
     assert shows_login(at)
+
+    go(at, "jobs")  # the list, and the failed job's Retry for admins only
+    assert page_is_open(at, "Jobs") and job.id in at.dataframe[0].value["job"].tolist()
+    assert at.button(key=f"retry_{job.id}").disabled
 
     for page in ADMIN_PAGES:
         go(at, page)

@@ -233,8 +233,8 @@ def test_simulate_three_strategies_on_the_demo_and_read_the_savings(workbench_se
         expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible(timeout=30_000)
         browser.close()
     (result,) = wb.simulations(pid)
-    assert result["config"]["strategies"] == ["random", "margin", "entropy"]
-    assert len(result["points"]) == 3 * 3 * 3  # strategies x seeds x (seed round + 2 rounds)
+    assert result.config["strategies"] == ["random", "margin", "entropy"]
+    assert len(result.points) == 3 * 3 * 3  # strategies x seeds x (seed round + 2 rounds)
 
 
 @pytest.mark.parametrize("workbench_server", [["--no-demo"]], indirect=True)
@@ -270,8 +270,8 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
         expect(page.get_by_text("Classes each arm brought in")).to_be_visible()
         expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(4, timeout=30_000)
         browser.close()
-    panel = wb.tailor_panel(pid)
-    assert sum(row["pulls"] for row in panel["pulls"] if row["round"] == 1) == 5
+    pulls = next(block for block in wb.strategy_panels(pid)[0].blocks if block.title == "Pulls per arm per round")
+    assert sum(row["pulls"] for row in pulls.rows if row["round"] == 1) == 5
 
 
 @pytest.mark.parametrize("workbench_server", [["--no-demo"]], indirect=True)
@@ -308,4 +308,4 @@ def test_label_tags_with_the_keyboard_on_a_multi_label_project(workbench_server)
             assert wb.labels(pid)[item] == gold[item]
         browser.close()
     _wait(lambda: len(wb.chart_data(pid)) == 1, 120, "round 0 trained")
-    assert wb.chart_data(pid)[0]["mAP"] is not None
+    assert wb.chart_data(pid)[0].mAP is not None

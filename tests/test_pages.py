@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 from streamlit.testing.v1 import AppTest
 
 from app import ui
+from app.page_table import PAGES, page
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
 from storage import jobs
-from storage.db import sqlite_url
+from storage.db import Database, sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -72,14 +74,14 @@ def demo_id(wb: Workbench) -> int:
     return wb.project_id("Demo digits")
 
 
-def open_page(page: str | None = None, project_id: int | None = None, **query: str) -> AppTest:
+def open_page(url_path: str | None = None, project_id: int | None = None, **query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update(query)
     if project_id is not None:
         at.session_state["project_id"] = project_id
     at.run()
-    if page is not None:
-        at.switch_page(f"app/pages/{page}.py").run()
+    if url_path is not None:
+        at.switch_page(page(url_path).file).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -141,7 +143,7 @@ def test_create_project_from_an_image_folder(wb: Workbench, tmp_path: Path) -> N
 
     pets = wb.project(wb.project_id("Pets"))
     assert pets.classes == ["cat", "dog"] and pets.round_size == 3 and pets.eval_size == 2
-    assert wb.status(pets.id)["items"] == {"pool": 6, "eval": 2}
+    assert wb.status(pets.id).items == {"pool": 6, "eval": 2}
     assert "Created project 'Pets'" in at.success[0].value
     assert at.session_state["project_id"] == pets.id  # the new project is selected
     assert "Pets" in at.dataframe[0].value["name"].tolist()
@@ -282,7 +284,8 @@ def test_rounds_page_retries_a_failed_job(wb: Workbench, demo_id: int) -> None:
     at.button(key=f"retry_{job.id}").click().run()
     assert not at.exception and not at.error
     retried = [j for j in wb.jobs(demo_id) if j.kind == "train" and j.id > job.id]
-    assert len(retried) == 1 and retried[0].state == "queued" and retried[0].round_id == job.round_id
+    (round_index,) = [r.index for r in wb.rounds(demo_id) if r.id == job.round_id]
+    assert len(retried) == 1 and retried[0].state == "queued" and retried[0].round_index == round_index
 
 
 def test_rounds_page_starts_the_next_round_with_another_strategy(wb: Workbench, tmp_path: Path) -> None:
@@ -337,11 +340,58 @@ def test_dashboard_shows_tailors_arms(wb: Workbench, demo_id: int) -> None:
     assert arms["pulls"].sum() == 10  # round 1's picks, each recorded with its arm
 
 
+# ----- Jobs -----------------------------------------------------------------------------------------------------------
+def test_jobs_page_lists_the_jobs_and_retries_a_failed_one(wb: Workbench, demo_id: int) -> None:
+    wb.close_round(demo_id)
+    with wb.db.write() as s:  # play a worker whose train job blew up
+        job = jobs.claim(s, "test-worker")
+        jobs.fail(s, job.id, "RuntimeError: out of memory")
+    at = open_page("jobs")
+    table = at.dataframe[0].value
+    assert {"embed", "select", "train"} <= set(table["kind"])
+    row = table[table["job"] == job.id].iloc[0]
+    assert (row["kind"], row["state"], row["round"], row["attempts"], row["worker"]) == (
+        "train", "failed", 0, 1, "test-worker")
+    assert "out of memory" in row["error"]
+    assert f"train job {job.id} (round 0) failed" in at.error[0].value  # the round's index, never its id
+
+    at.button(key=f"retry_{job.id}").click().run()
+    assert not at.exception and f"train job {job.id} queued again as job" in at.success[0].value
+    assert not any(b.key == f"retry_{job.id}" for b in at.button)  # replaced by the retry
+    assert at.dataframe[0].value.iloc[0]["state"] == "queued"  # newest first
+
+
+# ----- the page frame -------------------------------------------------------------------------------------------------
+TEXT_ELEMENTS = ("title", "markdown", "caption", "text", "code", "info", "success", "warning", "error", "exception")
+
+
+def test_a_database_fault_is_a_worded_message_on_every_page(wb: Workbench, demo_id: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(self: Database):
+        raise OperationalError("SELECT projects.id FROM projects", {}, sqlite3.OperationalError("database is locked"))
+
+    for spec in PAGES:
+        at = open_page(spec.url_path)  # opened while the database answers
+        monkeypatch.setattr(Database, "read", locked)
+        at.run()
+        monkeypatch.undo()
+        assert not at.exception, spec.url_path
+        assert "The database is busy" in at.error[0].value, spec.url_path
+        shown = " ".join(str(element.value) for kind in TEXT_ELEMENTS for element in at.get(kind))
+        assert not {"SQL", "SELECT", "Traceback", "sqlite3"} & set(shown.replace(".", " ").split()), spec.url_path
+
+
+def test_database_problems_are_worded() -> None:
+    unreachable = OperationalError("SELECT 1", {}, sqlite3.OperationalError("unable to open database file"))
+    assert "cannot be reached" in ui.database_problem(unreachable) and "SELECT" not in ui.database_problem(unreachable)
+
+
 # ----- Export ---------------------------------------------------------------------------------------------------------
 def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
     assert not buttons["download_csv"].disabled and not buttons["download_jsonl"].disabled
+    assert not buttons["download_parquet"].disabled
     assert buttons["download_predictions"].disabled
     assert any("after the first training" in c.value for c in at.caption)
 
@@ -353,8 +403,17 @@ def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
 def test_export_page_offers_predictions_after_training(wb: Workbench, trained: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
-    assert set(buttons) == {"download_csv", "download_jsonl", "download_predictions", "download_head"}
+    assert set(buttons) == {"download_csv", "download_jsonl", "download_parquet", "download_predictions", "download_head"}
     assert not any(b.disabled for b in buttons.values())
+
+
+def test_export_page_offers_no_zip_for_a_multi_label_project(wb: Workbench, tmp_path: Path) -> None:
+    tags = wb.create_project(ProjectConfig(name="Tags", eval_size=2, task="multi_label"), write_pngs(tmp_path / "tags"))
+    at = open_page("export", project_id=tags)
+    assert {b.key for b in at.get("download_button")} == {
+        "download_csv", "download_jsonl", "download_parquet", "download_predictions", "download_head"}
+    assert "build_zip" not in {b.key for b in at.button}
+    assert any("ImageFolder zip is not offered" in c.value and "cannot hold tags" in c.value for c in at.caption)
 
 
 # ----- shared sidebar -------------------------------------------------------------------------------------------------
@@ -363,18 +422,18 @@ def test_project_choice_and_annotator_survive_page_switches(wb: Workbench, tmp_p
     at = open_page()
     at.sidebar.selectbox(key="_project_pick").set_value(second).run()
     at.sidebar.text_input(key="_annotator_field").input("bob").run()
-    for page in ("label", "rounds", "dashboard", "export"):
-        at.switch_page(f"app/pages/{page}.py").run()
-        assert not at.exception, (page, [e.value for e in at.exception])
+    for spec in PAGES:
+        at.switch_page(spec.file).run()
+        assert not at.exception, (spec.url_path, [e.value for e in at.exception])
         assert at.sidebar.selectbox(key="_project_pick").value == second
         assert at.sidebar.text_input(key="_annotator_field").value == "bob"
 
 
 def test_pages_without_any_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_home(monkeypatch, tmp_path / "empty")
-    for page in (None, "label", "rounds", "dashboard", "export"):
-        at = open_page(page)
-        assert at.info, page
+    for spec in PAGES:
+        at = open_page(spec.url_path)
+        assert at.info, spec.url_path
 
 
 def test_label_page_refuses_a_file_that_changed_after_import(wb: Workbench, tmp_path: Path) -> None:

@@ -1,31 +1,29 @@
 """Dashboard: accuracy per label spent (one point per trained round) and how the labels spread over the classes."""
 from collections import Counter
+from itertools import groupby
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from app import ui
+from learners.catalog import METRIC_NAMES, TASK_METRICS
+from learners.strategies.panel import Bars, Pivot, StackedBars
 
-wb = ui.get_workbench()
-ui.require_access("annotator")  # a sign-in box and nothing else without the token
-project_id, annotator = ui.sidebar(wb)
-st.title("Dashboard")
-project_id = ui.require_project(project_id)
+wb, project_id, _ = ui.open_page("dashboard")
 
 project = wb.project(project_id)
-metrics = ui.TASK_METRICS[project.task]
+metrics = TASK_METRICS[project.task]
 status = wb.status(project_id)
 points = wb.chart_data(project_id)
 
 # ----- headline numbers -----------------------------------------------------------------------------------------------
-latest = points[-1] if points else {}
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("pool labels", status["labeled_pool"])
-c2.metric("eval labels", f"{status['labeled_eval']} of {status['items'].get('eval', 0)}")
+c1.metric("pool labels", status.labeled_pool)
+c2.metric("eval labels", f"{status.labeled_eval} of {status.items.get('eval', 0)}")
 c3.metric("trained rounds", len(points))
 headline = next(iter(metrics))
-c4.metric(f"eval {metrics[headline]}", ui.pct(latest.get(headline)))
+c4.metric(f"eval {metrics[headline]}", ui.pct(points[-1].metric(headline) if points else None))
 
 # ----- label efficiency ---------------------------------------------------------------------------------------------
 st.subheader(f"{metrics[headline][0].upper() + metrics[headline][1:]} per label spent")
@@ -49,7 +47,7 @@ else:
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(
-        frame.dropna(axis=1, how="all").rename(columns={**ui.METRIC_NAMES, "eval_n": "eval n"}),
+        frame.dropna(axis=1, how="all").rename(columns={**METRIC_NAMES, "eval_n": "eval n"}),
         hide_index=True,
         width="stretch",
     )
@@ -83,47 +81,60 @@ else:
     )
     st.altair_chart(bars, width="stretch")
 
-# ----- TAILOR's arms ------------------------------------------------------------------------------------------------
-tailor = wb.tailor_panel(project_id)
-if tailor is not None:
-    st.subheader("TAILOR: which algorithm suits this data")
-    st.caption(
-        "Each arm is one selection algorithm (per-class arms name their class). TAILOR draws an arm per slot by "
-        "Thompson sampling, favouring arms whose past picks were of classes still rare among the labels. "
-        "Expected reward: the arm's posterior class distribution weighted by the current class rewards."
-    )
-    arms = pd.DataFrame(tailor["arms"])
-    top = arms.head(15)
+# ----- the panels of the project's stateful strategies ----------------------------------------------------------------
+def draw_bars(block: Bars) -> None:
+    rows = pd.DataFrame(block.rows).sort_values(block.value, ascending=False, kind="stable")
+    rows = rows.head(block.limit) if block.limit else rows
+    tooltip = [alt.Tooltip(f"{c}:Q", format=block.value_format) if c == block.value and block.value_format else c
+               for c in rows.columns]
     st.altair_chart(
-        alt.Chart(top).mark_bar().encode(
-            x=alt.X("expected_reward:Q", title="posterior expected reward"),
-            y=alt.Y("arm:N", sort="-x", title=None),
-            tooltip=["arm", alt.Tooltip("expected_reward:Q", format=".3f"), "pulls", "labeled"],
+        alt.Chart(rows).mark_bar().encode(
+            x=alt.X(f"{block.value}:Q", title=block.value_title or block.value),
+            y=alt.Y(f"{block.label}:N", sort="-x", title=None),
+            tooltip=tooltip,
         ),
         width="stretch",
     )
-    pulls = pd.DataFrame(tailor["pulls"])
-    if not pulls.empty:
-        st.markdown("**Pulls per arm per round**")
-        if st.toggle("Group the per-class arms by algorithm", value=True, key="tailor_group_arms"):
-            pulls["arm"] = pulls["arm"].str.replace(r"\[.*\]$", "", regex=True)
-            pulls = pulls.groupby(["round", "arm"], as_index=False)["pulls"].sum()
-        st.altair_chart(
-            alt.Chart(pulls).mark_bar().encode(
-                x=alt.X("round:O", title="round", axis=alt.Axis(labelAngle=0)),
-                y=alt.Y("pulls:Q", stack=True),
-                color=alt.Color("arm:N", title="arm"),
-                tooltip=["round", "arm", "pulls"],
-            ),
-            width="stretch",
-        )
-    classes = pd.DataFrame(tailor["classes"])
-    if not classes.empty:
-        st.markdown("**Classes each arm brought in** (labeled picks)")
-        st.dataframe(
-            classes.pivot_table(index="arm", columns="class", values="labels", fill_value=0, aggfunc="sum"),
-            width="stretch",
-        )
-    with st.expander("Arm table and reward per class"):
-        st.dataframe(arms, hide_index=True, width="stretch")
-        st.dataframe(pd.DataFrame([tailor["reward"]]), hide_index=True, width="stretch")
+
+
+def draw_stacked_bars(block: StackedBars, key: str) -> None:
+    rows = pd.DataFrame(block.rows)
+    if block.groups and st.toggle(block.group_label, value=True, key=key):
+        rows[block.color] = rows[block.color].map(lambda value: block.groups.get(value, value))
+        rows = rows.groupby([block.x, block.color], as_index=False)[block.y].sum()
+    st.altair_chart(
+        alt.Chart(rows).mark_bar().encode(
+            x=alt.X(f"{block.x}:O", title=block.x, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{block.y}:Q", stack=True),
+            color=alt.Color(f"{block.color}:N", title=block.color),
+            tooltip=[block.x, block.color, block.y],
+        ),
+        width="stretch",
+    )
+
+
+def draw_block(block, key: str) -> None:
+    if not block.rows:
+        return
+    if block.title:
+        st.markdown(f"**{block.title}** {getattr(block, 'note', '')}".strip())
+    if isinstance(block, Bars):
+        draw_bars(block)
+    elif isinstance(block, StackedBars):
+        draw_stacked_bars(block, key)
+    elif isinstance(block, Pivot):
+        st.dataframe(pd.DataFrame(block.rows).pivot_table(index=block.index, columns=block.columns,
+                                                          values=block.values, fill_value=0, aggfunc="sum"),
+                     width="stretch")
+    else:
+        st.dataframe(pd.DataFrame(block.rows), hide_index=True, width="stretch")
+
+
+for n, panel in enumerate(wb.strategy_panels(project_id)):
+    st.subheader(panel.title)
+    st.caption(panel.caption)
+    # consecutive tables that name the same expander share it
+    for expander, blocks in groupby(enumerate(panel.blocks), key=lambda item: getattr(item[1], "expander", "")):
+        with st.expander(expander) if expander else st.container():
+            for i, block in blocks:
+                draw_block(block, key=f"panel_{n}_{i}")

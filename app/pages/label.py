@@ -5,14 +5,11 @@ from pathlib import Path
 import streamlit as st
 
 from app import ui
+from app.read_models import ProjectStatus
 from app.workbench import Workbench, WorkbenchError
 from storage.queue import QueueError
 
-wb = ui.get_workbench()
-ui.require_access("annotator")  # a sign-in box and nothing else without the token
-project_id, annotator = ui.sidebar(wb)
-st.title("Label")
-project_id = ui.require_project(project_id)
+wb, project_id, annotator = ui.open_page("label")
 
 
 # ----- actions (on_click callbacks: they run once per click, before the page is drawn again) -------------------
@@ -65,29 +62,29 @@ def undo(wb: Workbench, project_id: int, annotator: str) -> None:
 
 
 # ----- no item: say why, and look again every few seconds while the worker is busy ---------------------------------
-def explain_wait(status: dict) -> None:
-    round_ = status["round"]
+def explain_wait(status: ProjectStatus) -> None:
+    round_ = status.round
     if round_ is None:
         st.info("This project has no round yet.")
-    elif round_["state"] == "selecting":
-        st.info(f"Round {round_['index']} is being selected ({round_['strategy']}); items appear once it is queued.")
-    elif round_["state"] == "training":
+    elif round_.state == "selecting":
+        st.info(f"Round {round_.index} is being selected ({round_.strategy}); items appear once it is queued.")
+    elif round_.state == "training":
         then = ", then the next round is selected" if wb.project(project_id).auto_next_round else ""
-        st.info(f"Round {round_['index']} is closed: the model is training on the labels so far{then}.")
-    elif round_["state"] == "labeling":
-        st.info(f"Every item of round {round_['index']} is taken by another annotator; free items will show up here.")
+        st.info(f"Round {round_.index} is closed: the model is training on the labels so far{then}.")
+    elif round_.state == "labeling":
+        st.info(f"Every item of round {round_.index} is taken by another annotator; free items will show up here.")
     else:
-        st.success(f"Round {round_['index']} is closed and done.")
-        st.page_link(ui.PAGES["rounds"], label="Start the next round on the Rounds page", icon=":material/autorenew:")
-    ui.show_jobs(status["jobs"])
+        st.success(f"Round {round_.index} is closed and done.")
+        ui.page_link("rounds", "Start the next round on the Rounds page")
+    ui.show_jobs(status.jobs)
     failed = wb.failed_jobs(project_id)
     if failed:
         st.error(f"{len(failed)} job(s) failed; see the Rounds page to retry.")
 
 
-def worker_busy(status: dict) -> bool:
-    state = (status["round"] or {}).get("state")
-    return bool(status["jobs"]) or state in ("selecting", "training", "labeling")
+def worker_busy(status: ProjectStatus) -> bool:
+    state = None if status.round is None else status.round.state
+    return bool(status.jobs) or state in ("selecting", "training", "labeling")
 
 
 def waiting_view() -> None:
@@ -97,7 +94,8 @@ def waiting_view() -> None:
     def body() -> None:
         status = wb.status(project_id)
         # Something to label now, or nothing more to wait for: draw the whole page again.
-        if (status["round"] or {}).get("state") == "labeling" and wb.next_task(project_id, annotator) is not None:
+        labeling = status.round is not None and status.round.state == "labeling"
+        if labeling and wb.next_task(project_id, annotator) is not None:
             st.rerun()
         if worker_busy(status) != busy:
             st.rerun()
@@ -108,11 +106,7 @@ def waiting_view() -> None:
 
 # ----- the page -------------------------------------------------------------------------------------------------------
 ui.show_flash()
-try:
-    task = wb.next_task(project_id, annotator)
-except WorkbenchError as error:
-    st.error(str(error))
-    st.stop()
+task = wb.next_task(project_id, annotator)  # a refusal is shown as a worded error by the page frame
 
 if task is None:
     waiting_view()
@@ -144,7 +138,7 @@ with side_col:
     # A per-class arm ("most_likely:3") would hint at the answer: show only the algorithm.
     arm = task.arm.partition(":")[0]
     chosen_by = "the evaluation set (random, never trained on)" if task.split == "eval" else (
-        f"tailor ({arm} arm)" if arm != task.arm or task.round_strategy == "tailor" else arm)
+        f"{task.round_strategy} ({arm} arm)" if arm != task.round_strategy else arm)
     st.caption(f"chosen by: {chosen_by}")
 
     # Streamlit draws each button's shortcut key on the button itself, so the label is just the class name.

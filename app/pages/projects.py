@@ -6,7 +6,8 @@ import streamlit as st
 
 from app import ui
 from app.workbench import ProjectConfig, WorkbenchError
-from learners.ssl_config import METHOD_NAMES
+from learners.catalog import HEAD_KINDS, METHOD_NAMES, TRAINING_METHODS, WARM_START_METHODS, help_text
+from learners.strategies import Param, strategy_class
 from storage.importers import ImportProblem
 
 SOURCES = {
@@ -15,36 +16,51 @@ SOURCES = {
     "folder": "Image folder",
     "manifest": "Manifest (CSV / JSONL)",
 }
-HEADS = ["linear", "mlp", "bottleneck"]
-TAILOR_ARM_CHOICES = ["galaxy*", "most_likely*", "confidence", "margin", "entropy", "badge", "coreset", "random",
-                      "bait", "direct"]
 
-wb = ui.get_workbench()
-ui.require_access("annotator")  # a sign-in box and nothing else without the token
-project_id, annotator = ui.sidebar(wb)
 
-st.title("Projects")
+def param_input(strategy: str, param: Param):
+    """The input for one declared strategy parameter, and the value it holds (None: left unset)."""
+    key = f"new_param_{strategy}_{param.name}"
+    if param.type is list:
+        options = list(param.choices or param.examples)
+        return st.multiselect(param.name, options, default=list(param.default or []), key=key, help=param.help,
+                              accept_new_options=not param.choices) or param.default
+    if param.type is bool:
+        return st.checkbox(param.name, value=param.default, key=key, help=param.help)
+    if param.choices:
+        return st.selectbox(param.name, list(param.choices), index=list(param.choices).index(param.default), key=key,
+                            help=param.help)
+    if param.type is str:
+        return st.text_input(param.name, value=param.default, key=key, help=param.help)
+    number = {"min_value": param.minimum, "max_value": param.maximum}
+    if param.type is float:
+        number = {name: None if bound is None else float(bound) for name, bound in number.items()}
+        return st.number_input(param.name, value=param.default, step=0.01, format="%.3f", key=key, help=param.help,
+                               **number)
+    return st.number_input(param.name, value=param.default, step=1, key=key, help=param.help, **number)
+
+
+wb, _, _ = ui.open_page("projects", needs_project=False)
 ui.show_flash()
 
 # ----- the list ---------------------------------------------------------------------------------------------------
 rows = []
 for project in wb.projects():
     status = wb.status(project.id)
-    round_ = status["round"] or {}
     rows.append(
         {
             "id": project.id,
             "name": project.name,
             "classes": len(project.classes),
-            "pool items": status["items"].get("pool", 0),
-            "eval items": status["items"].get("eval", 0),
-            "labeled (pool)": status["labeled_pool"],
-            "labeled (eval)": status["labeled_eval"],
-            "round": round_.get("index"),
-            "round state": round_.get("state", "–"),
+            "pool items": status.items.get("pool", 0),
+            "eval items": status.items.get("eval", 0),
+            "labeled (pool)": status.labeled_pool,
+            "labeled (eval)": status.labeled_eval,
+            "round": None if status.round is None else status.round.index,
+            "round state": "–" if status.round is None else status.round.state,
             "strategy": project.strategy,
             "backbone": project.backbone.get("name"),
-            "active jobs": len(status["jobs"]),
+            "active jobs": len(status.jobs),
         }
     )
 if rows:
@@ -113,14 +129,9 @@ with col_model:
 strategies = ui.strategy_names(wb)
 col1, col2, col3 = st.columns(3)
 with col1:
-    head = st.selectbox("Head", HEADS, key="new_head",
-                        help="bottleneck: Linear-256-BatchNorm + weight-normalised classifier (LFTL's head).")
-    ssl = st.selectbox(
-        "Semi-supervised training", list(METHOD_NAMES), key="new_ssl",
-        help="none: labels only. pseudo_label: confident predictions on unlabeled items join training. "
-             "flexmatch: class-adaptive thresholds on augmented views (the worker embeds weak and strong views). "
-             "lftl_vpa: LFTL's visual-persistence adaptation (bottleneck head, warm-started round after round).",
-    )
+    head = st.selectbox("Head", list(HEAD_KINDS), key="new_head", help=help_text(HEAD_KINDS))
+    ssl = st.selectbox("Semi-supervised training", list(METHOD_NAMES), key="new_ssl",
+                       help=help_text(TRAINING_METHODS))
     view_flip = st.checkbox(
         "Horizontal flips in augmented views", value=True, key="new_view_flip",
         help="Used by flexmatch's weak and strong views. Turn off for digits, text and handwriting.",
@@ -133,32 +144,21 @@ with col2:
         index=strategies.index(default_strategy) if default_strategy in strategies else 0,
         help="How rounds after round 0 choose items (round 0 is random).",
     )
-    strategy_params: dict = {}
-    if strategy == "tailor":
-        from learners.tailor import DEFAULT_MULTICLASS_ARMS
-
-        arms = st.multiselect(
-            "TAILOR's arms", TAILOR_ARM_CHOICES, default=list(DEFAULT_MULTICLASS_ARMS), key="new_tailor_arms",
-            help="The algorithms TAILOR chooses among; a * makes one arm per class. TAILOR learns which arm suits "
-                 "the data from their picks: keep the round size several times the number of arms.",
-        )
-        strategy_params = {"arms": arms}
-    elif strategy == "lftl":
-        strategy_params = {
-            "contrast": st.number_input("contrast (alpha)", value=0.03, step=0.01, format="%.3f", key="new_lftl_alpha"),
-            "balance": st.number_input("class balance (lambda)", value=0.1, step=0.05, format="%.3f", key="new_lftl_lambda"),
-        }
+    # only what differs from the declared default is stored with the project
+    strategy_params = {param.name: value for param in strategy_class(strategy).params
+                       if (value := param_input(strategy, param)) != param.default}
     round_size = st.number_input("Round size", min_value=1, value=10, step=1, key="new_round_size")
 with col3:
     eval_size = st.number_input("Eval-set size", min_value=0, value=10, step=1, key="new_eval_size",
                                 help="A random slice labeled first, never trained on; every chart is measured on it.")
     auto_next = st.checkbox("Start the next round after training", value=True, key="new_auto_next")
     warm_start = st.checkbox("Warm start", value=False, key="new_warm_start",
-                             help="Each training starts from the latest head instead of a fresh one (lftl_vpa always does).")
+                             help="Each training starts from the latest head instead of a fresh one "
+                                  f"({', '.join(WARM_START_METHODS)} always does).")
 source_head = st.file_uploader(
     "Start from a source head (optional)", type=["safetensors"], key="new_source_head",
     help="A head exported from another project (Export page) with the same backbone and classes: it chooses the "
-         "first round with this project's strategy (LFTL's source-free setting), and warm-started training "
+         "first round with this project's strategy (the source-free setting), and warm-started training "
          "starts from it.",
 )
 

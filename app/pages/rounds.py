@@ -5,11 +5,7 @@ import streamlit as st
 from app import ui
 from app.workbench import Workbench, WorkbenchError
 
-wb = ui.get_workbench()
-ui.require_access("annotator")  # a sign-in box and nothing else without the token
-project_id, annotator = ui.sidebar(wb)
-st.title("Rounds")
-project_id = ui.require_project(project_id)
+wb, project_id, _ = ui.open_page("rounds")
 
 
 def act(what: str, verb, *args) -> None:
@@ -60,7 +56,7 @@ def metrics_summary(metrics: dict) -> str:
 ui.show_flash()
 project = wb.project(project_id)
 status = wb.status(project_id)
-current = status["round"]
+current = status.round
 
 # ----- the table ----------------------------------------------------------------------------------------------------
 rounds = wb.round_table(project_id)
@@ -68,17 +64,17 @@ if rounds:
     table = pd.DataFrame(
         [
             {
-                "round": r["index"],
-                "strategy": r["strategy"],
-                "state": r["state"],
-                "metrics": metrics_summary(r["metrics"]),
-                "labels at start": r["labels_at_start"],
-                "pending": r["queue"]["pending"],
-                "claimed": r["queue"]["claimed"],
-                "labeled": r["queue"]["labeled"],
-                "skipped": r["queue"]["skipped"],
-                "dropped": r["queue"]["dropped"],
-                "note": r["note"],
+                "round": r.index,
+                "strategy": r.strategy,
+                "state": r.state,
+                "metrics": metrics_summary(r.metrics),
+                "labels at start": r.labels_at_start,
+                "pending": r.queue.pending,
+                "claimed": r.queue.claimed,
+                "labeled": r.queue.labeled,
+                "skipped": r.queue.skipped,
+                "dropped": r.queue.dropped,
+                "note": r.note,
             }
             for r in reversed(rounds)  # newest first
         ]
@@ -91,11 +87,11 @@ else:
 st.subheader("Worker jobs")
 
 
-@st.fragment(run_every=ui.POLL_SECONDS if status["jobs"] else None)
+@st.fragment(run_every=ui.POLL_SECONDS if status.jobs else None)
 def job_progress() -> None:
-    jobs = wb.status(project_id)["jobs"]
+    jobs = wb.status(project_id).jobs
     if not jobs:
-        if status["jobs"]:  # the jobs this page was drawn with have finished: redraw the table and buttons
+        if status.jobs:  # the jobs this page was drawn with have finished: redraw the table and buttons
             st.rerun()
         st.caption("No job running or queued.")
         return
@@ -105,18 +101,12 @@ def job_progress() -> None:
 job_progress()
 
 for job in wb.failed_jobs(project_id):
-    round_text = "" if job.round_id is None else f" (round id {job.round_id})"
-    with st.container(border=True):
-        st.error(f"{job.kind} job {job.id}{round_text} failed: {job.error}")
-        st.button(
-            "Retry", key=f"retry_{job.id}", on_click=act, disabled=not ui.has_access("admin"),
-            args=(f"{job.kind} job {job.id} queued again as job", wb.retry_job, job.id),
-        )
+    ui.failed_job(wb, job)
 
 # ----- actions ------------------------------------------------------------------------------------------------------
 st.subheader("Actions")
 ui.require_access("admin", "Closing, starting and retraining rounds")  # the rest is for admins only
-state = None if current is None else current["state"]
+state = None if current is None else current.state
 close_col, retrain_col = st.columns(2)
 with close_col:
     st.button(
@@ -140,4 +130,4 @@ with st.container(border=True):
     can_start = state in (None, "done")
     st.button("Start next round", key="start_round", disabled=not can_start, on_click=start_next, args=(wb, project_id))
     if not can_start:
-        st.caption(f"Round {current['index']} is {state}; a new round starts once it is done.")
+        st.caption(f"Round {current.index} is {state}; a new round starts once it is done.")

@@ -1,23 +1,20 @@
 """Simulate: run the loop with an oracle (gold labels) for several strategies and seeds, then compare their
 label efficiency against random, with the project's own human rounds on the same chart."""
 import json
+from dataclasses import asdict
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from app import ui
-from app.simulation import summarize
 from app.workbench import WorkbenchError
-from learners.ssl_config import METHOD_NAMES
+from learners.catalog import METHOD_NAMES, TASK_METRICS
+from learners.efficiency import summarize
 
-wb = ui.get_workbench()
-ui.require_access("admin")  # a sign-in box and nothing else without the token
-project_id, annotator = ui.sidebar(wb)
-st.title("Simulate")
-project_id = ui.require_project(project_id)
+wb, project_id, _ = ui.open_page("simulate")
 project = wb.project(project_id)
-METRICS = ui.TASK_METRICS[project.task]
+METRICS = TASK_METRICS[project.task]
 st.caption(
     "Each run labels with an oracle that answers from the project's gold labels, through the same rounds, "
     "training and selection as people use: a random seed round, then rounds chosen by the strategy."
@@ -29,7 +26,7 @@ with st.form("simulate"):
     strategies = st.multiselect("Strategies", names, default=[n for n in ("random", "margin", "entropy") if n in names])
     methods = st.multiselect(
         "Training methods (optional)", list(METHOD_NAMES), key="sim_methods",
-        help="Each strategy runs once per method chosen here (e.g. lftl with lftl_vpa and margin with none); "
+        help="Each strategy runs once per method chosen here (e.g. margin with none and with pseudo_label); "
              "none chosen: the project's own training method.",
     )
     c1, c2, c3 = st.columns(3)
@@ -48,7 +45,7 @@ with st.form("simulate"):
 
 @st.fragment(run_every=ui.POLL_SECONDS)
 def progress() -> None:
-    active = [j for j in wb.status(project_id)["jobs"] if j["kind"] == "simulate"]
+    active = [j for j in wb.status(project_id).jobs if j.kind == "simulate"]
     ui.show_jobs(active)
     if st.session_state.get("_sim_active") and not active:
         st.session_state["_sim_active"] = False
@@ -66,10 +63,10 @@ results = wb.simulations(project_id)
 if not results:
     st.info("No finished simulation yet.")
     st.stop()
-labels = {r["job_id"]: f"job {r['job_id']}: {', '.join(r['config']['strategies'])} x {len(r['config']['seeds'])} seeds "
-          f"(B={r['config']['round_size']}, R={r['config']['rounds']})" for r in results}
+labels = {r.job_id: f"job {r.job_id}: {', '.join(r.config['strategies'])} x {len(r.config['seeds'])} seeds "
+          f"(B={r.config['round_size']}, R={r.config['rounds']})" for r in results}
 chosen = st.selectbox("Simulation", list(labels), format_func=labels.get)
-result = next(r for r in results if r["job_id"] == chosen)
+result = asdict(next(r for r in results if r.job_id == chosen))  # plain data: for the summary and the downloads
 metric = st.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True)
 summary = summarize(result, metric)
 
@@ -88,9 +85,9 @@ lines = base.mark_line(point=True).encode(
     tooltip=["strategy", "labels", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")],
 )
 layers = [band, lines]
-human = [p for p in wb.chart_data(project_id) if p.get(metric) is not None]
+human = [p for p in wb.chart_data(project_id) if p.metric(metric) is not None]
 if human:
-    people = pd.DataFrame([{"labels": p["labels"], "mean": p[metric], "strategy": "this project (people)"} for p in human])
+    people = pd.DataFrame([{"labels": p.labels, "mean": p.metric(metric), "strategy": "this project (people)"} for p in human])
     layers.append(alt.Chart(people).mark_point(shape="diamond", size=120, filled=True).encode(
         x="labels:Q", y="mean:Q", color=alt.Color("strategy:N"), tooltip=["labels", "mean"]))
 st.altair_chart(alt.layer(*layers), width="stretch")
