@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect, select, update
 
 from storage import jobs, queue
-from storage.db import Database, sqlite_url
+from storage.db import Database, head_revision, sqlite_url
 from storage.files import DamagedFile, latest_artifact, load_matrix, save_matrix
 from storage.labels import current_labels
 from storage.models import Annotation, Job, QueueEntry, utcnow
@@ -25,7 +25,7 @@ def test_migrations_create_every_table_on_empty_database(tmp_path: Path) -> None
     with db.read() as s:
         assert s.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert s.connection().exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert s.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
     db.dispose()
     Database(sqlite_url(tmp_path / "empty.sqlite")).dispose()  # applying again is a no-op
 
