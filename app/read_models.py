@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+
 from storage import jobs, queue
 from storage.db import Database
-from storage.files import artifacts, latest_artifact, load_json
+from storage.files import DamagedFile, artifacts, latest_artifact, load_json, load_matrix
 from storage.labels import items_per_split, labeled_per_split
-from storage.models import Job, Project, Round
+from storage.models import Artifact, Job, Project, Round
 from storage.rounds import latest_round, project_rounds
 
 
@@ -187,3 +189,33 @@ def has_predictions(db: Database, project_id: int) -> bool:
     """Whether a trained head has written predictions yet (they exist after the first training)."""
     with db.read() as s:
         return latest_artifact(s, project_id, "predictions") is not None
+
+
+class Guesses:
+    """What the latest head says of an item, for the Label page: its predictions file is read once per new
+    head (the Label page asks for every item it shows)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, np.ndarray, dict[int, int]] | None = None  # (artifact id, probs, row of item id)
+
+    def guess(self, artifact: Artifact | None, item_id: int, task: str) -> list[tuple[int, float]] | None:
+        """None before the first training (or when the predictions file is damaged: labeling goes on without a
+        guess; the Rounds page offers the retrain); else [(class, probability)] for the top class, or
+        (multi-label) every tag at 0.5 or more, most likely first ([] means none of them)."""
+        if artifact is None:
+            return None
+        if self._cached is None or self._cached[0] != artifact.id:
+            try:
+                probs, ids = load_matrix(artifact)
+            except DamagedFile:
+                return None
+            self._cached = (artifact.id, probs, {int(i): row for row, i in enumerate(ids)})
+        _, probs, row_of = self._cached
+        row = row_of.get(item_id)
+        if row is None:
+            return None
+        scores = probs[row]
+        if task == "multi_label":
+            return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
+        k = int(np.argmax(scores))
+        return [(k, float(scores[k]))]

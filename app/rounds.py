@@ -9,14 +9,14 @@ round's state is one of the functions here:
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import job_kinds
-from storage import queue
+from storage import jobs, queue
 from storage.files import latest_artifact
 from storage.labels import current_labels
-from storage.models import Job, Project, QueueEntry, Round, utcnow
+from storage.models import Project, Round, utcnow
+from storage.rounds import next_round_index, round_picks
 
 SEQUENTIAL_LOOKAHEAD = 2  # picks a sequential strategy keeps queued ahead, so an annotator never waits
 
@@ -24,7 +24,7 @@ SEQUENTIAL_LOOKAHEAD = 2  # picks a sequential strategy keeps queued ahead, so a
 def open_round(s: Session, project: Project, strategy: str | None = None, params: dict | None = None) -> Round:
     """A new round in state 'selecting' with its select job. Round 0 is random (no model yet), unless the project
     started from a source head: then that head's predictions feed the project's strategy from round 0."""
-    index = s.scalar(select(func.coalesce(func.max(Round.index) + 1, 0)).where(Round.project_id == project.id))
+    index = next_round_index(s, project.id)
     if strategy is None:
         cold = index == 0 and latest_artifact(s, project.id, "head") is None
         strategy = "random" if cold else project.strategy
@@ -70,29 +70,12 @@ def finish_training(round_: Round, metrics: dict, note: str) -> None:
     round_.done_at = utcnow()
 
 
-def round_picks(s: Session, round_id: int) -> tuple[int, int]:
-    """(pool items picked so far in the round, of which still open), dropped entries and the eval set excluded."""
-    counts = dict(
-        s.execute(
-            select(QueueEntry.state, func.count())
-            .where(QueueEntry.round_id == round_id, QueueEntry.arm != "eval", QueueEntry.state != "dropped")
-            .group_by(QueueEntry.state)
-        ).all()
-    )
-    return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
-
-
 def after_answer(s: Session, round_: Round, project: Project, sequential: bool) -> None:
     """After a label or skip: a sequential round asks the worker for its next pick; a finished round trains."""
     if round_.state != "labeling":
         return
     if sequential and round_picks(s, round_.id)[0] < project.round_size:
-        waiting = s.scalar(
-            select(func.count()).select_from(Job).where(
-                Job.round_id == round_.id, Job.kind == "select", Job.state == "queued"
-            )
-        )
-        if not waiting:
+        if not jobs.is_queued(s, round_.id, "select"):
             job_kinds.enqueue(s, "select", project.id, round_.id, {"next": True})
         return
     if queue.open_entries(s, round_.id) == 0:

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import func, insert, select
 
 from app.rounds import open_round
 from app.settings import Settings
 from app.workbench import Workbench
+from storage import simulation_runs
 from storage.files import latest_artifact, load_matrix
-from storage.models import Annotation, Artifact, Item, Project, QueueEntry, Round
+from storage.models import Artifact, Item, Project
 
 ORACLE = "oracle"
 # Given a simulated run's settings and a worker name: the function that runs that database's next queued job to
@@ -66,12 +66,9 @@ def run_simulation(
     source = Workbench(settings)
     project = source.project(project_id)
     with source.db.read() as s:
-        items = list(s.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)))
+        items = simulation_runs.project_items(s, project_id)
         features = latest_artifact(s, project_id, "features")
-        source_head = s.scalars(select(Artifact).where(
-            Artifact.project_id == project_id, Artifact.kind == "head", Artifact.round_id.is_(None))
-            .order_by(Artifact.id)).first()
-        source_head = source_head if source_head is not None and source_head.meta.get("source") else None
+        source_head = simulation_runs.source_head(s, project_id)
     gold = {it.id: it.gold for it in items if it.gold is not None}  # [] is a multi-label answer: none of the tags
     if len(gold) < len(items):
         raise ValueError(
@@ -109,7 +106,7 @@ def _one_run(
         target = config.rounds + 1
         trained = 0
         while trained < target:
-            task = wb.next_task(pid, ORACLE)
+            task = wb.next_assignment(pid, ORACLE)
             if task is not None:
                 wb.submit(pid, task.entry_id, ORACLE, oracle.answer(task.item_id))
                 continue
@@ -159,52 +156,29 @@ def _copy_project(
             strategy=strategy, strategy_params=params, round_size=config.round_size, eval_size=0,
             auto_next_round=True, seed=seed,
         )
-        s.add(sim)
-        s.flush()
-        # Same ids as the real project, so the cached features (rows keyed by item id) apply as they are; no gold.
-        s.execute(insert(Item), [
-            {"id": it.id, "project_id": sim.id, "key": it.key, "content_hash": it.content_hash, "split": it.split, "gold": None}
-            for it in items
-        ])
-        s.add(Artifact(project_id=sim.id, kind="features", path=features.path, sha256=features.sha256, meta=dict(features.meta)))
-        if source_head is not None:  # started from a source model: it chooses round 0, as in the project
-            s.add(Artifact(project_id=sim.id, kind="head", path=source_head.path, sha256=source_head.sha256,
-                           meta=dict(source_head.meta)))
-        s.execute(insert(Annotation), [  # the evaluation set, labeled first as people do; it never trains or selects
-            {"project_id": sim.id, "item_id": it.id, "annotator": ORACLE, "kind": "label", "value": gold[it.id]}
-            for it in items if it.split == "eval"
-        ])
-        s.flush()
+        # A source model, when the project started from one, chooses round 0 as in the project.
+        simulation_runs.copy_project(s, sim, items, [features] + ([source_head] if source_head is not None else []))
+        # The evaluation set, labeled first as people do; it never trains or selects.
+        simulation_runs.add_labels(s, sim.id, ORACLE, {it.id: gold[it.id] for it in items if it.split == "eval"})
         open_round(s, sim)
         return sim.id
 
 
 def _arm_pulls(wb: Workbench, project_id: int) -> dict[int, dict[str, int]]:
     """Per round: how many labeled picks each arm made (the strategy's name, or the arm names of a strategy that composes others)."""
-    pulls: dict[int, dict[str, int]] = {}
     with wb.db.read() as s:
-        rows = s.execute(
-            select(Round.index, QueueEntry.arm, func.count())
-            .join(Round, Round.id == QueueEntry.round_id)
-            .where(Round.project_id == project_id, QueueEntry.state == "labeled", QueueEntry.arm != "eval")
-            .group_by(Round.index, QueueEntry.arm)
-        )
-        for index, arm, count in rows:
-            pulls.setdefault(index, {})[arm] = count
-    return pulls
+        return simulation_runs.labeled_picks_per_arm(s, project_id)
 
 
 def _pool_accuracies(wb: Workbench, project_id: int, gold: dict[int, list[int]]) -> dict[int, float]:
     """Transductive accuracy of each round's head on the whole pool (simulation only: it reads gold labels)."""
     out = {}
     with wb.db.read() as s:
-        rounds = {r.id: r.index for r in s.scalars(select(Round).where(Round.project_id == project_id))}
-        arts = list(s.scalars(select(Artifact).where(Artifact.project_id == project_id, Artifact.kind == "predictions")))
-        pool = {it for it, in s.execute(select(Item.id).where(Item.project_id == project_id, Item.split == "pool"))}
-    for art in arts:
-        if art.round_id in rounds:
-            probs, ids = load_matrix(art)
-            keep = np.array([int(i) in pool for i in ids])
-            truth = np.array([gold[int(i)][0] for i in ids[keep]])
-            out[rounds[art.round_id]] = float((probs[keep].argmax(1) == truth).mean())
+        predictions = simulation_runs.round_predictions(s, project_id)
+        pool = simulation_runs.pool_item_ids(s, project_id)
+    for index, artifact in predictions.items():
+        probs, ids = load_matrix(artifact)
+        keep = np.array([int(i) in pool for i in ids])
+        truth = np.array([gold[int(i)][0] for i in ids[keep]])
+        out[index] = float((probs[keep].argmax(1) == truth).mean())
     return out

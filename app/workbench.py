@@ -1,6 +1,8 @@
-"""The verbs of the workbench: create a project, start and close rounds, label, skip, undo, export.
+"""The verbs of the workbench: create a project, start and close rounds, label, skip, undo, release, retry a job,
+start a simulation, export.
 
-Everything a page or the CLI does goes through here; the model work itself happens in the worker (app.jobs).
+Everything a page or the CLI does goes through here; what they show comes from app.read_models (through the
+read-side methods at the end), settings checks from app.project_settings, the model work from the worker (app.jobs).
 """
 from __future__ import annotations
 
@@ -8,29 +10,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
 
 from app import job_kinds, read_models, strategy_state
+from app.errors import WorkbenchError
 from app.exports import FORMATS, refusal
+from app.project_settings import check_sizes, check_strategy, check_task, check_training
 from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
-from learners.catalog import METHOD_NAMES, MULTI_LABEL_METHODS, SSLConfig
-from learners.strategies import Panel, available_strategies, get_strategy, strategy_class
-from storage import importers, queue, source_heads
+from learners.catalog import METHOD_NAMES
+from learners.strategies import Panel, available_strategies, strategy_class
+from storage import importers, jobs, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
-from storage.files import DamagedFile, latest_artifact, load_matrix, project_dir, save_tensors
+from storage.files import latest_artifact, load_matrix, project_dir, save_tensors
+from storage.items import all_projects, gold_counts, key_and_split, project_id_named
 from storage.labels import current_labels
-from storage.models import Annotation, Item, Job, Project, QueueEntry, Round, utcnow
-from storage.rounds import project_rounds
+from storage.models import Annotation, Job, Project, QueueEntry, Round, utcnow
+from storage.rounds import latest_round, project_rounds, unfinished_round
 
 DEMO_PROJECT = "Demo digits"
 DEFAULT_BACKBONE = {"name": "pixels", "image_size": 16}
-TASKS = ("single_label", "multi_label")
-
-
-class WorkbenchError(ValueError):
-    """A request that cannot be done as asked; the message says why."""
 
 
 @dataclass
@@ -51,8 +50,8 @@ class ProjectConfig:
 
 
 @dataclass(frozen=True)
-class Task:
-    """An item handed to an annotator."""
+class Assignment:
+    """The queue entry an annotator holds on the Label page, with what the page shows about it."""
 
     entry_id: int
     item_id: int
@@ -71,7 +70,7 @@ class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
-        self._predictions_cache: dict[int, tuple[np.ndarray, dict[int, int]]] = {}
+        self._guesses = read_models.Guesses()
         self._sequential: dict[str, bool] = {"random": False}
         self._fixed_cache: dict[int, dict] = {}
 
@@ -81,10 +80,8 @@ class Workbench:
         .csv/.jsonl manifest) and start round 0."""
         if not config.name.strip():
             raise WorkbenchError("a project needs a name")
-        if config.round_size < 1 or config.eval_size < 0:
-            raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
-        if config.task not in TASKS:
-            raise WorkbenchError(f"unknown task {config.task!r}; use {' or '.join(TASKS)}")
+        check_sizes(config.round_size, config.eval_size)
+        check_task(config.task)
         check_strategy(config.strategy, config.strategy_params, config.task)
         check_training(config.training, config.task)
         head_file = self._read_source_head(config.source_head)
@@ -95,7 +92,7 @@ class Workbench:
                 f"{source}: found {len(result.classes)} class(es) {result.classes}; a single-label project needs at least 2"
             )
         with self.db.write() as s:
-            if s.scalar(select(Project.id).where(Project.name == config.name)) is not None:
+            if project_id_named(s, config.name) is not None:
                 raise WorkbenchError(f"a project named {config.name!r} already exists")
             project = Project(
                 name=config.name,
@@ -164,12 +161,12 @@ class Workbench:
 
     def ensure_demo_project(self) -> int:
         with self.db.read() as s:
-            pid = s.scalar(select(Project.id).where(Project.name == DEMO_PROJECT))
+            pid = project_id_named(s, DEMO_PROJECT)
         return pid if pid is not None else self.create_project(ProjectConfig(name=DEMO_PROJECT), "demo")
 
     def projects(self) -> list[Project]:
         with self.db.read() as s:
-            return list(s.scalars(select(Project).order_by(Project.id)))
+            return all_projects(s)
 
     def project(self, project_id: int) -> Project:
         with self.db.read() as s:
@@ -182,7 +179,7 @@ class Workbench:
         with self.db.read() as s:
             if str(name_or_id).isdigit() and s.get(Project, int(name_or_id)) is not None:
                 return int(name_or_id)
-            pid = s.scalar(select(Project.id).where(Project.name == str(name_or_id)))
+            pid = project_id_named(s, str(name_or_id))
         if pid is None:
             raise WorkbenchError(f"no project named {name_or_id!r}")
         return pid
@@ -201,16 +198,14 @@ class Workbench:
 
     def current_round(self, project_id: int) -> Round | None:
         with self.db.read() as s:
-            return s.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
+            return latest_round(s, project_id)
 
     def start_round(self, project_id: int, strategy: str | None = None, params: dict | None = None) -> int:
         if strategy is not None:
             check_strategy(strategy, params, self.project(project_id).task)
         with self.db.write() as s:
             project = s.get(Project, project_id)
-            busy = s.scalars(
-                select(Round).where(Round.project_id == project_id, Round.state != "done").limit(1)
-            ).first()
+            busy = unfinished_round(s, project_id)
             if busy is not None:
                 raise WorkbenchError(f"round {busy.index} is still {busy.state}; close it before starting another")
             return open_round(s, project, strategy, params).index
@@ -231,7 +226,8 @@ class Workbench:
             return job_kinds.enqueue(s, "train", project_id, None, {"on_demand": True}).id
 
     # ----- labeling -----------------------------------------------------------------------------------------------
-    def next_task(self, project_id: int, annotator: str) -> Task | None:
+    def next_assignment(self, project_id: int, annotator: str) -> Assignment | None:
+        """Claim the next queue entry of the labeling round for `annotator` (the one they hold already, if any)."""
         annotator = _annotator(annotator)
         with self.db.write() as s:
             round_ = queue.labeling_round(s, project_id)
@@ -240,10 +236,10 @@ class Workbench:
             claim = queue.claim_next(s, round_.id, annotator, self.settings.lease_seconds)
             if claim is None:
                 return None
-            key, split = s.execute(select(Item.key, Item.split).where(Item.id == claim.item_id)).one()
+            key, split = key_and_split(s, claim.item_id)
             counts = queue.round_counts(s, round_.id)
             predictions = latest_artifact(s, project_id, "predictions")
-        return Task(
+        return Assignment(
             entry_id=claim.entry_id,
             item_id=claim.item_id,
             key=key,
@@ -254,7 +250,7 @@ class Workbench:
             round_strategy=round_.strategy,
             done_in_round=counts["labeled"] + counts["skipped"],
             total_in_round=sum(counts.values()) - counts["dropped"],
-            guess=self._guess(predictions, claim.item_id, self._fixed(project_id)["task"]),
+            guess=self._guesses.guess(predictions, claim.item_id, self._fixed(project_id)["task"]),
         )
 
     def _fixed(self, project_id: int) -> dict:
@@ -304,28 +300,6 @@ class Workbench:
             return {k: v.value for k, v in current_labels(s, project_id, split).items()}
 
     # ----- model outputs ------------------------------------------------------------------------------------------
-    def _guess(self, artifact, item_id: int, task: str) -> list[tuple[int, float]] | None:
-        """What the latest head (its predictions `artifact`) says of the item, or None before the first training:
-        [(class, probability)] for its top class, or (multi-label) every tag at 0.5 or more, most likely first
-        ([] means none of them)."""
-        if artifact is None:
-            return None
-        if artifact.id not in self._predictions_cache:
-            try:
-                probs, ids = load_matrix(artifact)
-            except DamagedFile:  # labeling goes on without a guess; the Rounds page offers the retrain
-                return None
-            self._predictions_cache = {artifact.id: (probs, {int(i): row for row, i in enumerate(ids)})}
-        probs, index = self._predictions_cache[artifact.id]
-        row = index.get(item_id)
-        if row is None:
-            return None
-        scores = probs[row]
-        if task == "multi_label":
-            return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
-        k = int(np.argmax(scores))
-        return [(k, float(scores[k]))]
-
     def predictions(self, project_id: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(probs, item_ids) of the latest trained head, or None before the first training."""
         with self.db.read() as s:
@@ -374,7 +348,7 @@ class Workbench:
         with self.db.read() as s:
             return f"{slug}{export_format.file_suffix}", export_format.write(s, project)
 
-    # ----- for the web UI (appended) --------------------------------------------------------------------------------
+    # ----- strategies and jobs ----------------------------------------------------------------------------------
     def strategy_names(self) -> list[str]:
         """Names of the registered selection strategies (listing them loads numpy only, not torch)."""
         return list(available_strategies())
@@ -387,11 +361,7 @@ class Workbench:
                 raise WorkbenchError(f"job {job_id} does not exist")
             if job.state != "failed":
                 raise WorkbenchError(f"job {job_id} is {job.state}; only a failed job can be retried")
-            later = s.scalar(
-                select(Job.id).where(
-                    Job.project_id == job.project_id, Job.kind == job.kind, Job.round_id == job.round_id, Job.id > job.id
-                )
-            )
+            later = jobs.later_run(s, job)
             if later is not None:
                 raise WorkbenchError(f"job {job_id} was already run again as job {later}")
             return job_kinds.enqueue(s, job.kind, job.project_id, job.round_id, dict(job.params or {})).id
@@ -416,37 +386,12 @@ class Workbench:
             if method:
                 check_training({"ssl": method}, task)
         with self.db.read() as s:
-            items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id))
-            with_gold = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id, Item.gold.is_not(None)))
+            items, with_gold = gold_counts(s, project_id)
         if with_gold < items:
             raise WorkbenchError(f"simulation needs gold labels on every item; {items - with_gold} of {items} have none")
         params = {"strategies": list(strategies), "seeds": [int(x) for x in seeds], "round_size": int(round_size), "rounds": int(rounds)}
         with self.db.write() as s:
             return job_kinds.enqueue(s, "simulate", project_id, None, params).id
-
-
-def check_strategy(name: str, params: dict | None, task: str) -> None:
-    """WorkbenchError unless `name` is a registered strategy that takes `params` (checked against its declared
-    parameters) and has a rule for `task`."""
-    if name not in available_strategies():
-        raise WorkbenchError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
-    try:
-        strategy = get_strategy(name, **(params or {}))
-    except ValueError as error:
-        raise WorkbenchError(str(error)) from error
-    if task == "multi_label" and not strategy.supports_multi_label:
-        usable = [n for n in available_strategies() if strategy_class(n).supports_multi_label]
-        raise WorkbenchError(f"strategy {name!r} has no multi-label rule; for tags use one of {', '.join(usable)}")
-
-
-def check_training(training: dict | None, task: str) -> None:
-    """WorkbenchError unless the semi-supervised settings are valid for the task."""
-    try:
-        method = SSLConfig.from_dict((training or {}).get("ssl", "none")).method
-    except ValueError as error:
-        raise WorkbenchError(str(error)) from error
-    if task == "multi_label" and method not in MULTI_LABEL_METHODS:
-        raise WorkbenchError(f"training method {method!r} has no multi-label version; use {', '.join(MULTI_LABEL_METHODS)}")
 
 
 def _annotator(name: str) -> str:

@@ -1,6 +1,6 @@
 """Many annotators at once: labels/s held by N annotator processes labeling one round, on SQLite and PostgreSQL.
 
-Each annotator is its own process working flat out (no think time) through the workbench's verbs (next_task,
+Each annotator is its own process working flat out (no think time) through the workbench's verbs (next_assignment,
 submit, a skip every 11th item, an undo every 9th), the same harness as tests/test_load.py; after each run
 every hand-out, label, skip and undo is checked against the database (nothing handed out twice, nothing lost).
 PostgreSQL is a throwaway server from Debian's `postgresql` package started for the run (tests/pg_server.py).

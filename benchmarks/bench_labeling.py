@@ -54,12 +54,12 @@ def main() -> None:
         t = time.perf_counter()
         pid = build(wb, args.items, args.labels + 10)
         print(f"built a pool of {args.items} items in {time.perf_counter() - t:.1f} s")
-        task = wb.next_task(pid, "bench")
+        task = wb.next_assignment(pid, "bench")
         times = []
         for i in range(args.labels):
             t0 = time.perf_counter()
             wb.submit(pid, task.entry_id, "bench", [i % 10], seconds=1.0)
-            task = wb.next_task(pid, "bench")
+            task = wb.next_assignment(pid, "bench")
             times.append(time.perf_counter() - t0)
         ms = np.array(times) * 1000
         print(f"label submit -> next item over {args.labels} labels on a {args.items}-item pool (SQLite, WAL):")

@@ -58,7 +58,7 @@ def drain(worker: Worker) -> None:
 def label_everything(wb: Workbench, pid: int) -> None:
     with wb.db.read() as s:
         gold = {i.id: i.gold for i in s.scalars(select(Item).where(Item.project_id == pid))}
-    while (task := wb.next_task(pid, "oracle")) is not None:
+    while (task := wb.next_assignment(pid, "oracle")) is not None:
         wb.submit(pid, task.entry_id, "oracle", gold[task.item_id])
 
 

@@ -136,3 +136,16 @@ def failed_jobs(session: Session, project_id: int) -> list[Job]:
     for job in session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id)):
         latest[(job.kind, job.round_id)] = job
     return [job for job in latest.values() if job.state == "failed"]
+
+
+def is_queued(session: Session, round_id: int, kind: str) -> bool:
+    """Whether a job of `kind` for the round waits for a worker."""
+    return session.scalar(select(Job.id).where(Job.round_id == round_id, Job.kind == kind, Job.state == "queued")
+                          .limit(1)) is not None
+
+
+def later_run(session: Session, job: Job) -> int | None:
+    """The id of a later job of the same kind, project and round (the job was already run again), or None."""
+    return session.scalar(select(Job.id).where(
+        Job.project_id == job.project_id, Job.kind == job.kind, Job.round_id == job.round_id, Job.id > job.id
+    ).limit(1))

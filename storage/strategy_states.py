@@ -6,9 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.labels import current_labels
-from storage.models import QueueEntry, Round, StrategyState
-
-EVAL_ARM = "eval"  # the arm recorded for evaluation-set entries: not a strategy's pick
+from storage.models import Item, QueueEntry, Round, StrategyState
 
 
 def _row(s: Session, project_id: int, strategy: str) -> StrategyState | None:
@@ -43,7 +41,8 @@ def labeled_picks(s: Session, project_id: int, round_id: int) -> list[tuple[str,
     labels = current_labels(s, project_id)
     return [(arm, labels[item_id].value) for item_id, arm in s.execute(
         select(QueueEntry.item_id, QueueEntry.arm)
-        .where(QueueEntry.round_id == round_id, QueueEntry.state == "labeled", QueueEntry.arm != EVAL_ARM)
+        .join(Item, Item.id == QueueEntry.item_id)
+        .where(QueueEntry.round_id == round_id, QueueEntry.state == "labeled", Item.split == "pool")
         .order_by(QueueEntry.position)
     ) if item_id in labels]
 
@@ -56,7 +55,8 @@ def strategy_picks(s: Session, project_id: int, strategy: str) -> list[tuple[int
             for index, item_id, arm, state in s.execute(
                 select(Round.index, QueueEntry.item_id, QueueEntry.arm, QueueEntry.state)
                 .join(Round, Round.id == QueueEntry.round_id)
-                .where(Round.project_id == project_id, Round.strategy == strategy, QueueEntry.arm != EVAL_ARM)
+                .join(Item, Item.id == QueueEntry.item_id)
+                .where(Round.project_id == project_id, Round.strategy == strategy, Item.split == "pool")
                 .order_by(Round.index, QueueEntry.position)
             )]
 

@@ -103,7 +103,7 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
 
     def held_item() -> int | None:
         """The item the browser's annotator holds (the oracle reads its gold label to know which key to press)."""
-        task = wb.next_task(pid, ANNOTATOR)
+        task = wb.next_assignment(pid, ANNOTATOR)
         return None if task is None else task.item_id
 
     with sync_playwright() as pw:
@@ -185,7 +185,7 @@ def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_se
     with wb.db.read() as s:
         gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
     _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
-    while (task := wb.next_task(pid, "oracle")) is not None:
+    while (task := wb.next_assignment(pid, "oracle")) is not None:
         wb.submit(pid, task.entry_id, "oracle", [gold[task.item_id]])
     _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 90, "round 1 (galaxy)")
     round_id = wb.rounds(pid)[1].id
@@ -200,7 +200,7 @@ def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_se
         for n in range(4):
             expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("chosen by: galaxy")).to_be_visible()
-            item = wb.next_task(pid, ANNOTATOR).item_id
+            item = wb.next_assignment(pid, ANNOTATOR).item_id
             _settle(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")
             page.keyboard.press(str(gold[item]))
@@ -249,7 +249,7 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
     with wb.db.read() as s:
         gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
     _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
-    while (task := wb.next_task(pid, "oracle")) is not None:
+    while (task := wb.next_assignment(pid, "oracle")) is not None:
         wb.submit(pid, task.entry_id, "oracle", [gold[task.item_id]])
     _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 120, "round 1 (tailor)")
     with sync_playwright() as pw:
@@ -258,7 +258,7 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
         for n in range(5):  # round 1, chosen by TAILOR, labeled with the keyboard
             expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("chosen by: tailor (")).to_be_visible()
-            item = wb.next_task(pid, ANNOTATOR).item_id
+            item = wb.next_assignment(pid, ANNOTATOR).item_id
             _settle(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")
             page.keyboard.press(str(gold[item]))
@@ -292,7 +292,7 @@ def test_label_tags_with_the_keyboard_on_a_multi_label_project(workbench_server)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         for n in range(5):
             expect(page.get_by_text(f"round 0: {n} of 5")).to_be_visible(timeout=60_000)
-            item = wb.next_task(pid, ANNOTATOR).item_id
+            item = wb.next_assignment(pid, ANNOTATOR).item_id
             _settle(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")
             if not gold[item]:

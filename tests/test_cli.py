@@ -47,7 +47,7 @@ def test_cli_import_label_free_round_close_and_export(tmp_path: Path) -> None:
 
     wb = Workbench(Settings(home=home, db_url=env["WORKBENCH_DB_URL"]))
     for _ in range(3):
-        task = wb.next_task(1, "cli-test")
+        task = wb.next_assignment(1, "cli-test")
         wb.submit(1, task.entry_id, "cli-test", [0 if "red" in task.key else 1])
     out = run(["round", "close", "shapes"], env)
     assert "round 0 closed" in out.stdout
@@ -84,7 +84,7 @@ def test_a_missing_image_in_a_zip_export_is_one_error_line(home: Path, tmp_path:
         pass
     keys = []
     for _ in range(3):
-        task = wb.next_task(pid, "cli-test")
+        task = wb.next_assignment(pid, "cli-test")
         wb.submit(pid, task.entry_id, "cli-test", [int(task.key.split("/")[0])])
         keys.append(task.key)
 

@@ -147,7 +147,7 @@ def _gold(wb: Workbench, pid: int) -> dict[int, int]:
 
 def _label_round(wb: Workbench, pid: int, gold: dict[int, int], annotator: str = "ann") -> int:
     n = 0
-    while (task := wb.next_task(pid, annotator)) is not None:
+    while (task := wb.next_assignment(pid, annotator)) is not None:
         wb.submit(pid, task.entry_id, annotator, [gold[task.item_id]])
         n += 1
     return n
@@ -423,7 +423,7 @@ def test_a_damaged_predictions_file_fails_the_job_once_naming_it_and_retrain_rec
     wb.retry_job(select_job.id)
     _drain(worker)
     assert _round_states(wb, pid) == ["done", "labeling"]
-    task = wb.next_task(pid, "ann")
+    task = wb.next_assignment(pid, "ann")
     assert task is not None and task.guess is not None
 
 
@@ -440,7 +440,7 @@ with wb.db.read() as s:
     gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
 log = open(sys.argv[1], "a")
 while True:
-    task = wb.next_task(pid, "bob")
+    task = wb.next_assignment(pid, "bob")
     if task is None:
         time.sleep(0.2)
         continue
@@ -480,7 +480,7 @@ def test_web_server_killed_while_annotators_label_loses_no_label_and_labeling_co
                                process_group=server.pid)
         alice_done = 0
         for _ in range(3):  # alice labels from her own session meanwhile
-            task = wb.next_task(pid, "alice")
+            task = wb.next_assignment(pid, "alice")
             wb.submit(pid, task.entry_id, "alice", [gold[task.item_id]])
             alice_done += 1
 
@@ -505,7 +505,7 @@ def test_web_server_killed_while_annotators_label_loses_no_label_and_labeling_co
         assert bob_rows in (len(logged), len(logged) + 1)  # at most one committed just before the kill, unlogged
         assert held is not None
         held_item, held_until = held.item_id, held.lease_expires
-        task = wb.next_task(pid, "alice")  # during the lease the dead session's item is not handed out
+        task = wb.next_assignment(pid, "alice")  # during the lease the dead session's item is not handed out
         assert utcnow() < held_until and task.item_id != held_item
         wb.release(task.entry_id, "alice")
 
@@ -515,7 +515,7 @@ def test_web_server_killed_while_annotators_label_loses_no_label_and_labeling_co
         def label_until_training():
             if wb.rounds(pid)[0].state != "labeling":
                 return True
-            task = wb.next_task(pid, "alice")
+            task = wb.next_assignment(pid, "alice")
             if task is None:  # only the dead session's item is left, under its lease
                 return False
             wb.submit(pid, task.entry_id, "alice", [gold[task.item_id]])
@@ -529,7 +529,7 @@ def test_web_server_killed_while_annotators_label_loses_no_label_and_labeling_co
         assert len(_jobs(wb, pid, "select", rounds[1].id)) == 1
         labels = wb.labels(pid)
         assert len(labels) == 20 and all(labels[i] == [gold[i]] for i in logged)
-        task = wb.next_task(pid, "alice")  # labeling continues in the new round
+        task = wb.next_assignment(pid, "alice")  # labeling continues in the new round
         wb.submit(pid, task.entry_id, "alice", [gold[task.item_id]])
         assert len(wb.labels(pid)) == 21
 

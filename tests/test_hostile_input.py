@@ -155,7 +155,7 @@ def label_everything(wb: Workbench, project_id: int, annotator: str) -> dict[str
     with wb.db.read() as s:
         gold = dict(s.execute(select(Item.id, Item.gold).where(Item.project_id == project_id)).all())
     given = {}
-    while (task := wb.next_task(project_id, annotator)) is not None:
+    while (task := wb.next_assignment(project_id, annotator)) is not None:
         wb.submit(project_id, task.entry_id, annotator, gold[task.item_id])
         given[task.key] = classes[gold[task.item_id][0]]
     return given

@@ -1,5 +1,5 @@
 """Many annotators at once, nothing lost: 8 annotator processes label one round through the workbench's verbs
-(next_task / submit, a few skips and undos) on SQLite and on a real PostgreSQL server, and every hand-out, label,
+(next_assignment / submit, a few skips and undos) on SQLite and on a real PostgreSQL server, and every hand-out, label,
 skip and undo is checked against the database afterwards. Also on PostgreSQL: a first start from several processes
 at once, tests/test_storage.py's tests that take `db` and tests/test_loop.py's whole-loop tests that take `settings`.
 
@@ -39,7 +39,7 @@ def annotate(url: str, home: str, project_id: int, name: str, lease_seconds: int
     """Label through app.workbench.Workbench until the queue gives nothing more; report every event.
 
     events: ("hand", entry, item, wall time), ("label", entry, item, value), ("skip", entry, item),
-    ("undo", retracted annotation id, its entry, its kind). latencies: seconds of each answer + next_task.
+    ("undo", retracted annotation id, its entry, its kind). latencies: seconds of each answer + next_assignment.
     """
     try:
         from app.settings import Settings
@@ -55,7 +55,7 @@ def annotate(url: str, home: str, project_id: int, name: str, lease_seconds: int
     try:
         barrier.wait(timeout=120)
         start = time.time()
-        task = wb.next_task(project_id, name)
+        task = wb.next_assignment(project_id, name)
         n = 0
         while task is not None:
             events.append(("hand", task.entry_id, task.item_id, time.time()))
@@ -71,7 +71,7 @@ def annotate(url: str, home: str, project_id: int, name: str, lease_seconds: int
                 if n % undo_every == 0:
                     undone = wb.undo(project_id, name)
                     events.append(("undo", undone.id, undone.queue_entry_id, undone.kind))
-            task = wb.next_task(project_id, name)
+            task = wb.next_assignment(project_id, name)
             latencies.append(time.perf_counter() - t0)
         out.put({"name": name, "events": events, "latencies": latencies, "start": start, "end": time.time()})
     except BaseException:

@@ -30,7 +30,7 @@ def gold_of(wb: Workbench, project_id: int) -> dict[int, int]:
 
 def label_round(wb: Workbench, project_id: int, gold: dict[int, int], annotator: str = "script") -> int:
     n = 0
-    while (task := wb.next_task(project_id, annotator)) is not None:
+    while (task := wb.next_assignment(project_id, annotator)) is not None:
         wb.submit(project_id, task.entry_id, annotator, [gold[task.item_id]], seconds=0.5)
         n += 1
     return n
@@ -49,7 +49,7 @@ def test_three_rounds_on_the_demo_chart_grows_and_exports_match(settings: Settin
     drain(worker)
     rounds = wb.rounds(pid)
     assert [(r.index, r.state, r.strategy) for r in rounds] == [(0, "labeling", "random")]
-    first = wb.next_task(pid, "script")
+    first = wb.next_assignment(pid, "script")
     assert first.arm == "eval" and first.guess is None  # the evaluation set is queued first, before any model
     chart_sizes = []
     for round_index in range(3):
@@ -64,7 +64,7 @@ def test_three_rounds_on_the_demo_chart_grows_and_exports_match(settings: Settin
     rounds = wb.rounds(pid)
     assert [r.state for r in rounds] == ["done", "done", "done", "labeling"]
     assert rounds[1].strategy == "margin" and rounds[3].labels_at_start == 30
-    task = wb.next_task(pid, "script")
+    task = wb.next_assignment(pid, "script")
     assert task.arm == "margin" and task.guess is not None  # the retrained model's guess is shown
     with wb.db.read() as s:
         eval_ids = {i.id for i in s.scalars(select(Item).where(Item.project_id == pid, Item.split == "eval"))}
@@ -136,11 +136,11 @@ def test_verbs_refuse_what_cannot_be_done(settings: Settings) -> None:
     with pytest.raises(WorkbenchError, match="no round is being labeled"):
         wb.close_round(pid)
     drain(Worker(settings, device="cpu"))
-    task = wb.next_task(pid, "ann")
+    task = wb.next_assignment(pid, "ann")
     with pytest.raises(WorkbenchError, match="not valid"):
         wb.submit(pid, task.entry_id, "ann", [10])
     with pytest.raises(WorkbenchError, match="annotator name"):
-        wb.next_task(pid, "  ")
+        wb.next_assignment(pid, "  ")
 
 
 def test_a_sequential_strategy_fills_its_round_one_pick_per_label(settings: Settings) -> None:
@@ -162,7 +162,7 @@ def test_a_sequential_strategy_fills_its_round_one_pick_per_label(settings: Sett
 
     assert len(queued()) == 2  # two picks ahead, so the annotator never waits for the worker
     for n in range(6):
-        task = wb.next_task(pid, "seq")
+        task = wb.next_assignment(pid, "seq")
         assert task is not None and task.arm == "galaxy"
         wb.submit(pid, task.entry_id, "seq", [gold[task.item_id]])
         drain(worker)  # the next pick is computed from every label so far

@@ -36,7 +36,7 @@ def tag_gold(wb: Workbench, pid: int) -> dict[int, list[int]]:
 
 def label_round(wb: Workbench, pid: int, gold: dict[int, list[int]]) -> int:
     n = 0
-    while (task := wb.next_task(pid, "tagger")) is not None:
+    while (task := wb.next_assignment(pid, "tagger")) is not None:
         wb.submit(pid, task.entry_id, "tagger", gold[task.item_id])
         n += 1
     return n
@@ -61,7 +61,7 @@ def test_multi_label_rounds_train_sigmoid_heads_and_measure_map(settings: Settin
                                           strategy_params={"reward": "pos"}, round_size=20, eval_size=40), "demo-tags")
     gold = tag_gold(wb, pid)
     drain(Worker(settings, device="cpu"))
-    task = wb.next_task(pid, "tagger")
+    task = wb.next_assignment(pid, "tagger")
     with pytest.raises(WorkbenchError, match="not valid"):
         wb.submit(pid, task.entry_id, "tagger", [len(DEMO_TAGS)])
     wb.submit(pid, task.entry_id, "tagger", [3, 0, 3])  # a set: order and repeats do not matter
@@ -147,7 +147,7 @@ def test_label_page_toggles_tags_and_submits_the_set(settings: Settings) -> None
     at.switch_page("app/pages/label.py").run()
     assert not at.exception
     assert [b.label for b in at.button if b.key.startswith("tag_")] == DEMO_TAGS
-    first = wb.next_task(pid, "annotator").item_id
+    first = wb.next_assignment(pid, "annotator").item_id
     at.button(key="tag_0").click().run()
     at.button(key="tag_2").click().run()
     at.button(key="tag_2").click().run()  # off again
@@ -156,7 +156,7 @@ def test_label_page_toggles_tags_and_submits_the_set(settings: Settings) -> None
     assert at.button(key="submit_tags").label == "Submit: even, has a loop"
     at.button(key="submit_tags").click().run()
     assert wb.labels(pid)[first] == [0, 3]
-    second = wb.next_task(pid, "annotator").item_id
+    second = wb.next_assignment(pid, "annotator").item_id
     assert all(not b.label.startswith("✅") for b in at.button if b.key.startswith("tag_"))  # a fresh item
     at.button(key="no_tags").click().run()
     assert wb.labels(pid)[second] == []  # none of these

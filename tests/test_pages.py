@@ -96,7 +96,7 @@ def gold_of(key: str) -> int:
 
 
 def label_whole_round(wb: Workbench, project_id: int) -> None:
-    while (task := wb.next_task(project_id, "oracle")) is not None:
+    while (task := wb.next_assignment(project_id, "oracle")) is not None:
         wb.submit(project_id, task.entry_id, "oracle", [gold_of(task.key)], seconds=1.0)
 
 
@@ -292,7 +292,7 @@ def test_rounds_page_starts_the_next_round_with_another_strategy(wb: Workbench, 
     config = ProjectConfig(name="Pets", round_size=3, eval_size=2, auto_next_round=False)
     pets = wb.create_project(config, write_pngs(tmp_path / "pets"))
     _run_worker()  # embed, select round 0
-    while (task := wb.next_task(pets, "oracle")) is not None:
+    while (task := wb.next_assignment(pets, "oracle")) is not None:
         wb.submit(pets, task.entry_id, "oracle", [["cat", "dog"].index(task.key.split("/")[0])])
     _run_worker()  # train; no automatic next round for this project
     assert wb.current_round(pets).state == "done"
@@ -440,9 +440,9 @@ def test_label_page_refuses_a_file_that_changed_after_import(wb: Workbench, tmp_
     folder = write_pngs(tmp_path / "pets")
     pid = wb.create_project(ProjectConfig(name="Pets", round_size=2, eval_size=2), folder)
     _run_worker()
-    task = wb.next_task(pid, "annotator")
+    task = wb.next_assignment(pid, "annotator")
     task.path.write_bytes(b"<html>not an image any more</html>")
     at = open_page("label", project_id=pid, annotator="annotator")
     assert not at.image and "The file changed after import" in at.error[0].value
     at.button(key="skip").click().run()  # the annotator can still move on
-    assert not at.exception and wb.next_task(pid, "annotator").entry_id != task.entry_id
+    assert not at.exception and wb.next_assignment(pid, "annotator").entry_id != task.entry_id

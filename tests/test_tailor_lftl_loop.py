@@ -94,7 +94,7 @@ def test_a_head_exported_from_one_project_chooses_the_first_round_of_another(set
     with wb.db.read() as s:
         source_predictions = s.scalars(select(Artifact).where(Artifact.project_id == pid, Artifact.kind == "predictions")).all()
     assert len(source_predictions) == 1 and source_predictions[0].meta.get("source")
-    first = wb.next_task(pid, "ann")
+    first = wb.next_assignment(pid, "ann")
     assert first.arm == "eval" and first.guess is not None  # the source head already guesses
     label_round(wb, pid, gold_of(wb, pid), annotator="ann")
     with wb.db.read() as s:

@@ -18,6 +18,7 @@ from storage.files import latest_artifacts, load_matrix, project_dir, save_matri
 from storage.items import item_rows
 from storage.labels import current_labels, label_array
 from storage.models import Job, Project, QueueEntry, Round, utcnow
+from storage.rounds import round_picks
 
 Entry = tuple[int, str, float | None]  # (item id, arm, score)
 
@@ -68,7 +69,7 @@ def _read(ctx: JobContext, job: Job) -> _RoundView:
     with ctx.db.read() as s:
         round_ = s.get(Round, job.round_id)
         project = s.get(Project, job.project_id)
-        picked, open_now = rounds.round_picks(s, round_.id)
+        picked, open_now = round_picks(s, round_.id)
         strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
         strategy_state.load_into(s, project.id, strategy)
         return _RoundView(round_, project, item_rows(s, project.id), current_labels(s, project.id),
@@ -95,7 +96,7 @@ def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], se
     """Queue the picks and save the strategy's state; False (nothing written) when the round changed meanwhile."""
     with ctx.db.write() as s:
         round_ = s.get(Round, job.round_id)
-        if rounds.round_picks(s, round_.id)[0] != view.picked or round_.state not in ("selecting", "labeling"):
+        if round_picks(s, round_.id)[0] != view.picked or round_.state not in ("selecting", "labeling"):
             return False
         start = queue.next_position(s, round_.id)
         for position, (item_id, arm, score) in enumerate(entries, start=start):

@@ -95,7 +95,7 @@ def waiting_view() -> None:
         status = wb.status(project_id)
         # Something to label now, or nothing more to wait for: draw the whole page again.
         labeling = status.round is not None and status.round.state == "labeling"
-        if labeling and wb.next_task(project_id, annotator) is not None:
+        if labeling and wb.next_assignment(project_id, annotator) is not None:
             st.rerun()
         if worker_busy(status) != busy:
             st.rerun()
@@ -106,7 +106,7 @@ def waiting_view() -> None:
 
 # ----- the page -------------------------------------------------------------------------------------------------------
 ui.show_flash()
-task = wb.next_task(project_id, annotator)  # a refusal is shown as a worded error by the page frame
+task = wb.next_assignment(project_id, annotator)  # a refusal is shown as a worded error by the page frame
 
 if task is None:
     waiting_view()

@@ -1,0 +1,43 @@
+"""Checks of a project's settings before anything is stored or queued: its task, sizes, strategy and training
+method. Each refusal is a WorkbenchError naming the setting and what would work."""
+from __future__ import annotations
+
+from app.errors import WorkbenchError
+from learners.catalog import MULTI_LABEL_METHODS, SSLConfig
+from learners.strategies import available_strategies, get_strategy, strategy_class
+
+TASKS = ("single_label", "multi_label")
+
+
+def check_sizes(round_size: int, eval_size: int) -> None:
+    if round_size < 1 or eval_size < 0:
+        raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise WorkbenchError(f"unknown task {task!r}; use {' or '.join(TASKS)}")
+
+
+def check_strategy(name: str, params: dict | None, task: str) -> None:
+    """WorkbenchError unless `name` is a registered strategy that takes `params` (checked against its declared
+    parameters) and has a rule for `task`."""
+    if name not in available_strategies():
+        raise WorkbenchError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
+    try:
+        strategy = get_strategy(name, **(params or {}))
+    except ValueError as error:
+        raise WorkbenchError(str(error)) from error
+    if task == "multi_label" and not strategy.supports_multi_label:
+        usable = [n for n in available_strategies() if strategy_class(n).supports_multi_label]
+        raise WorkbenchError(f"strategy {name!r} has no multi-label rule; for tags use one of {', '.join(usable)}")
+
+
+def check_training(training: dict | None, task: str) -> None:
+    """WorkbenchError unless the semi-supervised settings are valid for the task."""
+    try:
+        method = SSLConfig.from_dict((training or {}).get("ssl", "none")).method
+    except ValueError as error:
+        raise WorkbenchError(str(error)) from error
+    if task == "multi_label" and method not in MULTI_LABEL_METHODS:
+        raise WorkbenchError(f"training method {method!r} has no multi-label version; use {', '.join(MULTI_LABEL_METHODS)}")
