@@ -174,3 +174,31 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AnswerReceipt(Base):
+    """One answer sent by a label surface (storage.answers), applied exactly once.
+
+    Unique by (annotator, client_id, seq): a replayed answer finds its receipt and gets the same outcome without
+    writing again. `status` is 'applied' or 'refused' (then `reason` says why, in words). `entry_id` and
+    `annotation_id` are plain ids (no foreign keys), so receipts never block deleting a round or a project's rows.
+    """
+
+    __tablename__ = "answer_receipts"
+    __table_args__ = (
+        UniqueConstraint("annotator", "client_id", "seq"),
+        Index("ix_answer_receipts_project", "project_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    annotator: Mapped[str] = mapped_column(String(100))
+    client_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    value: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    annotation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

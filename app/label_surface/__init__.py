@@ -1,0 +1,111 @@
+"""The label surface: a Streamlit components-v2 component (inline HTML/CSS/JS shipped in this package; no iframe,
+no CDN, works offline) that owns the labeling interaction in the browser.
+
+Use from a page (what app/pages/label.py needs):
+
+    from app.label_surface import show_label_surface
+    data = show_label_surface(wb.db, project_id, annotator)       # applies the batch that started this run, draws
+    if not data["items"]:                                          # nothing held: say why (data["empty_reason"])
+        ...
+
+`show_label_surface(db, project_id, annotator, options=SurfaceOptions(), key="label_surface") -> dict` registers a
+callback that applies the component's batch (app.labeling.receive) before the page body runs, builds the data
+(app.labeling.surface_data) and mounts the component. It returns the data it mounted with. Use one key per page.
+The lower-level `mount(data, key, on_sync)` mounts the component with any data of the shape below.
+
+The data the component takes (app.labeling.surface_data builds it):
+
+    {"instance": str (the key), "project_id": int, "annotator": str, "task": "single_label" | "multi_label",
+     "classes": [{"index": int, "name": str, "key": str | None}],          # keys from app.ui.shortcut_keys
+     "items": [{"entry_id", "item_id", "caption" (file name only), "image" (data: URL or None), "thumb",
+                "problem" (why the file cannot be shown, or None), "split", "round_index", "reopened": bool,
+                "guess": [{"class": int, "p": float}] (top 3) | None, "guess_tags": [int] | None}],  # held, in order
+     "round": {"index", "state", "done", "total"} | None, "empty_reason": str | None,
+     "history": [{"entry_id", "kind", "value", "label", "caption", "thumb", "project_id", "annotator"}],  # newest first
+     "client_id": str | None, "acked_seq": int, "refusals": [Outcome dicts], "error": str | None,
+     "settings": {"guard_ms": 120, "heartbeat_ms": 15000, "resend_ms": 2500, "accept_keys": ["Enter", " "]}}
+
+The value it returns is one trigger, "sync" (one rerun each), sent after new answers, on resend and as a heartbeat:
+
+    {"client_id": str (one per browser tab, kept across reloads), "held": [entry ids the tab holds],
+     "answers": [{"seq": int, "entry_id": int, "kind": "label" | "skip" | "undo", "value": [int] | None,
+                  "seconds": float | None, "project_id": int, "annotator": str}],     # every unacknowledged answer
+     "visible": bool, "heartbeat": bool, "sent_at": ms}
+
+In the browser: the image element (`img.ls-image`) carries `data-entry-id` of the item painted; the root
+(`.ls-root`) carries `data-unsent` (answers not acknowledged yet) and `data-ready`; `globalThis.__labelSurfaces`
+maps each key to its state (`log`: every accepted press with the entry id shown; `ignored`: presses not taken).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+from sqlalchemy.exc import OperationalError
+
+from app.labeling import SurfaceOptions, receive, surface_data
+from storage.db import Database
+from storage.errors import StorageError
+
+COMPONENT_NAME = "workbench_label_surface"
+_HERE = Path(__file__).resolve().parent
+_log = logging.getLogger(__name__)
+
+_component = st.components.v2.component(
+    COMPONENT_NAME,
+    html=(_HERE / "surface.html").read_text(encoding="utf-8"),
+    css=(_HERE / "surface.css").read_text(encoding="utf-8"),
+    js=(_HERE / "surface.js").read_text(encoding="utf-8"),
+)
+
+
+def mount(data: dict, key: str = "label_surface", on_sync: Callable[[], None] | None = None) -> None:
+    """Mount the component with `data`; `on_sync()` runs (before the next page run) when it sends a batch, which
+    `last_batch(key)` then returns."""
+    _component(key=key, data=data, on_sync_change=on_sync or (lambda: None), width="stretch", height="content")
+
+
+def last_batch(key: str = "label_surface") -> dict | None:
+    """The batch (the "sync" trigger value) that started this run, or None."""
+    state = st.session_state.get(key)
+    if state is None:
+        return None
+    try:
+        value = state.get("sync") if hasattr(state, "get") else getattr(state, "sync", None)
+    except (AttributeError, KeyError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def show_label_surface(db: Database, project_id: int, annotator: str,
+                       options: SurfaceOptions = SurfaceOptions(), key: str = "label_surface") -> dict:
+    """Draw the label surface for `annotator` on `project_id`; returns the data it was mounted with.
+
+    The component's batch is applied in the widget callback (before the page body runs again), so the data built
+    in this run already acknowledges it. A database that is busy or down leaves the answers unacknowledged: the
+    component keeps them and sends them again.
+    """
+    client_key = f"_{key}_client_id"
+    error_key = f"_{key}_error"
+
+    def on_sync() -> None:
+        batch = last_batch(key)
+        if not batch:
+            return
+        st.session_state[client_key] = str(batch.get("client_id") or "")[:64] or None
+        try:
+            receive(db, project_id, annotator, batch, options)
+            st.session_state.pop(error_key, None)
+        except (OperationalError, StorageError, ValueError) as error:
+            _log.warning("label surface batch not applied: %s", error)
+            st.session_state[error_key] = "The server could not store your answers yet; they are kept and resent."
+
+    data = surface_data(db, project_id, annotator, client_id=st.session_state.get(client_key), options=options,
+                        instance=key, error=st.session_state.pop(error_key, None))
+    mount(data, key=key, on_sync=on_sync)
+    return data
+
+
+__all__ = ["SurfaceOptions", "last_batch", "mount", "show_label_surface"]

@@ -1,0 +1,296 @@
+"""The label surface's verbs: what the browser component is given (`surface_data`) and what it sends (`receive`).
+
+The page (app/pages/label.py, through app.label_surface.show) calls `receive` with the batch the component sent,
+which applies the answers exactly once (storage.answers) and runs the round state machine after each (app.rounds),
+then `surface_data` to build the component's next data: the entries held for the annotator (claimed ahead), each
+with its image, the round's progress, the model's guess, the class keys and the annotator's last answers.
+
+No SQL here: the queries are storage.answers'; images are read and encoded once (a small in-process cache).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app import rounds
+from app.ui import image_problem, load_for_display, shortcut_keys
+from learners.strategies import strategy_class
+from storage import answers, queue
+from storage.db import Database
+from storage.files import DamagedFile, latest_artifact, load_matrix
+from storage.models import Project, QueueEntry, Round
+from storage.rounds import latest_round
+
+HISTORY_SIZE = 20
+THUMB_SIDE = 72
+GUESS_TOP = 3
+JPEG_QUALITY = 88
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SurfaceOptions:
+    """How the surface behaves; every field is sent to the browser in data["settings"] or used here."""
+
+    ahead: int = answers.DEFAULT_AHEAD  # entries held for the annotator (the one on screen and the next ones)
+    lease_seconds: int = answers.DEFAULT_LEASE_SECONDS  # an entry not renewed for this long returns to the queue
+    guard_ms: int = 120  # a press this soon after a new image is painted is ignored (a bounce, a double press)
+    heartbeat_ms: int = 15_000  # while the page is visible the component renews its leases this often
+    resend_ms: int = 2_500  # unacknowledged answers are sent again after this long
+    accept_keys: tuple[str, ...] = ("Enter", " ")  # single-label: accept the model's guess
+    history: int = HISTORY_SIZE
+
+    def browser_settings(self) -> dict:
+        return {"guard_ms": self.guard_ms, "heartbeat_ms": self.heartbeat_ms, "resend_ms": self.resend_ms,
+                "accept_keys": list(self.accept_keys)}
+
+
+@dataclass
+class _Predictions:
+    """The latest 'predictions' artifact read once: (artifact id, probabilities, item id -> row)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    artifact_id: int | None = None
+    probs: np.ndarray | None = None
+    rows: dict[int, int] = field(default_factory=dict)
+
+
+_PREDICTIONS = _Predictions()
+
+
+# ----- receiving ------------------------------------------------------------------------------------------------------
+def receive(db: Database, project_id: int, annotator: str, batch: dict,
+            options: SurfaceOptions = SurfaceOptions()) -> dict:
+    """Apply a batch from the component: {"client_id", "answers": [...], "held": [entry ids]}.
+
+    Each answer is applied to the project and under the annotator it carries (stamped by the component when its key
+    went down; so answers given before a project or name change still land where they were given), else to
+    `project_id` / `annotator`. The leases of `held` are renewed for `annotator`. Returns
+    {"acked_seq": int, "outcomes": [Outcome.as_dict()], "renewed": [entry ids]}.
+    """
+    client_id = str(batch.get("client_id") or "").strip()[:64]
+    if not client_id:
+        raise ValueError("the label surface sent a batch without its client id")
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for raw in batch.get("answers") or []:
+        if not isinstance(raw, dict):
+            continue
+        where = (int(raw.get("project_id") or project_id), _name(raw.get("annotator") or annotator))
+        groups.setdefault(where, []).append(raw)
+    outcomes: list[dict] = []
+    with db.write() as s:
+        renewed = answers.renew_leases(s, _name(annotator), _ids(batch.get("held")), options.lease_seconds)
+        for (pid, name), group in groups.items():
+            result = answers.apply_answers(s, pid, name, client_id, group, options.lease_seconds,
+                                           after_answer=_after_answer)
+            outcomes.extend(o.as_dict() for o in result.outcomes)
+        acked = answers.last_acked_seq(s, client_id)
+    return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"]), "renewed": renewed}
+
+
+def _after_answer(s, entry: QueueEntry) -> None:
+    """The round state machine after a label or skip (a sequential round asks for its next pick; the last answer of
+    a round sends it to training), as Workbench.submit does."""
+    round_ = s.get(Round, entry.round_id)
+    project = s.get(Project, round_.project_id)
+    rounds.after_answer(s, round_, project, sequential=_sequential(round_.strategy))
+
+
+@lru_cache(maxsize=64)
+def _sequential(strategy: str) -> bool:
+    return strategy != "random" and bool(strategy_class(strategy).sequential)
+
+
+def _ids(values) -> list[int]:
+    out = []
+    for v in values or []:
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _name(annotator: str) -> str:
+    name = (annotator or "").strip()[:100]
+    if not name:
+        raise ValueError("an annotator name is needed")
+    return name
+
+
+# ----- the component's data -------------------------------------------------------------------------------------------
+def surface_data(db: Database, project_id: int, annotator: str, client_id: str | None = None,
+                 options: SurfaceOptions = SurfaceOptions(), instance: str = "label_surface",
+                 error: str | None = None) -> dict:
+    """The data the label surface is mounted with (the contract is in app/label_surface/__init__.py).
+
+    Claims ahead (storage.answers.claim_ahead: up to `options.ahead` entries, leases renewed), so calling it is
+    also the heartbeat of a rerun. `client_id` is the component's (from its last batch), for the acknowledgements.
+    """
+    annotator = _name(annotator)
+    with db.write() as s:
+        project = s.get(Project, project_id)
+        if project is None:
+            raise ValueError(f"project {project_id} does not exist")
+        classes, task, data_root = list(project.classes), project.task, project.data_root
+        claims = answers.claim_ahead(s, project_id, annotator, options.ahead, options.lease_seconds)
+        files = answers.item_files(s, [c.item_id for c in claims])
+        round_info = answers.round_index_state(s, [c.round_id for c in claims])
+        labeling = queue.labeling_round(s, project_id)
+        counts = queue.round_counts(s, labeling.id) if labeling is not None else None
+        latest = latest_round(s, project_id) if labeling is None else labeling
+        latest_view = None if latest is None else (latest.index, latest.state, latest.strategy)
+        predictions = latest_artifact(s, project_id, "predictions")
+        past = answers.history(s, project_id, annotator, options.history)
+        past_files = answers.item_files(s, [h.item_id for h in past])
+        acked = answers.last_acked_seq(s, client_id)
+        refused = answers.refusals(s, client_id)
+    probs = _prediction_rows(predictions)
+    keys = shortcut_keys(classes)
+    items = []
+    for claim in claims:
+        key, split = files[claim.item_id]
+        path = Path(data_root) / key
+        problem = image_problem(path, data_root)
+        index, state = round_info[claim.round_id]
+        item = {
+            "entry_id": claim.entry_id,
+            "item_id": claim.item_id,
+            "caption": Path(key).name,  # the file name only: a class folder in the path would give the answer away
+            "image": None if problem else _image_url(str(path), _mtime(path)),
+            "thumb": None if problem else _thumb_url(str(path), _mtime(path)),
+            "problem": problem,
+            "split": split,
+            "round_index": index,
+            "reopened": state != "labeling",
+            "guess": None,
+            "guess_tags": None,
+        }
+        if probs is not None:
+            item["guess"], item["guess_tags"] = _guess(probs, claim.item_id, task)
+        items.append(item)
+    history = []
+    for h in past:
+        key = past_files.get(h.item_id, ("", ""))[0]
+        path = Path(data_root) / key
+        label = "skipped" if h.kind == "skip" else (", ".join(classes[k] for k in h.value or []) or "none of these")
+        history.append({
+            "entry_id": h.entry_id, "kind": h.kind, "value": h.value, "label": label, "caption": Path(key).name,
+            "thumb": None if image_problem(path, data_root) else _thumb_url(str(path), _mtime(path)),
+            "project_id": project_id, "annotator": annotator,
+        })
+    round_view = None
+    if counts is not None:
+        round_view = {"index": labeling.index, "state": "labeling",
+                      "done": counts["labeled"] + counts["skipped"],
+                      "total": sum(counts.values()) - counts["dropped"]}
+    return {
+        "instance": instance,
+        "project_id": project_id,
+        "annotator": annotator,
+        "task": task,
+        "classes": [{"index": k, "name": name, "key": keys[k]} for k, name in enumerate(classes)],
+        "items": items,
+        "round": round_view,
+        "empty_reason": None if items else _empty_reason(latest_view),
+        "history": history,  # newest first
+        "client_id": client_id,
+        "acked_seq": acked,
+        "refusals": [o.as_dict() for o in refused],
+        "settings": options.browser_settings(),
+        "error": error,
+    }
+
+
+def _empty_reason(latest: tuple[int, str, str] | None) -> str:
+    if latest is None:
+        return "This project has no round yet."
+    index, state, strategy = latest
+    if state == "selecting":
+        return f"Round {index} is being selected ({strategy}); items appear once it is queued."
+    if state == "training":
+        return f"Round {index} is closed: the model is training on the labels so far."
+    if state == "labeling":
+        return f"Every item of round {index} is taken by another annotator; free items will show up here."
+    return f"Round {index} is done."
+
+
+def _guess(probs: tuple[np.ndarray, dict[int, int]], item_id: int, task: str):
+    """(top-3 [{"class", "p"}], multi-label: the tags at 0.5 or more) of the latest head, or (None, None)."""
+    matrix, rows = probs
+    row = rows.get(item_id)
+    if row is None:
+        return None, None
+    scores = matrix[row]
+    order = np.argsort(-scores)[:GUESS_TOP]
+    top = [{"class": int(k), "p": round(float(scores[k]), 4)} for k in order]
+    tags = [int(k) for k in np.argsort(-scores) if scores[k] >= 0.5] if task == "multi_label" else None
+    return top, tags
+
+
+def _prediction_rows(artifact) -> tuple[np.ndarray, dict[int, int]] | None:
+    if artifact is None:
+        return None
+    cache = _PREDICTIONS
+    with cache.lock:
+        if cache.artifact_id != artifact.id:
+            try:
+                probs, ids = load_matrix(artifact)
+            except DamagedFile:  # labeling goes on without a guess
+                return None
+            cache.artifact_id, cache.probs = artifact.id, probs
+            cache.rows = {int(i): row for row, i in enumerate(ids)}
+        return cache.probs, cache.rows
+
+
+# ----- images ---------------------------------------------------------------------------------------------------------
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@lru_cache(maxsize=512)
+def _image_url(path: str, mtime: float) -> str:
+    """The image as a data: URL, small images enlarged with nearest-neighbour (app.ui.load_for_display)."""
+    with Image.open(path) as original:
+        fmt = original.format
+    return _data_url(load_for_display(Path(path)), fmt)
+
+
+@lru_cache(maxsize=2048)
+def _thumb_url(path: str, mtime: float) -> str:
+    with Image.open(path) as original:
+        fmt = original.format
+        image = original.copy()
+    side = max(image.size)
+    if side < THUMB_SIDE:
+        factor = max(1, THUMB_SIDE // side)
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    else:
+        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return _data_url(image, fmt)
+
+
+def _data_url(image: Image.Image, fmt: str | None) -> str:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        image.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+        mime = "image/jpeg"
+    else:
+        if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA")
+        image.save(buf, format="PNG", optimize=False)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+

@@ -1,0 +1,455 @@
+"""The label surface's server side: claim items ahead, apply batches of answers exactly once, renew leases.
+
+A browser-side label surface (app/label_surface) holds the next few queue entries of the labeling round, answers
+them locally the moment a key goes down, and sends every answer not yet acknowledged as one batch. Each answer is
+
+    {"seq": int >= 1, "entry_id": int, "kind": "label" | "skip" | "undo", "value": [class index, ...], "seconds": float}
+
+numbered by the client (`client_id`, one per browser tab) in the order it was given. `apply_answers` applies each
+(annotator, client_id, seq) exactly once: the first time it writes an `AnswerReceipt` next to its effect (both or
+neither, in one savepoint), a replay finds the receipt and returns the same outcome without writing. An answer that
+names an entry this annotator does not hold (its lease expired and another annotator took it, it was answered
+already, it is not this project's) is refused with a reason in words; it is never moved onto another entry.
+
+Labels and skips go through storage.queue's `submit_label` / `skip`, so there is one way to answer an entry. An
+undo retracts the annotator's live answer on the entry named (a 'retract' annotation row, append-only as in
+storage.queue.undo_last) and gives the entry back to that annotator, also when its round has closed: the label
+given next replaces the retracted one in storage.labels.current_labels (the latest live label row of an item wins),
+so the next training uses it. A reopened entry of a closed round whose lease runs out unanswered is dropped (its item
+has no label any more and may be picked again).
+
+Leases are short (DEFAULT_LEASE_SECONDS): the surface heartbeats while its page is visible (`renew_leases`, and
+every `claim_ahead` renews what the annotator holds), so a closed tab's items return to the queue within a minute.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterable
+
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage import queue
+from storage.models import Annotation, AnswerReceipt, Item, Project, QueueEntry, Round, utcnow
+
+DEFAULT_LEASE_SECONDS = 60
+DEFAULT_AHEAD = 5
+KINDS = ("label", "skip", "undo")
+CLOSED_ROUND_STATES = ("training", "done")
+
+AfterAnswer = Callable[[Session, QueueEntry], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one answer. `status`: 'applied', 'duplicate' (a replay of an applied answer: nothing was
+    written) or 'refused' (`reason` says why; a replay of a refused answer is refused again with the same reason).
+    `note` adds what the annotator may want to know about an applied answer (a closed round reopened)."""
+
+    seq: int
+    entry_id: int | None
+    kind: str
+    status: str
+    reason: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[Outcome]  # one per answer of the batch, in seq order
+    acked_seq: int  # the highest n such that every seq 1..n of this client has a receipt (0: none)
+
+    def as_dict(self) -> dict:
+        return {"outcomes": [o.as_dict() for o in self.outcomes], "acked_seq": self.acked_seq}
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One of the annotator's live answers (a label or a skip that no retraction withdrew)."""
+
+    annotation_id: int
+    entry_id: int | None
+    item_id: int
+    key: str
+    kind: str
+    value: list[int] | None
+    round_id: int | None
+    created_at: datetime
+
+
+class AnswerRefused(Exception):
+    """Raised inside one answer's savepoint: nothing it did is kept, a 'refused' receipt is written instead."""
+
+
+# ----- holding entries ------------------------------------------------------------------------------------------------
+def claim_ahead(
+    session: Session, project_id: int, annotator: str, k: int = DEFAULT_AHEAD,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+) -> list[queue.Claim]:
+    """Hold up to `k` entries for `annotator` and return every entry they hold, in the order to show them.
+
+    First what they already hold (an entry reopened by an undo, in a closed round, comes first; then the labeling
+    round's by queue position), every lease renewed; then, while fewer than `k`, the labeling round's next free
+    entries (pending, or claimed with an expired lease) by position, each taken with the conditional UPDATE of
+    storage.queue.claim_next, so two annotators never hold the same entry. More than `k` may come back when an undo
+    reopened one. Reopened entries of closed rounds whose lease expired are dropped first (see the module doc).
+    """
+    now = utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    _drop_expired_reopened(session, project_id, now)
+    held = list(session.scalars(
+        select(QueueEntry)
+        .join(Round, Round.id == QueueEntry.round_id)
+        .where(Round.project_id == project_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+        .order_by(case((Round.state == "labeling", 1), else_=0), Round.index, QueueEntry.position)
+        .with_for_update(key_share=True, of=QueueEntry)
+        .execution_options(populate_existing=True)
+    ))
+    for entry in held:
+        entry.lease_expires = lease
+    session.flush()
+    claims = [_claim(entry) for entry in held]
+    round_ = queue.labeling_round(session, project_id)
+    while round_ is not None and len(claims) < k:
+        entry = _claim_free(session, round_.id, annotator, now, lease)
+        if entry is None:
+            break
+        claims.append(_claim(entry))
+    return claims
+
+
+def _claim(entry: QueueEntry) -> queue.Claim:
+    return queue.Claim(entry.id, entry.round_id, entry.item_id, entry.position, entry.arm, entry.score,
+                       entry.lease_expires)
+
+
+def _claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
+    """The round's first free entry, claimed for `annotator` (storage.queue.claim_next's free-entry step: a row
+    lock that skips rows being taken, then an UPDATE that succeeds only while the row is still free)."""
+    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+    for _attempt in range(20):
+        candidate = session.scalars(
+            select(QueueEntry.id)
+            .where(QueueEntry.round_id == round_id, free)
+            .order_by(QueueEntry.position)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if candidate is None:
+            return None
+        result = session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.id == candidate, free)
+            .values(state="claimed", claimed_by=annotator, lease_expires=lease, claimed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            return session.get(QueueEntry, candidate, populate_existing=True)
+    raise queue.QueueError("could not claim an item after 20 attempts (heavy contention)")
+
+
+def _drop_expired_reopened(session: Session, project_id: int, now: datetime) -> int:
+    """Entries reopened by an undo in a closed round and left unanswered past their lease: dropped."""
+    closed_rounds = select(Round.id).where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES))
+    result = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.round_id.in_(closed_rounds), QueueEntry.state == "claimed", QueueEntry.lease_expires < now)
+        .values(state="dropped", claimed_by=None, lease_expires=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def renew_leases(
+    session: Session, annotator: str, entry_ids: Iterable[int], lease_seconds: int = DEFAULT_LEASE_SECONDS
+) -> list[int]:
+    """The page's heartbeat: extend the lease of each entry of `entry_ids` that `annotator` still holds (also one
+    whose lease just ran out, as long as nobody took it); returns the ids renewed. Entries not renewed return to
+    the queue when their lease expires."""
+    ids = sorted({int(i) for i in entry_ids})
+    if not ids:
+        return []
+    lease = utcnow() + timedelta(seconds=lease_seconds)
+    held = list(session.scalars(
+        select(QueueEntry.id).where(
+            QueueEntry.id.in_(ids), QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator
+        ).with_for_update(key_share=True)
+    ))
+    if held:
+        session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.id.in_(held), QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+            .values(lease_expires=lease)
+            .execution_options(synchronize_session=False)
+        )
+    return sorted(held)
+
+
+# ----- applying answers -----------------------------------------------------------------------------------------------
+def apply_answers(
+    session: Session,
+    project_id: int,
+    annotator: str,
+    client_id: str,
+    answers: Iterable[dict],
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    after_answer: AfterAnswer | None = None,
+) -> BatchResult:
+    """Apply a batch of answers (see the module doc) in seq order, each exactly once.
+
+    `after_answer(session, entry)` runs after each applied label or skip, inside its savepoint (the app's round
+    state machine: the last answer of a round sends it to training). An undo's entry is held again for
+    `lease_seconds`. Returns one Outcome per answer and the highest contiguous acknowledged seq of this client.
+    """
+    client_id = str(client_id or "").strip()[:64]
+    if not client_id:
+        raise ValueError("a label surface batch needs its client id")
+    project = session.get(Project, project_id)
+    if project is None:
+        raise ValueError(f"project {project_id} does not exist")
+    parsed = [_parse(raw) for raw in answers]
+    outcomes = []
+    for answer in sorted(parsed, key=lambda a: a["seq"]):
+        outcomes.append(_apply_once(session, project, annotator, client_id, answer, lease_seconds, after_answer))
+    return BatchResult(outcomes, last_acked_seq(session, client_id))
+
+
+def _parse(raw: dict) -> dict:
+    """The answer's fields, typed; a malformed answer keeps its seq (if any) and carries its problem."""
+    problem = None
+    try:
+        seq = int(raw["seq"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"an answer without a whole-number seq: {raw!r}") from exc
+    if seq < 1:
+        raise ValueError(f"answer seq must be 1 or more, got {seq}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        problem = f"unknown kind of answer {kind!r} (one of {', '.join(KINDS)})"
+    try:
+        entry_id = int(raw["entry_id"])
+    except (KeyError, TypeError, ValueError):
+        entry_id, problem = None, problem or "the answer names no queue entry"
+    value = raw.get("value")
+    if kind == "label":
+        try:
+            value = sorted({int(v) for v in (value or [])})
+        except (TypeError, ValueError):
+            value, problem = None, problem or f"label value {raw.get('value')!r} is not a list of class indices"
+    else:
+        value = None
+    seconds = raw.get("seconds")
+    try:
+        seconds = None if seconds is None else max(0.0, float(seconds))
+    except (TypeError, ValueError):
+        seconds = None
+    return {"seq": seq, "entry_id": entry_id, "kind": str(kind), "value": value, "seconds": seconds,
+            "problem": problem}
+
+
+def _apply_once(
+    session: Session, project: Project, annotator: str, client_id: str, answer: dict, lease_seconds: int,
+    after_answer: AfterAnswer | None,
+) -> Outcome:
+    seq, entry_id, kind = answer["seq"], answer["entry_id"], answer["kind"]
+    receipt = _receipt(session, annotator, client_id, seq)
+    if receipt is not None:
+        return _replayed(receipt, answer)
+    try:
+        with session.begin_nested():
+            try:
+                if answer["problem"]:
+                    raise AnswerRefused(answer["problem"])
+                with session.begin_nested():  # a refusal undoes whatever the answer had begun
+                    annotation_id, note = _apply(session, project, annotator, answer, lease_seconds, after_answer)
+                status, reason = "applied", None
+            except AnswerRefused as refusal:
+                annotation_id, note, status, reason = None, None, "refused", str(refusal)
+            session.add(AnswerReceipt(
+                project_id=project.id, annotator=annotator, client_id=client_id, seq=seq, entry_id=entry_id,
+                kind=kind, value=answer["value"], status=status, reason=reason if status == "refused" else note,
+                annotation_id=annotation_id,
+            ))
+            session.flush()
+    except IntegrityError:  # the same seq applied meanwhile by a concurrent request (its savepoint is undone)
+        receipt = _receipt(session, annotator, client_id, seq)
+        if receipt is None:
+            raise
+        return _replayed(receipt, answer)
+    return Outcome(seq, entry_id, kind, status, reason if status == "refused" else None,
+                   note if status == "applied" else None)
+
+
+def _receipt(session: Session, annotator: str, client_id: str, seq: int) -> AnswerReceipt | None:
+    return session.scalars(
+        select(AnswerReceipt).where(
+            AnswerReceipt.annotator == annotator, AnswerReceipt.client_id == client_id, AnswerReceipt.seq == seq
+        )
+    ).first()
+
+
+def _replayed(receipt: AnswerReceipt, answer: dict) -> Outcome:
+    same = (receipt.entry_id, receipt.kind, receipt.value) == (answer["entry_id"], answer["kind"], answer["value"])
+    if not same:
+        return Outcome(answer["seq"], answer["entry_id"], answer["kind"], "refused",
+                       f"answer number {answer['seq']} of this browser tab was already used for another answer "
+                       f"({receipt.kind} on entry {receipt.entry_id}); this one was not stored (a copied tab?)")
+    if receipt.status == "refused":
+        return Outcome(receipt.seq, receipt.entry_id, receipt.kind, "refused", receipt.reason)
+    return Outcome(receipt.seq, receipt.entry_id, receipt.kind, "duplicate", None, receipt.reason)
+
+
+def _apply(
+    session: Session, project: Project, annotator: str, answer: dict, lease_seconds: int,
+    after_answer: AfterAnswer | None,
+) -> tuple[int | None, str | None]:
+    """Apply one new answer; (annotation id, note). Raises AnswerRefused (with the reason in words)."""
+    entry_id, kind = answer["entry_id"], answer["kind"]
+    entry = queue._lock_entry(session, entry_id)
+    round_ = session.get(Round, entry.round_id) if entry is not None else None
+    if entry is None or round_ is None or round_.project_id != project.id:
+        raise AnswerRefused(f"queue entry {entry_id} is not an item of this project")
+    if kind == "undo":
+        return _undo(session, project, annotator, entry, round_, lease_seconds)
+    if entry.state != "claimed" or entry.claimed_by != annotator:
+        raise AnswerRefused(_not_held(entry, annotator))
+    if kind == "label":
+        value = answer["value"]
+        bad = [v for v in value if not 0 <= v < len(project.classes)]
+        if bad:
+            raise AnswerRefused(f"label {value} names no class of {list(project.classes)}")
+        if project.task == "single_label" and len(value) != 1:
+            raise AnswerRefused(f"label {value} must name exactly one class (a single-label project)")
+        row = queue.submit_label(session, project.id, entry.id, annotator, value, answer["seconds"])
+    else:
+        row = queue.skip(session, project.id, entry.id, annotator, answer["seconds"])
+    note = None
+    if round_.state in CLOSED_ROUND_STATES:
+        note = f"round {round_.index} is closed; the next training uses this answer"
+    if after_answer is not None:
+        after_answer(session, entry)
+    return row.id, note
+
+
+def _not_held(entry: QueueEntry, annotator: str) -> str:
+    if entry.state == "claimed":
+        return (f"item {entry.id} is held by {entry.claimed_by}, not by you (your hold on it may have run out "
+                "while the page was closed or hidden); your answer was not stored")
+    if entry.state in ("labeled", "skipped"):
+        return f"item {entry.id} was already answered ({entry.state}); this answer was not stored"
+    if entry.state == "dropped":
+        return f"item {entry.id} left the queue when its round was closed; this answer was not stored"
+    return (f"item {entry.id} went back to the queue after your hold on it ran out; this answer was not stored "
+            "(it will be shown again)")
+
+
+def _undo(
+    session: Session, project: Project, annotator: str, entry: QueueEntry, round_: Round, lease_seconds: int
+) -> tuple[int | None, str | None]:
+    """Retract the annotator's live answer on `entry` and hold the entry for them again, whatever its round's state."""
+    live = _live_answers(session, project.id, annotator).where(Annotation.queue_entry_id == entry.id)
+    last = session.scalars(live.order_by(Annotation.id.desc()).limit(1)).first()
+    if last is None:
+        raise AnswerRefused(f"item {entry.id} has no answer of yours to undo")
+    if entry.state == "claimed" and entry.claimed_by not in (None, annotator):
+        raise AnswerRefused(f"item {entry.id} is held by {entry.claimed_by} now; your answer on it stays")
+    retract = Annotation(
+        project_id=project.id, item_id=last.item_id, annotator=annotator, kind="retract", value=None,
+        replaces_id=last.id, round_id=last.round_id, queue_entry_id=entry.id,
+    )
+    session.add(retract)
+    queue._lock_round(session, round_.id)
+    now = utcnow()
+    entry.state = "claimed"
+    entry.claimed_by = annotator
+    entry.claimed_at = now
+    entry.lease_expires = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    note = None
+    if round_.state != "labeling":
+        note = (f"round {round_.index} is {round_.state}: the item is yours again; the label you give now "
+                "replaces the old one and the next training uses it")
+    return retract.id, note
+
+
+def _live_answers(session: Session, project_id: int, annotator: str):
+    retracted = select(Annotation.replaces_id).where(
+        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None)
+    )
+    return select(Annotation).where(
+        Annotation.project_id == project_id,
+        Annotation.annotator == annotator,
+        Annotation.kind.in_(("label", "skip")),
+        Annotation.id.not_in(retracted),
+    )
+
+
+# ----- reading what the surface shows ---------------------------------------------------------------------------------
+def last_acked_seq(session: Session, client_id: str | None) -> int:
+    """The highest seq n such that this client's answers 1..n all have receipts (0 when none or no client id).
+
+    A client id is one browser tab's (a random UUID), so its seqs are counted whatever annotator name or project
+    each answer was given under (a tab may change either while answers are on their way)."""
+    if not client_id:
+        return 0
+    seqs = session.scalars(
+        select(AnswerReceipt.seq).where(AnswerReceipt.client_id == client_id).order_by(AnswerReceipt.seq)
+    )
+    acked = 0
+    for seq in seqs:
+        if seq != acked + 1:
+            break
+        acked = seq
+    return acked
+
+
+def refusals(session: Session, client_id: str | None, limit: int = 10) -> list[Outcome]:
+    """This client's latest refused answers (newest first), for the surface to tell the annotator."""
+    if not client_id:
+        return []
+    rows = session.scalars(
+        select(AnswerReceipt)
+        .where(AnswerReceipt.client_id == client_id, AnswerReceipt.status == "refused")
+        .order_by(AnswerReceipt.seq.desc())
+        .limit(limit)
+    )
+    return [Outcome(r.seq, r.entry_id, r.kind, "refused", r.reason) for r in rows]
+
+
+def history(session: Session, project_id: int, annotator: str, limit: int = 20) -> list[HistoryEntry]:
+    """The annotator's latest live answers in the project (labels and skips not retracted), newest first."""
+    rows = session.execute(
+        _live_answers(session, project_id, annotator)
+        .add_columns(Item.key)
+        .join(Item, Item.id == Annotation.item_id)
+        .order_by(Annotation.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        HistoryEntry(a.id, a.queue_entry_id, a.item_id, key, a.kind, None if a.value is None else list(a.value),
+                     a.round_id, a.created_at)
+        for a, key in rows
+    ]
+
+
+def item_files(session: Session, item_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """item id -> (key, split) (never the gold label)."""
+    ids = sorted({int(i) for i in item_ids})
+    if not ids:
+        return {}
+    return {i: (key, split) for i, key, split in session.execute(
+        select(Item.id, Item.key, Item.split).where(Item.id.in_(ids)))}
+
+
+def round_index_state(session: Session, round_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """round id -> (index, state)."""
+    ids = sorted({int(i) for i in round_ids})
+    if not ids:
+        return {}
+    return {i: (index, state) for i, index, state in session.execute(
+        select(Round.id, Round.index, Round.state).where(Round.id.in_(ids)))}
