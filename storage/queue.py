@@ -1,6 +1,7 @@
 """The labeling queue: atomic claims with leases, label / skip / undo as append-only annotations."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -8,7 +9,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.models import Annotation, QueueEntry, Round, utcnow
+from storage.models import Annotation, Item, QueueEntry, Round, utcnow
 
 DEFAULT_LEASE_SECONDS = 600
 OPEN_STATES = ("pending", "claimed")
@@ -133,7 +134,32 @@ def submit_label(
 
 
 def skip(session: Session, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> Annotation:
-    return _answer(session, project_id, entry_id, annotator, "skip", None, seconds)
+    """Skip the held item. A skipped evaluation item leaves the set (it returns to the pool) and a random unlabeled,
+    unqueued pool item takes its place at the end of the round's queue, so the set keeps its size."""
+    row = _answer(session, project_id, entry_id, annotator, "skip", None, seconds)
+    item = session.get(Item, row.item_id)
+    if item.split == "eval":
+        _replace_eval_item(session, project_id, item, session.get(QueueEntry, entry_id).round_id)
+    return row
+
+
+def _replace_eval_item(session: Session, project_id: int, skipped: Item, round_id: int) -> Item | None:
+    labeled = select(Annotation.item_id).where(Annotation.project_id == project_id)
+    queued = select(QueueEntry.item_id).join(Round, Round.id == QueueEntry.round_id).where(
+        Round.project_id == project_id)
+    free = list(session.scalars(select(Item.id).where(
+        Item.project_id == project_id, Item.split == "pool", Item.id.not_in(labeled), Item.id.not_in(queued)
+    ).order_by(Item.id)))
+    skipped.split = "pool"
+    if not free:
+        return None
+    # Seeded by the skipped item: the same history gives the same evaluation set.
+    replacement = session.get(Item, free[random.Random(skipped.id).randrange(len(free))])
+    replacement.split = "eval"
+    session.add(QueueEntry(round_id=round_id, item_id=replacement.id, position=next_position(session, round_id),
+                           arm="eval"))
+    session.flush()
+    return replacement
 
 
 def _answer(

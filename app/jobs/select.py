@@ -21,6 +21,7 @@ from storage.models import Job, Project, QueueEntry, Round, utcnow
 from storage.rounds import round_picks
 
 Entry = tuple[int, str, float | None]  # (item id, arm, score)
+EVAL_ORDER_STREAM = 1  # a seed stream of its own: the evaluation order does not shift the strategies' draws
 
 
 @dataclass
@@ -52,7 +53,7 @@ def select_round(job: Job, ctx: JobContext) -> str:
     if view.round_.state != "selecting" and not view.follow_up:
         return f"round {view.round_.index} is {view.round_.state}; nothing to select"
     budget = _budget(view)
-    entries = _eval_entries(view) if view.round_.index == 0 and not view.follow_up else []
+    entries = [] if view.follow_up else _eval_entries(view)
     candidates = np.flatnonzero([it.split == "pool" and _open(it.id, view) for it in view.items])
     ids = np.array([it.id for it in view.items], dtype=np.int64)
     inputs = _strategy_inputs(ctx, view, ids, candidates)
@@ -88,8 +89,12 @@ def _budget(view: _RoundView) -> int:
 
 
 def _eval_entries(view: _RoundView) -> list[Entry]:
-    """Round 0 queues the evaluation set first (the items of it not labeled or queued yet)."""
-    return [(it.id, "eval", None) for it in view.items if it.split == "eval" and _open(it.id, view)]
+    """A round queues first the evaluation items not labeled or queued yet: in round 0 the whole set, later those
+    an early close dropped (the set is carried over until labeled, never lost). In a random order seeded by the
+    project and the round: never by path, which would group them by class folder and give the answers away."""
+    open_eval = np.array([it.id for it in view.items if it.split == "eval" and _open(it.id, view)], dtype=np.int64)
+    order = np.random.default_rng([view.project.seed, view.round_.index, EVAL_ORDER_STREAM]).permutation(len(open_eval))
+    return [(int(item_id), "eval", None) for item_id in open_eval[order]]
 
 
 def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], selection: Selection) -> bool:
