@@ -5,11 +5,12 @@ Users see a round by its index, never by its database id: a job names the round 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
+from learners.metrics import wilson_interval
 from storage import jobs, queue
 from storage.db import Database
 from storage.files import DamagedFile, artifacts, latest_artifact, load_json, load_matrix
@@ -79,10 +80,20 @@ class ChartPoint:
     micro_f1: float | None
     eval_n: int | None
     labels_per_class: list[int] | None
+    intervals: dict[str, list[float] | None] = field(default_factory=dict)  # metric -> 95% [low, high]
 
     def metric(self, name: str) -> float | None:
         """The value of a metric named in learners' metric table (accuracy, mAP, ...)."""
         return getattr(self, name)
+
+    def interval(self, name: str) -> list[float] | None:
+        """The metric's 95% interval over the evaluation items. Rounds trained before intervals were stored have
+        one for accuracy only (Wilson, from accuracy and n, which is exact)."""
+        if name in self.intervals:
+            return self.intervals[name]
+        if name == "accuracy" and self.accuracy is not None and self.eval_n:
+            return wilson_interval(round(self.accuracy * self.eval_n), self.eval_n)
+        return None
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,7 @@ def chart_points(db: Database, project_id: int) -> list[ChartPoint]:
             micro_f1=r.metrics.get("micro_f1"),
             eval_n=r.metrics.get("n"),
             labels_per_class=r.metrics.get("labels_per_class"),
+            intervals=r.metrics.get("intervals") or {},
         )
         for r in rounds
         if r.state == "done" and r.metrics

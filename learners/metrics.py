@@ -144,3 +144,70 @@ def multilabel_labels_per_class(labels: np.ndarray, num_classes: int) -> list[in
     if labels.ndim != 2 or labels.shape[1] != num_classes or not ((labels == 0) | (labels == 1)).all():
         raise ValueError(f"multi-label labels must be an (n, {num_classes}) 0/1 matrix, got shape {labels.shape}")
     return labels.sum(axis=0).astype(int).tolist()
+
+
+# ----- uncertainty of eval-set metrics ----------------------------------------------------------------------------
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float] | None:
+    """The Wilson score interval [low, high] of a proportion successes / n (95% by default); None when n == 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0 or n successes, which is
+    what small evaluation sets give."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
+                             seed: int = 0) -> dict[str, list[float] | None]:
+    """95% intervals of `classification_metrics`: Wilson for accuracy, a percentile bootstrap over the evaluation
+    items for balanced accuracy and macro F1 (means of per-class rates have no closed form)."""
+    y_true = _check_labels(y_true, num_classes, "y_true")
+    y_pred = _check_labels(y_pred, num_classes, "y_pred")
+    n = len(y_true)
+    draws = [classification_metrics(y_true[rows], y_pred[rows], num_classes) for rows in _resamples(n, seed)]
+    return {
+        "accuracy": wilson_interval(int((y_true == y_pred).sum()), n),
+        "balanced_accuracy": _percentile_interval([m["balanced_accuracy"] for m in draws]),
+        "macro_f1": _percentile_interval([m["macro_f1"] for m in draws]),
+    }
+
+
+def multilabel_intervals(y_true: np.ndarray, scores: np.ndarray, seed: int = 0,
+                         threshold: float = 0.5) -> dict[str, list[float] | None]:
+    """95% percentile-bootstrap intervals over the evaluation items of `multilabel_metrics`' mAP, micro and
+    macro F1."""
+    y, s = _check_multilabel(y_true, scores)
+    draws = [multilabel_metrics(y[rows], s[rows], threshold) for rows in _resamples(len(y), seed)]
+    return {name: _percentile_interval([m[name] for m in draws]) for name in ("mAP", "micro_f1", "macro_f1")}
+
+
+def _resamples(n: int, seed: int) -> list[np.ndarray]:
+    """BOOTSTRAP_RESAMPLES draws of n row indices with replacement (none when n == 0), seeded."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(BOOTSTRAP_RESAMPLES)] if n else []
+
+
+def _percentile_interval(values: list[float | None], level: float = 0.95) -> list[float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def changes_within_noise(values: list[float], intervals: list[list[float] | None]) -> tuple[float, float] | None:
+    """(widest interval, largest change between consecutive values) when the widest 95% interval is wider than
+    every change the curve shows (the changes are not significant), else None. Needs two values or more."""
+    widths = [high - low for low, high in (i for i in intervals if i is not None)]
+    if len(values) < 2 or not widths:
+        return None
+    largest_change = max(abs(b - a) for a, b in zip(values, values[1:]))
+    return (max(widths), largest_change) if max(widths) > largest_change else None

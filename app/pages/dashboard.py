@@ -8,9 +8,36 @@ import streamlit as st
 
 from app import ui
 from learners.catalog import METRIC_NAMES, TASK_METRICS
+from learners.metrics import changes_within_noise
 from learners.strategies.panel import Bars, Pivot, StackedBars
 
 wb, project_id, _ = ui.open_page("dashboard")
+
+
+def interval_methods(task: str) -> str:
+    return ("Wilson for accuracy, a bootstrap for balanced accuracy and macro F1" if task == "single_label"
+            else "a bootstrap over the items")
+
+
+def format_interval(interval: list[float] | None) -> str:
+    return "–" if interval is None else f"{interval[0]:.1%} – {interval[1]:.1%}"
+
+
+def noise_warning(points, name: str, title: str) -> str | None:
+    """A plain sentence when the headline metric's intervals are wider than the changes between rounds."""
+    unmeasured = [p.round for p in points if not p.eval_n]
+    if unmeasured:
+        return (f"Round(s) {', '.join(map(str, unmeasured))} had no labeled evaluation items, so they have no point: "
+                f"label the evaluation set first (it is queued at the start of each round until it is labeled).")
+    measured = [p for p in points if p.metric(name) is not None]
+    noisy = changes_within_noise([p.metric(name) for p in measured], [p.interval(name) for p in measured])
+    if noisy is None:
+        return None
+    widest, change = noisy
+    n = min(p.eval_n for p in measured)
+    return (f"The 95% intervals of {title} are up to {widest:.0%} wide, more than the largest change between "
+            f"rounds ({change:.0%}): these changes are not significant. With {n} evaluation items one item moves "
+            f"{title} by about {1 / n:.0%}; a larger evaluation set (project settings) makes the chart readable.")
 
 project = wb.project(project_id)
 metrics = TASK_METRICS[project.task]
@@ -30,27 +57,33 @@ st.subheader(f"{metrics[headline][0].upper() + metrics[headline][1:]} per label 
 if not points:
     st.info("No round has been trained yet: the first point appears when round 0 closes and the model is trained.")
 else:
-    frame = pd.DataFrame(points).drop(columns=["labels_per_class"])
-    long = frame.melt(
-        id_vars=["round", "strategy", "labels"], value_vars=list(metrics), var_name="metric", value_name="value"
+    frame = pd.DataFrame(points).drop(columns=["labels_per_class", "intervals"])
+    long = pd.DataFrame([
+        {"round": p.round, "strategy": p.strategy, "labels": p.labels, "eval n": p.eval_n,
+         "metric": metrics[name], "value": p.metric(name),
+         "low": (p.interval(name) or [None, None])[0], "high": (p.interval(name) or [None, None])[1]}
+        for p in points for name in metrics
+    ]).dropna(subset=["value"])
+    base = alt.Chart(long).encode(
+        x=alt.X("labels:Q", title="pool labels spent", axis=alt.Axis(format="d", tickMinStep=1)),
+        color=alt.Color("metric:N", title=None),
+        tooltip=["round", "strategy", "labels", "metric", alt.Tooltip("value:Q", format=".1%"),
+                 alt.Tooltip("low:Q", title="95% low", format=".1%"),
+                 alt.Tooltip("high:Q", title="95% high", format=".1%"), "eval n"],
     )
-    long["metric"] = long["metric"].map(metrics)
-    chart = (
-        alt.Chart(long.dropna(subset=["value"]))
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("labels:Q", title="pool labels spent", axis=alt.Axis(format="d", tickMinStep=1)),
-            y=alt.Y("value:Q", title="on the eval set", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("metric:N", title=None),
-            tooltip=["round", "strategy", "labels", "metric", alt.Tooltip("value:Q", format=".1%")],
-        )
-    )
-    st.altair_chart(chart, width="stretch")
-    st.dataframe(
-        frame.dropna(axis=1, how="all").rename(columns={**METRIC_NAMES, "eval_n": "eval n"}),
-        hide_index=True,
-        width="stretch",
-    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("value:Q", title="on the eval set (bars: 95% interval)", scale=alt.Scale(domain=[0, 1])))
+    bars = base.mark_rule(strokeWidth=2, opacity=0.45).encode(y="low:Q", y2="high:Q")
+    st.altair_chart(bars + line, width="stretch")
+    st.caption(f"Bars: 95% intervals over the evaluation items ({interval_methods(project.task)}); "
+               f"n is the number of labeled eval items each point was measured on.")
+    if warning := noise_warning(points, headline, metrics[headline]):
+        st.warning(warning)
+    table = frame.dropna(axis=1, how="all").rename(columns={**METRIC_NAMES, "eval_n": "eval n"})
+    for name in metrics:
+        if METRIC_NAMES[name] in table:
+            table[f"{METRIC_NAMES[name]} 95%"] = [format_interval(p.interval(name)) for p in points]
+    st.dataframe(table, hide_index=True, width="stretch")
 
 # ----- labels per class ---------------------------------------------------------------------------------------------
 st.subheader("Labels per class")
