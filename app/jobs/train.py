@@ -13,7 +13,14 @@ from app.jobs.heads import load_head
 from learners.catalog import TRAINING_METHODS, SSLConfig
 from learners.embedding import standardize
 from learners.heads import HeadConfig, TrainedHead
-from learners.metrics import classification_metrics, labels_per_class, multilabel_labels_per_class, multilabel_metrics
+from learners.metrics import (
+    classification_intervals,
+    classification_metrics,
+    labels_per_class,
+    multilabel_intervals,
+    multilabel_labels_per_class,
+    multilabel_metrics,
+)
 from learners.ssl import train_head_ssl
 from learners.views import standardize_views
 from storage.files import latest_artifact, project_dir, save_matrix, save_tensors
@@ -123,8 +130,11 @@ def _evaluate(data: _TrainingData, probs: np.ndarray) -> dict:
     eval_probs = probs[[data.row_of[i] for i in data.eval_ids]]
     if data.multi_label:
         scores = multilabel_metrics(y_eval, eval_probs)
-        return {k: v for k, v in scores.items() if k != "labels_per_class"}
-    return classification_metrics(y_eval, eval_probs.argmax(1), data.num_classes)
+        intervals = multilabel_intervals(y_eval, eval_probs, seed=data.project.seed)
+        return {**{k: v for k, v in scores.items() if k != "labels_per_class"}, "intervals": intervals}
+    y_pred = eval_probs.argmax(1)
+    return {**classification_metrics(y_eval, y_pred, data.num_classes),
+            "intervals": classification_intervals(y_eval, y_pred, data.num_classes, seed=data.project.seed)}
 
 
 def _save(ctx: JobContext, job: Job, data: _TrainingData, head: TrainedHead | None, probs: np.ndarray | None,
