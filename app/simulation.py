@@ -154,7 +154,9 @@ def _copy_project(
             classes=list(project.classes), data_root=project.data_root, backbone=dict(project.backbone),
             head=dict(config.head or project.head), training=training,
             strategy=strategy, strategy_params=params, round_size=config.round_size, eval_size=0,
-            auto_next_round=True, seed=seed,
+            # No picking ahead: every round is chosen by the head of the round before, so the label-efficiency
+            # curves keep their meaning and stay comparable (pick-ahead would mix older heads' picks into rounds).
+            auto_next_round=True, pick_ahead=0, seed=seed,
         )
         # A source model, when the project started from one, chooses round 0 as in the project.
         simulation_runs.copy_project(s, sim, items, [features] + ([source_head] if source_head is not None else []))

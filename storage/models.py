@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -41,6 +42,9 @@ class Project(Base):
     round_size: Mapped[int] = mapped_column(Integer, default=10)
     eval_size: Mapped[int] = mapped_column(Integer, default=10)
     auto_next_round: Mapped[bool] = mapped_column(default=True)
+    # Items a batch round's selection ranks beyond its size, queued at once in the next round when this one goes
+    # to training (app.rounds: no waiting at a round boundary); 0 turns it off.
+    pick_ahead: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
     seed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -81,6 +85,13 @@ class Round(Base):
     labeling_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The selection's ranking beyond the round's picks: [[item id, arm, score], ...], for the next round.
+    ranked_ahead: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # Opened ahead (while the round before trains) with items that round's selection ranked: how many, whose
+    # (the round index), and whether its own selection, with the new head, has still to fill it.
+    picked_ahead: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    picked_ahead_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    awaiting_selection: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Annotation(Base):

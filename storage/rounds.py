@@ -1,10 +1,12 @@
-"""Round queries: a project's rounds in order, its latest and unfinished rounds, the next index, and how many
-pool items a round has picked."""
+"""Round queries: a project's rounds in order, its latest and unfinished rounds, the next index, how many
+pool items a round has picked, which items are still open to be queued, and queueing a round's entries."""
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from storage import queue
+from storage.labels import current_labels
 from storage.models import Item, QueueEntry, Round
 
 
@@ -37,3 +39,29 @@ def round_picks(session: Session, round_id: int) -> tuple[int, int]:
         .group_by(QueueEntry.state)
     ).all())
     return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
+
+
+def round_after(session: Session, round_: Round) -> Round | None:
+    """The round that follows `round_` in its project (index + 1), or None."""
+    return session.scalar(select(Round).where(Round.project_id == round_.project_id, Round.index == round_.index + 1))
+
+
+def open_items(session: Session, project_id: int, split: str, item_ids: list[int] | None = None) -> list[int]:
+    """Items of `split` that are neither labeled nor waiting in (or held by) a queue: of `item_ids` in their order,
+    or every such item of the project by id."""
+    rows = select(Item.id).where(Item.project_id == project_id, Item.split == split)
+    if item_ids is not None:
+        rows = rows.where(Item.id.in_([int(i) for i in item_ids]))
+    found = set(session.scalars(rows))
+    taken = set(current_labels(session, project_id)) | queue.queued_item_ids(session, project_id)
+    order = [int(i) for i in item_ids] if item_ids is not None else sorted(found)
+    return [i for i in order if i in found and i not in taken]
+
+
+def add_entries(session: Session, round_id: int, entries: list[tuple[int, str, float | None]]) -> int:
+    """Queue (item id, arm, score) entries at the end of the round's queue, in order; returns how many."""
+    start = queue.next_position(session, round_id)
+    for position, (item_id, arm, score) in enumerate(entries, start=start):
+        session.add(QueueEntry(round_id=round_id, item_id=int(item_id), position=position, arm=arm, score=score))
+    session.flush()
+    return len(entries)

@@ -228,7 +228,8 @@ def test_worker_killed_while_embedding_the_job_is_claimed_again_and_embeds_once(
 def test_worker_killed_while_training_the_round_trains_once_and_the_next_round_opens_once(settings: Settings, digits: Path, tmp_path: Path) -> None:
     wb = Workbench(settings)
     pid = wb.create_project(ProjectConfig(name="slow train", head={"kind": "mlp", "epochs": TRAIN_EPOCHS}, round_size=10,
-                                          eval_size=10), digits / "subset.csv")
+                                          eval_size=10, pick_ahead=0), digits / "subset.csv")
+    # counts per round as without pick-ahead (test_round_boundary.py)
     _drain(Worker(settings, device="cpu", quiet=True))  # round 0 selected, the pool embedded
     assert _label_round(wb, pid, _gold(wb, pid)) == 20
     assert _round_states(wb, pid) == ["training"]
@@ -360,7 +361,8 @@ files.atomic_write_bytes(Path(sys.argv[1]), os.urandom(1 << 20))
 
 def test_a_damaged_features_file_is_refused_then_recomputed_not_failed(settings: Settings, digits: Path, tmp_path: Path) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="damaged", round_size=10, eval_size=10), digits)
+    pid = wb.create_project(ProjectConfig(name="damaged", round_size=10, eval_size=10, pick_ahead=0), digits)
+    # counts per round as without pick-ahead (test_round_boundary.py)
     worker = Worker(settings, device="cpu", quiet=True)
     _drain(worker)
     (features,) = _artifacts(wb, pid, "features")
@@ -400,7 +402,8 @@ def test_a_damaged_features_file_is_refused_then_recomputed_not_failed(settings:
 
 def test_a_damaged_predictions_file_fails_the_job_once_naming_it_and_retrain_recovers(settings: Settings, digits: Path) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="damaged model", round_size=10, eval_size=10), digits)
+    pid = wb.create_project(ProjectConfig(name="damaged model", round_size=10, eval_size=10, pick_ahead=0), digits)
+    # counts per round as without pick-ahead (test_round_boundary.py)
     worker = Worker(settings, device="cpu", quiet=True)
     gold = _gold(wb, pid)
     _drain(worker)
@@ -559,7 +562,8 @@ def _mount_tiny_tmpfs(folder: Path) -> bool:
 
 def test_disk_full_fails_the_job_naming_the_file_keeps_labels_and_a_retry_succeeds(settings: Settings, digits: Path) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="full disk", round_size=10, eval_size=10), digits)
+    pid = wb.create_project(ProjectConfig(name="full disk", round_size=10, eval_size=10, pick_ahead=0), digits)
+    # counts per round as without pick-ahead (test_round_boundary.py)
     worker = Worker(settings, device="cpu", quiet=True)
     gold = _gold(wb, pid)
     _drain(worker)

@@ -43,7 +43,8 @@ def drain(worker: Worker) -> None:
 
 def test_three_rounds_on_the_demo_chart_grows_and_exports_match(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=10, eval_size=10), "demo")
+    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=10, eval_size=10, pick_ahead=0),
+                            "demo")  # counts per round as without pick-ahead (test_round_boundary.py)
     worker = Worker(settings, device="cpu")
     gold = gold_of(wb, pid)
     drain(worker)
@@ -103,7 +104,8 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def test_a_real_worker_process_runs_embed_select_and_train_jobs(settings: Settings, tmp_path: Path) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=5, eval_size=5), "demo")
+    pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=5, eval_size=5, pick_ahead=0),
+                            "demo")  # counts per round as without pick-ahead (test_round_boundary.py)
     gold = gold_of(wb, pid)
     env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
     log = open(tmp_path / "worker.log", "w")
@@ -179,7 +181,8 @@ def test_semi_supervised_retraining_runs_in_the_worker(settings: Settings, ssl: 
     from storage.files import latest_artifact
 
     wb = Workbench(settings)
-    config = ProjectConfig(name=f"SSL {ssl}", head={"kind": "mlp"}, training={"ssl": ssl, "view_flip": False}, round_size=20, eval_size=20)
+    config = ProjectConfig(name=f"SSL {ssl}", head={"kind": "mlp"}, training={"ssl": ssl, "view_flip": False}, round_size=20, eval_size=20,
+                           pick_ahead=0)  # counts per round as without pick-ahead (test_round_boundary.py)
     pid = wb.create_project(config, "demo")
     worker = Worker(settings, device="cpu")
     drain(worker)

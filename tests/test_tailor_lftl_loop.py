@@ -23,7 +23,8 @@ from tests.test_loop import drain, gold_of, label_round
 
 def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=12, eval_size=10), "demo")
+    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=12, eval_size=10,
+                                          pick_ahead=0), "demo")  # counts per round as without pick-ahead (test_round_boundary.py)
     gold = gold_of(wb, pid)
     drain(Worker(settings, device="cpu"))
     label_round(wb, pid, gold)

@@ -17,11 +17,10 @@ from storage import queue
 from storage.files import latest_artifacts, load_matrix, project_dir, save_matrix
 from storage.items import item_rows
 from storage.labels import current_labels, label_array
-from storage.models import Job, Project, QueueEntry, Round, utcnow
-from storage.rounds import round_picks
+from storage.models import Job, Project, Round, utcnow
+from storage.rounds import add_entries, open_items, round_picks
 
 Entry = tuple[int, str, float | None]  # (item id, arm, score)
-EVAL_ORDER_STREAM = 1  # a seed stream of its own: the evaluation order does not shift the strategies' draws
 
 
 @dataclass
@@ -40,30 +39,42 @@ class _RoundView:
     @property
     def follow_up(self) -> bool:
         """A sequential round's next picks, asked for after a label."""
-        return self.round_.state == "labeling" and self.strategy.sequential
+        return self.round_.state == "labeling" and self.strategy.sequential and not self.fill
+
+    @property
+    def fill(self) -> bool:
+        """A round opened ahead (app.rounds.open_ahead), to be filled with the new head's picks."""
+        return self.round_.state == "labeling" and self.round_.awaiting_selection
 
 
 def select_round(job: Job, ctx: JobContext) -> str:
-    """Fill a round's queue. Batch strategies pick the whole round at once; sequential ones (GALAXY, DIRECT) keep
-    `SEQUENTIAL_LOOKAHEAD` picks ahead of the annotators, one more after each label, from all labels so far.
+    """Fill a round's queue. Batch strategies pick the whole round at once, and rank `pick_ahead` more items that
+    the next round starts with (app.rounds); sequential ones (GALAXY, DIRECT) keep `SEQUENTIAL_LOOKAHEAD` picks
+    ahead of the annotators, one more after each label, from all labels so far. A round opened ahead (while the
+    round before trained) is filled up to its size here, queued by that training's job once its head is stored.
 
-    Idempotent: a rerun after the picks were stored finds the round labeling (a batch round: nothing to do) or
-    its lookahead full (a sequential round: a budget of 0), and the write refuses a round that changed meanwhile."""
+    Idempotent: a rerun after the picks were stored finds the round labeling and no longer awaiting its selection
+    (a batch round: nothing to do) or its lookahead full (a sequential round: a budget of 0), and the write
+    refuses a round that changed meanwhile."""
     view = _read(ctx, job)
-    if view.round_.state != "selecting" and not view.follow_up:
+    if view.round_.state != "selecting" and not view.follow_up and not view.fill:
         return f"round {view.round_.index} is {view.round_.state}; nothing to select"
     budget = _budget(view)
+    ahead = rounds.pick_ahead(view.project, view.strategy.sequential)
     entries = [] if view.follow_up else _eval_entries(view)
     candidates = np.flatnonzero([it.split == "pool" and _open(it.id, view) for it in view.items])
     ids = np.array([it.id for it in view.items], dtype=np.int64)
     inputs = _strategy_inputs(ctx, view, ids, candidates)
-    ctx.progress(0.5, f"{view.round_.strategy}: choosing {budget} of {len(candidates)}")
+    ctx.progress(0.5, f"{view.round_.strategy}: choosing {budget} of {len(candidates)}"
+                      + (f" and ranking {ahead} ahead for the next round" if ahead else ""))
     rng = np.random.default_rng([view.project.seed, view.round_.index, view.picked])
-    selection = view.strategy.select(inputs, budget, rng)
-    entries += [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
-    if not _store(ctx, job, view, entries, selection):
+    selection = view.strategy.select(inputs, budget + ahead, rng)
+    ranked = [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
+    entries += ranked[:budget]
+    if not _store(ctx, job, view, entries, selection, ranked[budget:]):
         return f"round {view.round_.index} changed while selecting (another worker); nothing added"
-    return f"round {view.round_.index}: {len(entries)} items queued ({selection.note or view.round_.strategy})"
+    return (f"round {view.round_.index}: {len(entries)} items queued ({selection.note or view.round_.strategy})"
+            + (f", {len(ranked[budget:])} ranked ahead for the next round" if ranked[budget:] else ""))
 
 
 def _read(ctx: JobContext, job: Job) -> _RoundView:
@@ -83,31 +94,37 @@ def _open(item_id: int, view: _RoundView) -> bool:
 
 
 def _budget(view: _RoundView) -> int:
-    if view.strategy.sequential:
+    if view.strategy.sequential and not view.fill:
         return max(0, min(rounds.SEQUENTIAL_LOOKAHEAD - view.open_now, view.project.round_size - view.picked))
-    return view.project.round_size
+    return max(0, view.project.round_size - view.picked)  # a round opened ahead: less what was picked ahead
 
 
 def _eval_entries(view: _RoundView) -> list[Entry]:
     """A round queues first the evaluation items not labeled or queued yet: in round 0 the whole set, later those
     an early close dropped (the set is carried over until labeled, never lost). In a random order seeded by the
     project and the round: never by path, which would group them by class folder and give the answers away."""
-    open_eval = np.array([it.id for it in view.items if it.split == "eval" and _open(it.id, view)], dtype=np.int64)
-    order = np.random.default_rng([view.project.seed, view.round_.index, EVAL_ORDER_STREAM]).permutation(len(open_eval))
-    return [(int(item_id), "eval", None) for item_id in open_eval[order]]
+    open_eval = [it.id for it in view.items if it.split == "eval" and _open(it.id, view)]
+    return [(item_id, "eval", None) for item_id in rounds.eval_order(view.project, view.round_.index, open_eval)]
 
 
-def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], selection: Selection) -> bool:
-    """Queue the picks and save the strategy's state; False (nothing written) when the round changed meanwhile."""
+def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], selection: Selection,
+           ranked_ahead: list[Entry]) -> bool:
+    """Queue the picks, keep the ranking beyond them for the next round and save the strategy's state; False
+    (nothing written) when the round changed meanwhile."""
     with ctx.db.write() as s:
         round_ = s.get(Round, job.round_id)
-        if round_picks(s, round_.id)[0] != view.picked or round_.state not in ("selecting", "labeling"):
+        if view.fill:
+            if round_.state != "labeling" or not round_.awaiting_selection:
+                return False
+            entries = _still_open(s, view, round_, entries)
+        elif round_picks(s, round_.id)[0] != view.picked or round_.state not in ("selecting", "labeling"):
             return False
-        start = queue.next_position(s, round_.id)
-        for position, (item_id, arm, score) in enumerate(entries, start=start):
-            s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm=arm, score=score))
+        add_entries(s, round_.id, entries)
+        round_.ranked_ahead = [list(entry) for entry in ranked_ahead] or None
         strategy_state.save_from(s, view.project.id, view.strategy)
-        if not view.follow_up:
+        if view.fill:
+            rounds.selection_filled(s, round_, _fill_note(view, entries, selection))
+        elif not view.follow_up:
             if entries:
                 rounds.start_labeling(round_, selection.note)
             else:
@@ -115,6 +132,29 @@ def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], se
         elif not entries and view.open_now == 0:  # the pool ran out before the round was full
             rounds.send_to_training(s, round_)
     return True
+
+
+def _still_open(s, view: _RoundView, round_: Round, entries: list[Entry]) -> list[Entry]:
+    """A round opened ahead is labeled while its selection runs: of the entries, those still open at the write
+    (a skipped evaluation item's replacement may have taken one since the read; never queued twice), pool picks no
+    more than the round has room for (a skipped evaluation item returns to the pool and counts as a pick)."""
+    ids = [e[0] for e in entries]
+    evals = set(open_items(s, view.project.id, "eval", ids))
+    pool = set(open_items(s, view.project.id, "pool", ids))
+    room = max(0, view.project.round_size - round_picks(s, round_.id)[0])
+    kept = []
+    for entry in entries:
+        if entry[0] in evals:
+            kept.append(entry)
+        elif entry[0] in pool and room > 0:
+            kept.append(entry)
+            room -= 1
+    return kept
+
+
+def _fill_note(view: _RoundView, entries: list[Entry], selection: Selection) -> str:
+    picks = sum(1 for e in entries if e[1] != "eval")
+    return f"{picks} more picked with the new head" + (f" ({selection.note})" if selection.note else "")
 
 
 def _strategy_inputs(ctx: JobContext, view: _RoundView, ids: np.ndarray, candidates: np.ndarray) -> StrategyInputs:

@@ -1,5 +1,6 @@
 """The train job: a head on the cached features from the labels so far (semi-supervised by the project's method),
-evaluated on the evaluation set; a round's train job then closes the round (app.rounds) and opens the next."""
+evaluated on the evaluation set; a round's train job then closes the round (app.rounds) and queues the next round's
+selection with the new head (it fills the round opened ahead, or opens the next)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -161,8 +162,8 @@ def _save(ctx: JobContext, job: Job, data: _TrainingData, head: TrainedHead | No
         if round_ is not None:
             rounds.finish_training(round_, metrics, note)
             strategy_state.fold_round(s, s.get(Project, project.id), round_)
-            if project.auto_next_round:
-                rounds.open_round(s, s.get(Project, project.id))
+            # The next round's selection, with this head: the round opened ahead is filled, else one opens.
+            rounds.after_training(s, s.get(Project, project.id), round_)
     return True
 
 

@@ -53,6 +53,14 @@ def metrics_summary(metrics: dict) -> str:
     return " · ".join(parts)
 
 
+def picked_ahead(row) -> str:
+    """Who chose the round's first items when it opened while the round before trained (app.rounds)."""
+    if not row.picked_ahead:
+        return ""
+    waiting = ", own selection after that training" if row.awaiting_selection else ""
+    return f"{row.picked_ahead} by round {row.picked_ahead_by}'s ranking{waiting}"
+
+
 ui.show_flash()
 project = wb.project(project_id)
 status = wb.status(project_id)
@@ -74,12 +82,27 @@ if rounds:
                 "labeled": r.queue.labeled,
                 "skipped": r.queue.skipped,
                 "dropped": r.queue.dropped,
-                "note": r.note,
+                "picked ahead": picked_ahead(r),
             }
             for r in reversed(rounds)  # newest first
         ]
     )
-    st.dataframe(table, hide_index=True, width="stretch")
+    # Fits the page at 1400 px (about 920 px beside the sidebar; the widths add up to 918): compact count
+    # columns; a long text is cut inside its cell (hover shows it whole), and each round's note, a sentence or
+    # more, is written out below the table instead of widening it.
+    count = st.column_config.NumberColumn(width=64)
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "round": st.column_config.NumberColumn(width=56), "strategy": st.column_config.TextColumn(width=80),
+        "state": st.column_config.TextColumn(width=76), "metrics": st.column_config.TextColumn(width=180),
+        "labels at start": st.column_config.NumberColumn(width=96),
+        **{name: count for name in ("pending", "claimed", "labeled", "skipped", "dropped")},
+        "picked ahead": st.column_config.TextColumn(width=110),
+    })
+    notes = [(r.index, r.note) for r in reversed(rounds) if r.note]
+    if notes:
+        with st.expander("Round notes", expanded=True):
+            for index, note in notes[:10]:
+                st.markdown(f"**Round {index}**: {note}")
 else:
     st.info("No round yet.")
 
