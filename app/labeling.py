@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,11 +20,13 @@ import numpy as np
 from PIL import Image
 
 from app import rounds
+from app.read_models import prediction_rows
+from app.settings import Settings
 from app.ui import image_problem, load_for_display, shortcut_keys
 from learners.strategies import strategy_class
 from storage import answers, queue
 from storage.db import Database
-from storage.files import DamagedFile, latest_artifact, load_matrix
+from storage.files import latest_artifact
 from storage.models import Project, QueueEntry, Round
 from storage.rounds import latest_round
 
@@ -49,22 +50,19 @@ class SurfaceOptions:
     accept_keys: tuple[str, ...] = ("Enter", " ")  # single-label: accept the model's guess
     history: int = HISTORY_SIZE
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SurfaceOptions:
+        """The options the workbench's settings give (lease, guard time, items ahead); the heartbeat renews the
+        leases four times per lease (at most every 15 s), so a lease runs out only when the tab is gone."""
+        lease = max(2, int(settings.lease_seconds))
+        return cls(ahead=settings.label_ahead, lease_seconds=lease, guard_ms=settings.guard_ms,
+                   heartbeat_ms=min(15_000, lease * 1000 // 4))
+
     def browser_settings(self) -> dict:
         return {"guard_ms": self.guard_ms, "heartbeat_ms": self.heartbeat_ms, "resend_ms": self.resend_ms,
                 "accept_keys": list(self.accept_keys)}
 
 
-@dataclass
-class _Predictions:
-    """The latest 'predictions' artifact read once: (artifact id, probabilities, item id -> row)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    artifact_id: int | None = None
-    probs: np.ndarray | None = None
-    rows: dict[int, int] = field(default_factory=dict)
-
-
-_PREDICTIONS = _Predictions()
 
 
 # ----- receiving ------------------------------------------------------------------------------------------------------
@@ -127,6 +125,13 @@ def _name(annotator: str) -> str:
     return name
 
 
+def release_held(db: Database, project_id: int, annotator: str) -> list[int]:
+    """Give back every entry `annotator` holds in the project's labeling round (an annotator renamed in the
+    sidebar: the old name's items go back to the queue at once); returns their ids."""
+    with db.write() as s:
+        return answers.release_held(s, project_id, _name(annotator))
+
+
 # ----- the component's data -------------------------------------------------------------------------------------------
 def surface_data(db: Database, project_id: int, annotator: str, client_id: str | None = None,
                  options: SurfaceOptions = SurfaceOptions(), instance: str = "label_surface",
@@ -145,6 +150,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         claims = answers.claim_ahead(s, project_id, annotator, options.ahead, options.lease_seconds)
         files = answers.item_files(s, [c.item_id for c in claims])
         round_info = answers.round_index_state(s, [c.round_id for c in claims])
+        arm_of = answers.arms(s, [c.entry_id for c in claims])
         labeling = queue.labeling_round(s, project_id)
         counts = queue.round_counts(s, labeling.id) if labeling is not None else None
         latest = latest_round(s, project_id) if labeling is None else labeling
@@ -154,14 +160,14 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         past_files = answers.item_files(s, [h.item_id for h in past])
         acked = answers.last_acked_seq(s, client_id)
         refused = answers.refusals(s, client_id)
-    probs = _prediction_rows(predictions)
+    probs = prediction_rows(predictions)
     keys = shortcut_keys(classes)
     items = []
     for claim in claims:
         key, split = files[claim.item_id]
         path = Path(data_root) / key
         problem = image_problem(path, data_root)
-        index, state = round_info[claim.round_id]
+        index, state, strategy = round_info[claim.round_id]
         item = {
             "entry_id": claim.entry_id,
             "item_id": claim.item_id,
@@ -172,6 +178,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
             "split": split,
             "round_index": index,
             "reopened": state != "labeling",
+            "chosen_by": _chosen_by(split, arm_of.get(claim.entry_id) or "", strategy),
             "guess": None,
             "guess_tags": None,
         }
@@ -211,6 +218,20 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
     }
 
 
+def _chosen_by(split: str, arm: str, strategy: str) -> str:
+    """Who chose the item, in words; a per-class arm ("most_likely:3") would hint at the answer: the algorithm only."""
+    if split == "eval":
+        return "the evaluation set (random, never trained on)"
+    arm = arm.partition(":")[0]
+    return f"{strategy} ({arm} arm)" if arm and arm != strategy else (arm or strategy)
+
+
+def can_claim(db: Database, project_id: int, annotator: str) -> bool:
+    """Whether the annotator holds or could take an item now (storage.answers.can_claim)."""
+    with db.read() as s:
+        return answers.can_claim(s, project_id, _name(annotator))
+
+
 def _empty_reason(latest: tuple[int, str, str] | None) -> str:
     if latest is None:
         return "This project has no round yet."
@@ -235,21 +256,6 @@ def _guess(probs: tuple[np.ndarray, dict[int, int]], item_id: int, task: str):
     top = [{"class": int(k), "p": round(float(scores[k]), 4)} for k in order]
     tags = [int(k) for k in np.argsort(-scores) if scores[k] >= 0.5] if task == "multi_label" else None
     return top, tags
-
-
-def _prediction_rows(artifact) -> tuple[np.ndarray, dict[int, int]] | None:
-    if artifact is None:
-        return None
-    cache = _PREDICTIONS
-    with cache.lock:
-        if cache.artifact_id != artifact.id:
-            try:
-                probs, ids = load_matrix(artifact)
-            except DamagedFile:  # labeling goes on without a guess
-                return None
-            cache.artifact_id, cache.probs = artifact.id, probs
-            cache.rows = {int(i): row for row, i in enumerate(ids)}
-        return cache.probs, cache.rows
 
 
 # ----- images ---------------------------------------------------------------------------------------------------------

@@ -12,7 +12,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     home: Path
     db_url: str
-    lease_seconds: int = 600
+    # A held item (queue entry) not renewed for this long returns to the queue (WORKBENCH_LEASE_SECONDS). The Label
+    # page's surface renews what it holds with a heartbeat (every quarter of it, at most 15 s) while the tab is open,
+    # so a closed tab's items come back within this time; both claim paths (the surface, Workbench.next_assignment)
+    # use it.
+    lease_seconds: int = 60
+    # The Label page (app.labeling.SurfaceOptions): a press this soon after a new image is painted is ignored
+    # (WORKBENCH_GUARD_MS), and this many items are held ahead for each annotator (WORKBENCH_LABEL_AHEAD).
+    guard_ms: int = 120
+    label_ahead: int = 5
     # A running job whose worker has not heartbeaten for this long is taken to be dead and is claimed again
     # (WORKBENCH_STALE_SECONDS; workers heartbeat every min(2 s, a quarter of it)).
     stale_seconds: float = 30.0
@@ -26,11 +34,17 @@ class Settings:
         home = Path(os.environ.get("WORKBENCH_HOME", REPO_ROOT / "workbench_home")).expanduser().resolve()
         home.mkdir(parents=True, exist_ok=True)
         db_url = os.environ.get("WORKBENCH_DB_URL") or f"sqlite:///{home / 'workbench.sqlite'}"
-        lease = int(os.environ.get("WORKBENCH_LEASE_SECONDS", "600"))
+        lease = int(os.environ.get("WORKBENCH_LEASE_SECONDS", "60"))
+        if lease < 2:
+            raise ValueError(f"WORKBENCH_LEASE_SECONDS must be 2 or more, got {lease}")
+        guard = int(os.environ.get("WORKBENCH_GUARD_MS", "120"))
+        ahead = int(os.environ.get("WORKBENCH_LABEL_AHEAD", "5"))
+        if guard < 0 or ahead < 1:
+            raise ValueError(f"WORKBENCH_GUARD_MS must be >= 0 and WORKBENCH_LABEL_AHEAD >= 1, got {guard}, {ahead}")
         stale = float(os.environ.get("WORKBENCH_STALE_SECONDS", "30"))
         if stale <= 0:
             raise ValueError(f"WORKBENCH_STALE_SECONDS must be > 0, got {stale}")
-        return cls(home=home, db_url=db_url, lease_seconds=lease, stale_seconds=stale,
+        return cls(home=home, db_url=db_url, lease_seconds=lease, stale_seconds=stale, guard_ms=guard, label_ahead=ahead,
                    access_token=_token("WORKBENCH_TOKEN"), admin_token=_token("WORKBENCH_ADMIN_TOKEN"))
 
 

@@ -23,6 +23,7 @@ from app.read_models import JobView
 from app.settings import Settings
 from app.workbench import Workbench, WorkbenchError
 from learners.errors import LearnerError
+from storage import answers
 from storage.errors import StorageError
 from storage.importers import check_image
 
@@ -213,13 +214,14 @@ def _keep(widget_key: str, state_key: str) -> None:
 
 
 def _rename_annotator() -> None:
-    """A new annotator name: give back the item the old name holds on the Label page, then keep the new name."""
+    """A new annotator name: give back the items the old name holds on the Label page, then keep the new name."""
     old = st.session_state.get("annotator")
-    shown = st.session_state.get("_shown")  # (queue entry id, time shown), set by the Label page
+    holder = st.session_state.get("_label_holder")  # (project id, annotator) the Label page last held items for
     _keep("_annotator_field", "annotator")
-    if shown and old and st.session_state["annotator"] != old:
-        get_workbench().release(shown[0], old)
-        st.session_state.pop("_shown")
+    if holder and old and holder[1] == old and st.session_state["annotator"] != old:
+        with get_workbench().db.write() as s:
+            answers.release_held(s, holder[0], old)
+        st.session_state.pop("_label_holder")
 
 
 def sidebar(wb: Workbench) -> tuple[int | None, str]:
@@ -228,6 +230,9 @@ def sidebar(wb: Workbench) -> tuple[int | None, str]:
     names = {p.id: p.name for p in projects}
     if "annotator" not in st.session_state:
         st.session_state["annotator"] = (st.query_params.get("annotator") or "").strip()[:100] or DEFAULT_ANNOTATOR
+    wanted = str(st.query_params.get("project") or "")
+    if "project_id" not in st.session_state and wanted.isdigit():  # ?project=ID opens that project first
+        st.session_state["project_id"] = int(wanted)
     if st.session_state.get("project_id") not in names:
         st.session_state["project_id"] = projects[0].id if projects else None
     # Widgets on different pages are different widgets to Streamlit: seed them from the plain keys each run.

@@ -190,6 +190,27 @@ def renew_leases(
     return sorted(held)
 
 
+def release_held(session: Session, project_id: int, annotator: str) -> list[int]:
+    """Give back every entry `annotator` holds in the project's open rounds (state `claimed` -> `pending`); an
+    entry reopened by an undo in a closed round is dropped, as an expired one is. Returns the ids released."""
+    rows = session.execute(
+        select(QueueEntry.id, Round.state)
+        .join(Round, Round.id == QueueEntry.round_id)
+        .where(Round.project_id == project_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+    ).all()
+    open_ids = [i for i, state in rows if state not in CLOSED_ROUND_STATES]
+    closed_ids = [i for i, state in rows if state in CLOSED_ROUND_STATES]
+    for ids, state in ((open_ids, "pending"), (closed_ids, "dropped")):
+        if ids:
+            session.execute(
+                update(QueueEntry)
+                .where(QueueEntry.id.in_(ids), QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+                .values(state=state, claimed_by=None, lease_expires=None)
+                .execution_options(synchronize_session=False)
+            )
+    return sorted(open_ids + closed_ids)
+
+
 # ----- applying answers -----------------------------------------------------------------------------------------------
 def apply_answers(
     session: Session,
@@ -446,10 +467,34 @@ def item_files(session: Session, item_ids: Iterable[int]) -> dict[int, tuple[str
         select(Item.id, Item.key, Item.split).where(Item.id.in_(ids)))}
 
 
-def round_index_state(session: Session, round_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
-    """round id -> (index, state)."""
+def round_index_state(session: Session, round_ids: Iterable[int]) -> dict[int, tuple[int, str, str]]:
+    """round id -> (index, state, strategy)."""
     ids = sorted({int(i) for i in round_ids})
     if not ids:
         return {}
-    return {i: (index, state) for i, index, state in session.execute(
-        select(Round.id, Round.index, Round.state).where(Round.id.in_(ids)))}
+    return {i: (index, state, strategy) for i, index, state, strategy in session.execute(
+        select(Round.id, Round.index, Round.state, Round.strategy).where(Round.id.in_(ids)))}
+
+
+def arms(session: Session, entry_ids: Iterable[int]) -> dict[int, str]:
+    """queue entry id -> the arm that chose it."""
+    ids = sorted({int(i) for i in entry_ids})
+    if not ids:
+        return {}
+    return dict(session.execute(select(QueueEntry.id, QueueEntry.arm).where(QueueEntry.id.in_(ids))).all())
+
+
+def can_claim(session: Session, project_id: int, annotator: str) -> bool:
+    """Whether `annotator` holds an entry of the project or could take one from its labeling round now (a pending
+    entry, or a claim whose lease ran out): the Label page's waiting view looks with it, cheaply."""
+    now = utcnow()
+    held = select(QueueEntry.id).join(Round, Round.id == QueueEntry.round_id).where(
+        Round.project_id == project_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+    if session.scalars(held.limit(1)).first() is not None:
+        return True
+    round_ = queue.labeling_round(session, project_id)
+    if round_ is None:
+        return False
+    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+    return session.scalars(select(QueueEntry.id).where(QueueEntry.round_id == round_.id, free).limit(1)).first() \
+        is not None

@@ -65,7 +65,7 @@ def wb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workbench:
         for i in range(4):
             Image.fromarray(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)).save(folder / name / f"{i}.png")
     workbench = Workbench(Settings.from_env())
-    workbench.create_project(ProjectConfig(name="Pets", round_size=3, eval_size=2), folder)
+    workbench.create_project(ProjectConfig(name="Pets", round_size=3, eval_size=2, pick_ahead=0), folder)
     _run_worker()  # embed, select round 0
     yield workbench
     workbench.db.dispose()
@@ -233,10 +233,16 @@ def test_the_annotator_name_is_recorded_on_every_label_and_skip(wb: Workbench) -
     pets = wb.project_id("Pets")
     at = go(app(annotator="alice", token=USER_TOKEN), "label")
     assert at.session_state["annotator"] == "alice" and at.query_params["annotator"] == "alice"
-    at.button(key="class_0").click().run()
-    at.button(key="skip").click().run()
+    from tests.test_pages import answer, surface  # the Label page's surface: its data, and a batch it sends
+
+    data = surface(at)
+    answer(wb, data, "tab", 1, "label", data["items"][0]["entry_id"], [0])
+    answer(wb, data, "tab", 2, "skip", data["items"][1]["entry_id"])
+    at.run()
     at.sidebar.text_input(key="_annotator_field").input("bob").run()
-    at.button(key="class_1").click().run()
+    data = surface(at)
+    assert data["annotator"] == "bob"
+    answer(wb, data, "tab-2", 1, "label", data["items"][0]["entry_id"], [1])
     with wb.db.read() as s:
         rows = [(a.kind, a.annotator) for a in s.scalars(select(Annotation).where(Annotation.project_id == pets)
                                                          .order_by(Annotation.id))]
@@ -297,7 +303,7 @@ def test_a_browser_is_asked_for_the_token_and_gets_in_with_it(token_server) -> N
     from playwright.sync_api import expect, sync_playwright
 
     from app.workbench import DEMO_PROJECT
-    from tests.test_browser import _open_page, _settle, _wait
+    from tests.test_browser import _open_page, _wait, painted_entry
 
     url, settings = token_server
     wb = Workbench(settings)
@@ -316,8 +322,7 @@ def test_a_browser_is_asked_for_the_token_and_gets_in_with_it(token_server) -> N
         field.fill(USER_TOKEN)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("round 0: 0 of 6")).to_be_visible(timeout=60_000)
-        _settle(page)
-        page.evaluate("document.activeElement && document.activeElement.blur()")
+        painted_entry(page)  # the Label page's surface has painted its first item
         page.keyboard.press("1")  # any class will do: the label must carry the annotator's name
         _wait(lambda: len(wb.labels(pid)) == 1, 30, "the label in the database")
         with wb.db.read() as s:

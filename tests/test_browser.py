@@ -68,6 +68,32 @@ def _settle(page) -> None:
     page.wait_for_timeout(150)
 
 
+SURFACE = "globalThis.__labelSurfaces && globalThis.__labelSurfaces.get('label_surface')"
+
+
+def painted_entry(page, timeout: float = 90_000) -> int:
+    """The queue entry the Label page's surface has painted (img.ls-image's data-entry-id), once it was painted
+    longer ago than the guard time (a key pressed earlier is ignored by design)."""
+    page.wait_for_function(
+        f"() => {{ const s = {SURFACE}; return s && s.current && performance.now() - s.paintedAt > "
+        "s.settings().guard_ms + 10; }", timeout=timeout)
+    return int(page.locator("img.ls-image").get_attribute("data-entry-id"))
+
+
+def gold_of_entry(wb: Workbench, entry_id: int) -> list[int]:
+    from storage.models import QueueEntry
+
+    with wb.db.read() as s:
+        return list(s.get(Item, s.get(QueueEntry, entry_id).item_id).gold)
+
+
+def item_of_entry(wb: Workbench, entry_id: int) -> int:
+    from storage.models import QueueEntry
+
+    with wb.db.read() as s:
+        return s.get(QueueEntry, entry_id).item_id
+
+
 @pytest.fixture
 def workbench_server(tmp_path: Path, request: pytest.FixtureRequest):
     """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
@@ -101,11 +127,6 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
     with wb.db.read() as s:
         gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
 
-    def held_item() -> int | None:
-        """The item the browser's annotator holds (the oracle reads its gold label to know which key to press)."""
-        task = wb.next_assignment(pid, ANNOTATOR)
-        return None if task is None else task.item_id
-
     with sync_playwright() as pw:
         browser, page = _open_page(pw)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
@@ -115,30 +136,26 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
             round_index = 0 if pressed < 20 else 1
             done = pressed if pressed < 20 else pressed - 20
             expect(page.get_by_text(f"round {round_index}: {done} of")).to_be_visible(timeout=90_000)
-            item = _wait(held_item, 30, "an item held by the browser's annotator")
-            page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a field
+            entry = painted_entry(page)  # the item on screen; the oracle reads its gold label to pick the key
             if pressed == 5 and not undone:
-                page.keyboard.press(str((gold[item] + 1) % 10))  # a wrong key ...
+                page.keyboard.press(str((gold_of_entry(wb, entry)[0] + 1) % 10))  # a wrong key ...
                 expect(page.get_by_text(f"round 0: {done + 1} of")).to_be_visible()
-                page.keyboard.press("u")  # ... taken back with the undo key
-                expect(page.get_by_text(f"round 0: {done} of")).to_be_visible()
-                assert held_item() == item
+                painted_entry(page)
+                page.keyboard.press("u")  # ... taken back with the undo key: the item is on screen again
+                page.wait_for_function(f"() => {SURFACE}.current && {SURFACE}.current.entry_id === {entry}")
+                _wait(lambda: len(wb.labels(pid)) == pressed, 30, "the wrong label taken back")
                 undone = True
                 continue
-            _settle(page)
-            page.keyboard.press(str(gold[item]))
+            page.keyboard.press(str(gold_of_entry(wb, entry)[0]))
             pressed += 1
-            try:
-                _wait(lambda: len(wb.labels(pid)) == pressed, 10, f"label {pressed} in the database")
-            except AssertionError:  # the key landed while the page was being redrawn: press it once more
-                _settle(page)
-                page.keyboard.press(str(gold[item]))
-                _wait(lambda: len(wb.labels(pid)) == pressed, 30, f"label {pressed} in the database")
+            _wait(lambda: len(wb.labels(pid)) == pressed, 30, f"label {pressed} in the database")
+            assert wb.labels(pid)[item_of_entry(wb, entry)] == gold_of_entry(wb, entry)
 
-        rounds = _wait(lambda: (r := wb.rounds(pid)) and len(r) == 3 and r[2].state == "labeling" and r, 120, "round 2")
+        rounds = _wait(lambda: (r := wb.rounds(pid)) and len(r) == 3 and r[1].state == "done"
+                       and r[2].state == "labeling" and r, 120, "round 1 trained and round 2 open")
         assert [r.state for r in rounds] == ["done", "done", "labeling"]
         expect(page.get_by_text("round 2: 0 of")).to_be_visible(timeout=90_000)
-        expect(page.get_by_text("model guesses")).to_be_visible()
+        expect(page.get_by_text("Model guess:")).to_be_visible()
 
         page.goto(f"{url}/dashboard?annotator={ANNOTATOR}")
         expect(page.get_by_text("Accuracy per label spent")).to_be_visible()
@@ -199,11 +216,9 @@ def test_a_galaxy_project_gets_its_next_item_right_after_each_label(workbench_se
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         for n in range(4):
             expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
+            entry = painted_entry(page)
             expect(page.get_by_text("chosen by: galaxy")).to_be_visible()
-            item = wb.next_assignment(pid, ANNOTATOR).item_id
-            _settle(page)
-            page.evaluate("document.activeElement && document.activeElement.blur()")
-            page.keyboard.press(str(gold[item]))
+            page.keyboard.press(str(gold_of_entry(wb, entry)[0]))
             _wait(lambda: len(wb.labels(pid, split="pool")) == 4 + n + 1, 30, f"galaxy label {n + 1}")
             # the queue grows by one pick per label, computed by the worker from every label so far
             _wait(lambda: queued() == min(n + 3, 4), 30, f"galaxy pick {n + 3}")
@@ -249,7 +264,8 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
     with wb.db.read() as s:
         gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
     _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0")
-    while (task := wb.next_assignment(pid, "oracle")) is not None:
+    # round 0 only: round 1 may open (with items picked ahead) as soon as round 0 goes to training
+    while wb.rounds(pid)[0].state == "labeling" and (task := wb.next_assignment(pid, "oracle")) is not None:
         wb.submit(pid, task.entry_id, "oracle", [gold[task.item_id]])
     _wait(lambda: len(wb.rounds(pid)) == 2 and wb.rounds(pid)[1].state == "labeling", 120, "round 1 (tailor)")
     with sync_playwright() as pw:
@@ -257,11 +273,9 @@ def test_a_tailor_project_shows_its_arm_panel_after_two_rounds(workbench_server)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         for n in range(5):  # round 1, chosen by TAILOR, labeled with the keyboard
             expect(page.get_by_text(f"round 1: {n} of")).to_be_visible(timeout=60_000)
+            entry = painted_entry(page)
             expect(page.get_by_text("chosen by: tailor (")).to_be_visible()
-            item = wb.next_assignment(pid, ANNOTATOR).item_id
-            _settle(page)
-            page.evaluate("document.activeElement && document.activeElement.blur()")
-            page.keyboard.press(str(gold[item]))
+            page.keyboard.press(str(gold_of_entry(wb, entry)[0]))
             _wait(lambda: len(wb.labels(pid, split="pool")) == 5 + n + 1, 30, f"tailor label {n + 1}")
         _wait(lambda: len(wb.chart_data(pid)) == 2, 120, "round 1 trained and folded into TAILOR's posterior")
         page.goto(f"{url}/dashboard?annotator={ANNOTATOR}")
@@ -292,17 +306,14 @@ def test_label_tags_with_the_keyboard_on_a_multi_label_project(workbench_server)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         for n in range(5):
             expect(page.get_by_text(f"round 0: {n} of 5")).to_be_visible(timeout=60_000)
-            item = wb.next_assignment(pid, ANNOTATOR).item_id
-            _settle(page)
-            page.evaluate("document.activeElement && document.activeElement.blur()")
+            entry = painted_entry(page)
+            item = item_of_entry(wb, entry)
             if not gold[item]:
                 page.keyboard.press("Shift+N")  # none of these
             else:
                 for k in gold[item]:
-                    page.keyboard.press(keys[k])
-                    expect(page.get_by_role("button", name=f"✅ {wb.project(pid).classes[k]}")).to_be_visible()
-                    _settle(page)
-                    page.evaluate("document.activeElement && document.activeElement.blur()")
+                    page.keyboard.press(keys[k])  # toggles the tag, drawn on its button
+                    expect(page.locator(f".ls-class.ls-on[data-class-index='{k}']")).to_be_visible()
                 page.keyboard.press("Enter")
             _wait(lambda: item in wb.labels(pid), 30, f"the tags of item {n + 1}")
             assert wb.labels(pid)[item] == gold[item]

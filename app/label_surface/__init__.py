@@ -19,6 +19,7 @@ The data the component takes (app.labeling.surface_data builds it):
      "classes": [{"index": int, "name": str, "key": str | None}],          # keys from app.ui.shortcut_keys
      "items": [{"entry_id", "item_id", "caption" (file name only), "image" (data: URL or None), "thumb",
                 "problem" (why the file cannot be shown, or None), "split", "round_index", "reopened": bool,
+                "chosen_by" (the strategy / arm, or the evaluation set, in words),
                 "guess": [{"class": int, "p": float}] (top 3) | None, "guess_tags": [int] | None}],  # held, in order
      "round": {"index", "state", "done", "total"} | None, "empty_reason": str | None,
      "history": [{"entry_id", "kind", "value", "label", "caption", "thumb", "project_id", "annotator"}],  # newest first
@@ -34,7 +35,9 @@ The value it returns is one trigger, "sync" (one rerun each), sent after new ans
 
 In the browser: the image element (`img.ls-image`) carries `data-entry-id` of the item painted; the root
 (`.ls-root`) carries `data-unsent` (answers not acknowledged yet) and `data-ready`; `globalThis.__labelSurfaces`
-maps each key to its state (`log`: every accepted press with the entry id shown; `ignored`: presses not taken).
+maps each key to its state (`log`: every accepted press with the entry id shown; `ignored`: presses not taken;
+`paints`: every item drawn {entry_id, key_ts: the keydown timeStamp that drew it or null, drawn, painted: the task
+right after the frame holding it was painted}, for benchmarks/bench_label_page.py).
 """
 from __future__ import annotations
 

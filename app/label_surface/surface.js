@@ -98,6 +98,8 @@ class Surface {
     this.inflightAt = 0;
     this.log = []; // accepted presses {seq, entry_id, kind, value, shown}: for tests and debugging
     this.ignored = []; // presses not taken {reason, key, shown}
+    this.paints = []; // items drawn {entry_id, key_ts (the keydown's timeStamp, or null), drawn, painted}
+    this.decoded = new Map(); // image URL -> an Image decoded ahead
     this.data = null;
     this.root = null;
     this.setTrigger = null;
@@ -240,6 +242,7 @@ class Surface {
       this.showItem(this.items.get(wanted));
     }
     if (!this.current && this.reopen === null) this.showItem(this.nextItem());
+    this.predecode();
     this.drawStatus();
     this.drawHistory();
     this.root.dataset.ready = "1";
@@ -272,13 +275,20 @@ class Surface {
   }
 
   // ----- drawing ----------------------------------------------------------------------------------------------------
-  showItem(item) {
+  showItem(item, causeTs = null) {
     this.current = item || null;
     this.tags = new Set();
     this.paintedAt = Infinity; // no press counts until this item has been painted, and then only after the guard
     if (!this.el) return;
     this.paint(item);
+    const record = item ? { entry_id: item.entry_id, key_ts: causeTs, drawn: performance.now(), painted: null } : null;
+    if (record) {
+      this.paints.push(record); // for the benchmark: key down -> the next image painted
+      if (this.paints.length > 2000) this.paints.shift();
+    }
     requestAnimationFrame(() => {
+      // this frame holds the new image; a task queued from its rAF runs once the frame was painted
+      setTimeout(() => { if (record) record.painted = performance.now(); }, 0);
       requestAnimationFrame(() => { // the second frame starts once the first (with the new image) was painted
         if (this.current === item) {
           this.paintedAt = performance.now();
@@ -286,6 +296,23 @@ class Surface {
         }
       });
     });
+  }
+
+  // decode the images of the held items ahead, so the one drawn at the next key press is ready in that frame
+  predecode() {
+    const keep = new Set();
+    for (const id of this.order.slice(0, 8)) {
+      const item = this.items.get(id);
+      if (!item || !item.image) continue;
+      keep.add(item.image);
+      if (!this.decoded.has(item.image)) {
+        const im = new Image();
+        im.src = item.image;
+        if (im.decode) im.decode().catch(() => {});
+        this.decoded.set(item.image, im);
+      }
+    }
+    for (const url of Array.from(this.decoded.keys())) if (!keep.has(url)) this.decoded.delete(url);
   }
 
   // draw `item` (or the empty state) into the element; the same item drawn again keeps its paint time
@@ -301,7 +328,7 @@ class Surface {
       el.placeholder.textContent = item ? `${item.caption}: ${item.problem || "cannot be shown"} — skip it (s).`
         : this.emptyText();
     }
-    el.caption.textContent = item ? item.caption : "";
+    el.caption.textContent = item ? (item.chosen_by ? `${item.caption} · chosen by: ${item.chosen_by}` : item.caption) : "";
     this.drawGuess();
     this.drawTags();
   }
@@ -356,7 +383,7 @@ class Surface {
       ? ["class keys toggle tags", "<kbd>Enter</kbd> submit", "<kbd>Shift+N</kbd> none of these",
         "<kbd>Space</kbd> the model's tags"]
       : ["a class key labels", `<kbd>${escapeHtml(this.acceptLabel())}</kbd> accept the model's guess`];
-    el.legend.innerHTML = [...rows, "<kbd>s</kbd> skip", "<kbd>u</kbd>/<kbd>Backspace</kbd> undo (walks back)",
+    el.legend.innerHTML = [...rows, "<kbd>s</kbd> skip", "<kbd>u</kbd>/<kbd>Backspace</kbd>/<kbd>Ctrl+Z</kbd> undo (walks back)",
       "keys work anywhere but in a text field", keys.join(" · ")].join(" · ");
     this.drawGuess();
   }
@@ -515,6 +542,7 @@ class Surface {
   }
 
   act(action, timeStamp, key) {
+    this.keyTs = timeStamp;
     this.sincePaint = timeStamp - this.paintedAt; // ms the item on screen had been painted when the key went down
     if (action.kind === "undo") {
       if (timeStamp - this.paintedAt < this.settings().guard_ms || this.paintedAt === Infinity) {
@@ -576,7 +604,7 @@ class Surface {
       if (!this.firstAnswerAt) this.firstAnswerAt = Date.now();
     }
     this.setNotice("");
-    this.showItem(this.nextItem()); // the next held item, drawn in the same frame as this key press
+    this.showItem(this.nextItem(), this.keyTs); // the next held item, drawn in the same frame as this key press
     this.drawStatus();
     this.drawHistory();
     this.send(false);
