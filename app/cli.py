@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from app.exports import FORMATS
 from app.launcher import start
+from app.project_admin import SettingsChange
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
 from app.worker import Worker
@@ -22,6 +23,9 @@ from learners.efficiency import summarize
 from learners.errors import LearnerError
 from learners.strategies import available_strategies, strategy_class
 from storage.errors import StorageError
+
+PICK_AHEAD_HELP = ("items the strategy ranks beyond each round, labeled while the round trains (no wait at round "
+                   "boundaries); 0: the annotators wait for each training")
 
 
 def _workbench() -> Workbench:
@@ -63,6 +67,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         round_size=args.round_size,
         eval_size=args.eval_size,
+        pick_ahead=args.pick_ahead,
         seed=args.seed,
     )
     pid = wb.create_project(config, args.source, progress=progress)
@@ -167,8 +172,83 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     wb = _workbench()
     projects = [wb.project_id(args.project)] if args.project else [p.id for p in wb.projects()]
+    if args.json:  # for scripts: one JSON object per project (a list when no project is named)
+        found = [asdict(wb.status(pid)) for pid in projects]
+        print(json.dumps(found[0] if args.project else found, indent=2, default=str))
+        return 0
+    if not projects:
+        print("no project yet: python -m app import demo --name 'Demo digits' (or the Projects page)")
     for pid in projects:
-        print(json.dumps(asdict(wb.status(pid)), indent=2, default=str))
+        print(_status_text(wb, pid))
+    return 0
+
+
+def _status_text(wb: Workbench, pid: int) -> str:
+    """A project's status for a person: items, labels, the latest round with its queue, and the active jobs."""
+    project, status = wb.project(pid), wb.status(pid)
+    lines = [f"{status.project} (project {pid}, {project.task.replace('_', '-')}, {len(status.classes)} classes)",
+             f"  items: {status.items.get('pool', 0)} pool, {status.items.get('eval', 0)} eval; "
+             f"labeled: {status.labeled_pool} pool, {status.labeled_eval} eval",
+             f"  settings: backbone {project.backbone.get('name')}, head {project.head.get('kind')}, "
+             f"training {(project.training or {}).get('ssl', 'none')}, strategy {project.strategy}, "
+             f"round size {project.round_size}"]
+    r = status.round
+    if r is None:
+        lines.append("  no round yet")
+    else:
+        q = r.queue
+        lines.append(f"  round {r.index} ({r.strategy}): {r.state}; queue {q.pending} pending, {q.claimed} claimed, "
+                     f"{q.labeled} labeled, {q.skipped} skipped, {q.dropped} dropped")
+        if r.metrics.get("accuracy") is not None:
+            lines.append(f"  after training: accuracy {r.metrics['accuracy']:.1%} on {r.metrics.get('n')} eval items")
+        if r.note:
+            lines.append(f"  note: {r.note}")
+    for job in status.jobs:
+        lines.append(f"  job {job.id} {job.kind}: {job.state} {job.progress:.0%} {job.message}")
+    if not status.jobs:
+        lines.append("  no job queued or running")
+    for job in wb.failed_jobs(pid):
+        lines.append(f"  FAILED job {job.id} {job.kind}: {job.error}")
+    return "\n".join(lines)
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    wb = _workbench()
+    pid = wb.project_id(args.project)
+    if args.action == "delete":
+        name = wb.project(pid).name
+        if not args.yes:
+            raise WorkbenchError(f"deleting project {name!r} removes its labels, rounds, jobs and files under the "
+                                 "workbench home (the imported images stay); add --yes to do it")
+        for line in wb.delete_project(pid, name):
+            print(line)
+        return 0
+    if args.action == "show":
+        project = wb.project(pid)
+        print(f"{project.name} (project {pid})")
+        for key in ("task", "backbone", "head", "training", "strategy", "strategy_params", "round_size", "eval_size",
+                    "pick_ahead", "seed"):
+            print(f"  {key}: {getattr(project, key)}")
+        history = wb.settings_history(pid)
+        print("  settings history:" if history else "  settings history: no change since creation")
+        for record in history:
+            where = "" if record.round_index is None else f" (round {record.round_index})"
+            for line in record.changes:
+                print(f"    {record.at:%Y-%m-%d %H:%M}{where}: {line}")
+        return 0
+    project = wb.project(pid)
+    params = None
+    if args.strategy_params or args.param:
+        params = _strategy_params(args.strategy or project.strategy, args.strategy_params, args.param)
+    backbone = None
+    if args.backbone:
+        backbone = json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone}
+    change = SettingsChange(backbone=backbone, head=args.head, ssl=args.ssl, warm_start=args.warm_start,
+                            strategy=args.strategy, strategy_params=params, round_size=args.round_size,
+                            eval_size=args.eval_size, pick_ahead=args.pick_ahead)
+    lines = wb.change_settings(pid, change)
+    for line in lines or ["nothing to change: the project already has these settings"]:
+        print(line)
     return 0
 
 
@@ -214,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmented views (digits, text)")
     p.add_argument("--round-size", type=int, default=10)
     p.add_argument("--eval-size", type=int, default=10)
+    p.add_argument("--pick-ahead", type=int, default=5, help=PICK_AHEAD_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_import)
 
@@ -247,7 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show projects, rounds and jobs")
     p.add_argument("project", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable: the status as JSON (for scripts)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("project", help="change a project's settings (set), show them with their history (show), "
+                                       "or delete it with its files (delete)")
+    p.add_argument("action", choices=["set", "show", "delete"])
+    p.add_argument("project")
+    p.add_argument("--backbone", default=None, help="set: pixels, timm/<model>, or a JSON spec (the images are "
+                                                    "embedded again; heads of the old backbone are retired)")
+    p.add_argument("--head", default=None, choices=list(HEAD_KINDS), help="set: the head kind of the next training")
+    p.add_argument("--ssl", default=None, choices=METHOD_NAMES, help="set: the training method of the next training")
+    p.add_argument("--warm-start", default=None, action=argparse.BooleanOptionalAction,
+                   help="set: whether training starts from the latest head of the same kind")
+    _strategy_arguments(p, default=None)
+    p.add_argument("--round-size", type=int, default=None, help="set: from the next selection")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="set: grow by random unlabeled pool items, or shrink by unlabeled eval items only")
+    p.add_argument("--pick-ahead", type=int, default=None, help="set: " + PICK_AHEAD_HELP)
+    p.add_argument("--yes", action="store_true", help="delete: confirm the deletion")
+    p.set_defaults(func=cmd_project)
     return parser
 
 

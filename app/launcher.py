@@ -50,6 +50,7 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
                 sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
                 "--server.port", str(port), "--server.headless", "true",
                 "--browser.gatherUsageStats", "false",
+                "--client.toolbarMode", "viewer",  # no Deploy / Rerun / Clear cache (also in .streamlit/config.toml)
             ],
             cwd=REPO_ROOT,
             env=env,

@@ -5,6 +5,7 @@ Users see a round by its index, never by its database id: a job names the round 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +40,11 @@ class RoundRow:
     queue: QueueCounts
     note: str
     metrics: dict  # the eval-set metrics after the round's training ({} before)
+    # Items the round began with that the selection of round `picked_ahead_by` ranked (app.rounds: labeled while
+    # that round trained); 0 and None when the round was chosen by its own selection only.
+    picked_ahead: int = 0
+    picked_ahead_by: int | None = None
+    awaiting_selection: bool = False  # opened ahead; its own selection (with the new head) is still to come
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ def _round_row(s, round_: Round) -> RoundRow:
         queue=QueueCounts(**queue.round_counts(s, round_.id)),
         note=round_.note,
         metrics=round_.metrics or {},
+        picked_ahead=round_.picked_ahead or 0,
+        picked_ahead_by=round_.picked_ahead_by,
+        awaiting_selection=bool(round_.awaiting_selection),
     )
 
 
@@ -203,31 +212,36 @@ def has_predictions(db: Database, project_id: int) -> bool:
         return latest_artifact(s, project_id, "predictions") is not None
 
 
-class Guesses:
-    """What the latest head says of an item, for the Label page: its predictions file is read once per new
-    head (the Label page asks for every item it shows)."""
+_PREDICTIONS_LOCK = threading.Lock()
+_predictions: tuple[str, np.ndarray, dict[int, int]] | None = None  # (file, probabilities, row of each item id)
 
-    def __init__(self) -> None:
-        self._cached: tuple[int, np.ndarray, dict[int, int]] | None = None  # (artifact id, probs, row of item id)
 
-    def guess(self, artifact: Artifact | None, item_id: int, task: str) -> list[tuple[int, float]] | None:
-        """None before the first training (or when the predictions file is damaged: labeling goes on without a
-        guess; the Rounds page offers the retrain); else [(class, probability)] for the top class, or
-        (multi-label) every tag at 0.5 or more, most likely first ([] means none of them)."""
-        if artifact is None:
-            return None
-        if self._cached is None or self._cached[0] != artifact.id:
+def prediction_rows(artifact: Artifact | None) -> tuple[np.ndarray, dict[int, int]] | None:
+    """The latest head's probabilities and the row of each item id, read once per new predictions file (the Label
+    page asks for every item it shows); None before the first training, or when the file is damaged (labeling
+    goes on without a guess; the Rounds page offers the retrain). Keyed by the file, not the artifact id: ids of a
+    deleted project are reused."""
+    global _predictions
+    if artifact is None:
+        return None
+    with _PREDICTIONS_LOCK:
+        if _predictions is None or _predictions[0] != artifact.path:
             try:
                 probs, ids = load_matrix(artifact)
             except DamagedFile:
                 return None
-            self._cached = (artifact.id, probs, {int(i): row for row, i in enumerate(ids)})
-        _, probs, row_of = self._cached
-        row = row_of.get(item_id)
-        if row is None:
-            return None
-        scores = probs[row]
-        if task == "multi_label":
-            return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
-        k = int(np.argmax(scores))
-        return [(k, float(scores[k]))]
+            _predictions = (artifact.path, probs, {int(i): row for row, i in enumerate(ids)})
+        return _predictions[1], _predictions[2]
+
+
+def guess(artifact: Artifact | None, item_id: int, task: str) -> list[tuple[int, float]] | None:
+    """What the latest head says of an item: None without predictions for it; else [(class, probability)] for
+    the top class, or (multi-label) every tag at 0.5 or more, most likely first ([] means none of them)."""
+    rows = prediction_rows(artifact)
+    if rows is None or item_id not in rows[1]:
+        return None
+    scores = rows[0][rows[1][item_id]]
+    if task == "multi_label":
+        return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
+    k = int(np.argmax(scores))
+    return [(k, float(scores[k]))]

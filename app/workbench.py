@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app import job_kinds, read_models, strategy_state
+from app import job_kinds, project_admin, read_models, strategy_state
 from app.errors import WorkbenchError
 from app.exports import FORMATS, refusal
 from app.project_settings import check_sizes, check_strategy, check_task, check_training
@@ -43,6 +43,9 @@ class ProjectConfig:
     round_size: int = 10
     eval_size: int = 10
     auto_next_round: bool = True
+    # Items each batch round ranks beyond its size: the next round starts with them while the head trains, so
+    # labeling never waits at a round boundary (app.rounds); 0: the next round opens after the training.
+    pick_ahead: int = 5
     seed: int = 0
     task: str = "single_label"
     source_head: str | None = None  # a head file exported from another project: it chooses round 0
@@ -70,9 +73,7 @@ class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
-        self._guesses = read_models.Guesses()
         self._sequential: dict[str, bool] = {"random": False}
-        self._fixed_cache: dict[int, dict] = {}
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
@@ -80,6 +81,8 @@ class Workbench:
         .csv/.jsonl manifest) and start round 0."""
         if not config.name.strip():
             raise WorkbenchError("a project needs a name")
+        if not isinstance(config.pick_ahead, int) or config.pick_ahead < 0:
+            raise WorkbenchError(f"pick_ahead must be a whole number >= 0 (0 turns it off), not {config.pick_ahead!r}")
         check_sizes(config.round_size, config.eval_size)
         check_task(config.task)
         check_strategy(config.strategy, config.strategy_params, config.task)
@@ -107,6 +110,7 @@ class Workbench:
                 round_size=config.round_size,
                 eval_size=config.eval_size,
                 auto_next_round=config.auto_next_round,
+                pick_ahead=config.pick_ahead,
                 seed=config.seed,
             )
             s.add(project)
@@ -191,6 +195,24 @@ class Workbench:
             project.strategy = strategy
             project.strategy_params = params or {}
 
+    def change_settings(self, project_id: int, change: project_admin.SettingsChange) -> list[str]:
+        """Change settings after creation (app.project_admin: what each change invalidates and what is done
+        about it); returns one sentence per change, [] when nothing changed."""
+        return project_admin.change_settings(self.db, self.settings, project_id, change)
+
+    def settings_plan(self, project_id: int, change: project_admin.SettingsChange) -> list[str]:
+        """What `change_settings` would change and invalidate, without doing it."""
+        return project_admin.plan(self.project(project_id), change)
+
+    def settings_history(self, project_id: int) -> list:
+        """The project's settings changes, newest first (storage.projects.SettingsRecord)."""
+        return project_admin.settings_history(self.db, project_id)
+
+    def delete_project(self, project_id: int, confirm: str) -> list[str]:
+        """Delete the project's rows and its own folder once `confirm` is its name (app.project_admin)."""
+        lines = project_admin.delete_project(self.db, self.settings, project_id, confirm)
+        return lines
+
     # ----- rounds -------------------------------------------------------------------------------------------------
     def rounds(self, project_id: int) -> list[Round]:
         with self.db.read() as s:
@@ -216,6 +238,10 @@ class Workbench:
             round_ = queue.labeling_round(s, project_id)
             if round_ is None:
                 raise WorkbenchError("no round is being labeled")
+            if round_.awaiting_selection:
+                raise WorkbenchError(
+                    f"round {round_.index} began with items picked ahead while round {round_.picked_ahead_by} "
+                    "trains; it can be closed once its own selection is queued, right after that training")
             queue.drop_open_entries(s, round_.id)
             send_to_training(s, round_)
             return round_.index
@@ -239,33 +265,27 @@ class Workbench:
             key, split = key_and_split(s, claim.item_id)
             counts = queue.round_counts(s, round_.id)
             predictions = latest_artifact(s, project_id, "predictions")
+            project = s.get(Project, project_id)
         return Assignment(
             entry_id=claim.entry_id,
             item_id=claim.item_id,
             key=key,
-            path=Path(self._fixed(project_id)["data_root"]) / key,
+            path=Path(project.data_root) / key,
             split=split,
             arm=claim.arm,
             round_index=round_.index,
             round_strategy=round_.strategy,
             done_in_round=counts["labeled"] + counts["skipped"],
             total_in_round=sum(counts.values()) - counts["dropped"],
-            guess=self._guesses.guess(predictions, claim.item_id, self._fixed(project_id)["task"]),
+            guess=read_models.guess(predictions, claim.item_id, project.task),
         )
-
-    def _fixed(self, project_id: int) -> dict:
-        """What never changes after a project is created (classes, task, data root), read once."""
-        if project_id not in self._fixed_cache:
-            project = self.project(project_id)
-            self._fixed_cache[project_id] = {"classes": list(project.classes), "task": project.task, "data_root": project.data_root}
-        return self._fixed_cache[project_id]
 
     def submit(self, project_id: int, entry_id: int, annotator: str, value: list[int], seconds: float | None = None) -> None:
         annotator = _annotator(annotator)
-        fixed = self._fixed(project_id)
-        bad = [v for v in value if not 0 <= int(v) < len(fixed["classes"])]
-        if bad or (fixed["task"] == "single_label" and len(value) != 1):
-            raise WorkbenchError(f"label {value} is not valid for classes {fixed['classes']}")
+        project = self.project(project_id)  # read each time: ids of deleted projects are reused
+        bad = [v for v in value if not 0 <= int(v) < len(project.classes)]
+        if bad or (project.task == "single_label" and len(value) != 1):
+            raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
         value = sorted({int(v) for v in value})  # a multi-label answer is a set of tags; [] is "none of these"
         with self.db.write() as s:
             queue.submit_label(s, project_id, entry_id, annotator, value, seconds)

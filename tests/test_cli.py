@@ -42,8 +42,9 @@ def test_cli_import_label_free_round_close_and_export(tmp_path: Path) -> None:
     out = run(["import", str(images), "--name", "shapes", "--round-size", "3", "--eval-size", "2"], env)
     assert "project 1 'shapes' created" in out.stdout
     run(["worker", "--once", "--device", "cpu"], env)
-    status = run(["status", "shapes"], env).stdout
+    status = run(["status", "shapes", "--json"], env).stdout  # for scripts; without --json it is for people
     assert '"state": "labeling"' in status and '"pending": 5' in status
+    assert "round 0 (random): labeling; queue 5 pending" in run(["status", "shapes"], env).stdout
 
     wb = Workbench(Settings(home=home, db_url=env["WORKBENCH_DB_URL"]))
     for _ in range(3):

@@ -18,6 +18,7 @@ from app import ui
 from app.page_table import PAGES, page
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
+from learners.metrics import wilson_interval
 from storage import jobs
 from storage.db import Database, sqlite_url
 
@@ -47,7 +48,9 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("template")
     with pytest.MonkeyPatch.context() as mp:
         wb = Workbench(_use_home(mp, home))
-        wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+        # pick_ahead=0: these page tests count items per round as one round at a time (tests/test_round_boundary.py
+        # covers the next round opening while one trains)
+        wb.create_project(ProjectConfig(name="Demo digits", pick_ahead=0), "demo")
         _run_worker()
         wb.db.dispose()
     return home
@@ -176,19 +179,40 @@ def test_create_project_from_a_folder_with_a_corrupt_image_stores_nothing(wb: Wo
 
 
 # ----- Label ----------------------------------------------------------------------------------------------------------
-def test_label_page_shows_the_item_and_one_button_per_class(wb: Workbench, demo_id: int) -> None:
+# The Label page is the label surface (a components-v2 element): AppTest sees the data it is mounted with; what the
+# browser sends back (a batch of answers) is applied with app.labeling.receive, the function its callback calls.
+# tests/test_label_page.py drives the same page in real Chromium.
+def surface(at: AppTest) -> dict:
+    import json
+
+    (element,) = [e for e in at.main if getattr(e, "type", None) == "bidi_component"]
+    assert element.proto.component_name.endswith("workbench_label_surface")
+    return json.loads(element.proto.json)
+
+
+def answer(wb: Workbench, data: dict, client: str, seq: int, kind: str, entry_id: int, value=None) -> dict:
+    from app import labeling
+
+    batch = {"client_id": client, "held": [i["entry_id"] for i in data["items"]],
+             "answers": [{"seq": seq, "entry_id": entry_id, "kind": kind, "value": value, "seconds": 1.0}]}
+    result = labeling.receive(wb.db, data["project_id"], data["annotator"], batch)
+    assert result["acked_seq"] == seq and result["outcomes"][-1]["status"] == "applied", result
+    return result
+
+
+def test_label_page_shows_the_surface_with_one_key_per_class(wb: Workbench, demo_id: int) -> None:
     at = open_page("label")
     assert at.title[0].value == "Label"
-    key = shown_key(at)
-    assert key.endswith(".png")
-    buttons = [at.button(key=f"class_{k}") for k in range(10)]
-    assert [b.label for b in buttons] == [str(k) for k in range(10)]
-    assert [b.proto.shortcut for b in buttons] == [str(k) for k in range(10)]  # the digit "3" is on key 3
-    assert (at.button(key="skip").label, at.button(key="skip").proto.shortcut) == ("Skip", "s")
-    assert (at.button(key="undo").label, at.button(key="undo").proto.shortcut) == ("Undo", "u")
-    assert at.button(key="undo_ctrl_z").proto.shortcut == "ctrl+z"
-    assert at.get("progress")[0].proto.text == f"round 0: 0 of {ROUND0_SIZE}"
-    assert any("chosen by" in c.value for c in at.caption)
+    data = surface(at)
+    assert data["task"] == "single_label" and data["project_id"] == demo_id
+    assert [(c["name"], c["key"]) for c in data["classes"]] == [(str(k), str(k)) for k in range(10)]  # "3" on key 3
+    assert len(data["items"]) == 5  # claimed ahead, each with its image
+    item = data["items"][0]
+    assert item["image"].startswith("data:image/png;base64,") and "/" not in item["caption"]
+    assert item["chosen_by"] == "the evaluation set (random, never trained on)"
+    assert data["round"] == {"index": 0, "state": "labeling", "done": 0, "total": ROUND0_SIZE}
+    assert data["settings"]["guard_ms"] == 120 and data["settings"]["heartbeat_ms"] <= 15_000
+    assert not at.info  # no waiting view while items are held
 
 
 def test_shortcut_keys() -> None:
@@ -203,58 +227,74 @@ def test_shortcut_keys() -> None:
 def test_label_skip_and_undo(wb: Workbench, demo_id: int) -> None:
     at = open_page("label", annotator="alice")
     assert at.session_state["annotator"] == "alice"
-    first = shown_key(at)
+    data = surface(at)
+    first, second = data["items"][0], data["items"][1]
+    answer(wb, data, "tab", 1, "label", first["entry_id"], [3])  # what a key press sends
+    at.run()
+    assert wb.labels(demo_id) == {first["item_id"]: [3]}
+    data = surface(at)
+    assert data["items"][0]["entry_id"] == second["entry_id"] and data["round"]["done"] == 1
+    assert [h["entry_id"] for h in data["history"]] == [first["entry_id"]]
+    at.run()  # a plain rerun labels nothing again
+    assert len(wb.labels(demo_id)) == 1 and surface(at)["items"][0]["entry_id"] == second["entry_id"]
 
-    at.button(key="class_3").click().run()  # one click = one label, and the next item is shown at once
-    assert wb.labels(demo_id) == {item_id(wb, demo_id, first): [3]}
-    second = shown_key(at)
-    assert second != first
-    assert at.get("progress")[0].proto.text == f"round 0: 1 of {ROUND0_SIZE}"
-
-    at.run()  # a plain rerun must not label again
-    assert len(wb.labels(demo_id)) == 1 and shown_key(at) == second
-
-    at.button(key="skip").click().run()
-    third = shown_key(at)
-    assert third not in (first, second)
-    assert len(wb.labels(demo_id)) == 1
-
-    at.button(key="undo").click().run()  # takes back the skip: the skipped item comes back
-    assert shown_key(at) == second
-    at.button(key="undo_ctrl_z").click().run()  # takes back the label
-    assert shown_key(at) == first
-    assert wb.labels(demo_id) == {}
-
-
-def item_id(wb: Workbench, project_id: int, shown_name: str) -> int:
-    """The item shown under `shown_name`: the page shows only the file name (a class folder would give the answer away)."""
-    from sqlalchemy import select
-
-    from storage.models import Item
-
-    with wb.db.read() as s:
-        keys = dict(s.execute(select(Item.key, Item.id).where(Item.project_id == project_id)).all())
-    (match,) = [i for k, i in keys.items() if k.rsplit("/", 1)[-1] == shown_name]
-    return match
+    answer(wb, data, "tab", 2, "skip", second["entry_id"])
+    at.run()
+    data = surface(at)
+    assert second["entry_id"] not in [i["entry_id"] for i in data["items"]]
+    assert [h["kind"] for h in data["history"]] == ["skip", "label"]
+    answer(wb, data, "tab", 3, "undo", second["entry_id"])  # takes back the skip: the item is held again
+    answer(wb, data, "tab", 4, "undo", first["entry_id"])  # and the label
+    at.run()
+    data = surface(at)
+    assert {first["entry_id"], second["entry_id"]} <= {i["entry_id"] for i in data["items"]}
+    assert data["history"] == [] and wb.labels(demo_id) == {}
+    assert not at.exception
 
 
-def test_renaming_the_annotator_gives_the_item_back(wb: Workbench, demo_id: int) -> None:
+def test_renaming_the_annotator_gives_the_items_back(wb: Workbench, demo_id: int) -> None:
     at = open_page("label", annotator="alice")
-    first = shown_key(at)
+    held = [i["entry_id"] for i in surface(at)["items"]]
     at.sidebar.text_input(key="_annotator_field").input("bob").run()
     assert at.session_state["annotator"] == "bob"
-    assert shown_key(at) == first  # alice's claim was released, so bob gets the same item rather than the next
-    at.button(key="class_1").click().run()
-    assert wb.labels(demo_id) == {item_id(wb, demo_id, first): [1]}
+    data = surface(at)
+    assert data["annotator"] == "bob"
+    assert [i["entry_id"] for i in data["items"]] == held  # alice's were released, so bob holds the same ones
+    answer(wb, data, "tab-b", 1, "label", held[0], [1])
+    assert list(wb.labels(demo_id).values()) == [[1]]
 
 
-def test_label_page_explains_why_there_is_no_item(wb: Workbench, demo_id: int) -> None:
-    wb.close_round(demo_id)
-    at = open_page("label")
-    assert not at.image
+def test_label_page_explains_why_there_is_no_item(wb: Workbench, tmp_path: Path) -> None:
+    pid = wb.create_project(ProjectConfig(name="Pets", round_size=2, eval_size=2, pick_ahead=0),
+                            write_pngs(tmp_path / "pets"))
+    _run_worker()
+    at = open_page("label", project_id=pid, annotator="alice")
+    held = [i["entry_id"] for i in surface(at)["items"]]
+    other = open_page("label", project_id=pid, annotator="bob")  # alice holds every item: bob waits, told why
+    assert surface(other)["items"] == [] and "taken by another annotator" in other.info[0].value
+    from app import labeling
+
+    labeling.release_held(wb.db, pid, "alice")
+    wb.close_round(pid)  # no pick-ahead: nothing to label while the model trains
+    at.run()
+    data = surface(at)
+    assert held and data["items"] == [] and "training" in data["empty_reason"]
     assert "model is training" in at.info[0].value
     bars = at.get("progress")
     assert bars and "train job" in bars[0].proto.text
+
+
+def test_label_page_shows_a_failed_embedding_with_its_fix(wb: Workbench, tmp_path: Path) -> None:
+    pid = wb.create_project(ProjectConfig(name="Pets", round_size=2, eval_size=2), write_pngs(tmp_path / "pets"))
+    with wb.db.write() as s:
+        job = jobs.claim(s, "test-worker")
+        while (job.project_id, job.kind) != (pid, "embed"):  # the demo's own queued jobs come first
+            job = jobs.claim(s, "test-worker")
+        jobs.fail(s, job.id, "LearnerError: pretrained weights for timm/resnet18 are not on this machine")
+    at = open_page("label", project_id=pid)
+    assert "embedding (job" in at.error[0].value and "timm/resnet18" in at.error[0].value
+    assert any("Project settings" in str(link.proto) for link in at.get("page_link"))
+    assert not [e for e in at.main if getattr(e, "type", None) == "bidi_component"]  # no items offered
 
 
 # ----- Rounds ---------------------------------------------------------------------------------------------------------
@@ -327,6 +367,23 @@ def test_dashboard_shows_the_trained_round(wb: Workbench, trained: int) -> None:
     assert len(charts) == 2  # label efficiency + labels per class
     assert '"domain": [0, 1]' in charts[0].proto.spec
     assert at.metric[0].value == "10"
+
+
+def test_dashboard_draws_each_point_with_its_interval_and_says_when_changes_are_noise(wb: Workbench, trained: int) -> None:
+    label_whole_round(wb, trained)
+    _run_worker()  # a second trained round: two points
+    points = wb.chart_data(trained)
+    at = open_page("dashboard")
+    table = at.dataframe[0].value
+    for point, shown in zip(points, table["accuracy 95%"]):
+        low, high = wilson_interval(round(point.accuracy * point.eval_n), point.eval_n)
+        assert point.interval("accuracy") == pytest.approx([low, high])
+        assert shown == f"{low:.1%} – {high:.1%}"
+    assert table["eval n"].tolist() == [10, 10]
+    widest = max(p.interval("accuracy")[1] - p.interval("accuracy")[0] for p in points)
+    change = abs(points[1].accuracy - points[0].accuracy)
+    warned = any("not significant" in w.value for w in at.warning)
+    assert warned == (widest > change)
 
 
 def test_dashboard_shows_tailors_arms(wb: Workbench, demo_id: int) -> None:
@@ -443,6 +500,10 @@ def test_label_page_refuses_a_file_that_changed_after_import(wb: Workbench, tmp_
     task = wb.next_assignment(pid, "annotator")
     task.path.write_bytes(b"<html>not an image any more</html>")
     at = open_page("label", project_id=pid, annotator="annotator")
-    assert not at.image and "The file changed after import" in at.error[0].value
-    at.button(key="skip").click().run()  # the annotator can still move on
-    assert not at.exception and wb.next_assignment(pid, "annotator").entry_id != task.entry_id
+    data = surface(at)
+    shown = data["items"][0]
+    assert shown["entry_id"] == task.entry_id and shown["image"] is None
+    assert shown["problem"]  # the surface says why and offers only Skip
+    answer(wb, data, "tab", 1, "skip", task.entry_id)  # the annotator can still move on
+    at.run()
+    assert not at.exception and surface(at)["items"][0]["entry_id"] != task.entry_id

@@ -1,12 +1,15 @@
-"""Projects: every project with its status, and a form to create one from the demo, an image folder or a manifest."""
+"""Projects: every project with its status; the selected project's settings (changed after creation, with what each
+change invalidates, and their history) and its deletion; and a form to create one from the demo, an image folder or
+a manifest."""
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from app import ui
+from app.project_admin import SettingsChange
 from app.workbench import ProjectConfig, WorkbenchError
-from learners.catalog import HEAD_KINDS, METHOD_NAMES, TRAINING_METHODS, WARM_START_METHODS, help_text
+from learners.catalog import HEAD_KINDS, METHOD_NAMES, TRAINING_METHODS, WARM_START_METHODS, SSLConfig, help_text
 from learners.strategies import Param, strategy_class
 from storage.importers import ImportProblem
 
@@ -18,29 +21,78 @@ SOURCES = {
 }
 
 
-def param_input(strategy: str, param: Param):
-    """The input for one declared strategy parameter, and the value it holds (None: left unset)."""
-    key = f"new_param_{strategy}_{param.name}"
+_DECLARED = object()
+
+
+def param_input(strategy: str, param: Param, prefix: str = "new", value=_DECLARED):
+    """The input for one declared strategy parameter, starting at `value` (its declared default unless given),
+    and the value it holds (None: left unset)."""
+    key = f"{prefix}_param_{strategy}_{param.name}"
+    start = param.default if value is _DECLARED else value
     if param.type is list:
-        options = list(param.choices or param.examples)
-        return st.multiselect(param.name, options, default=list(param.default or []), key=key, help=param.help,
+        options = list(dict.fromkeys([*(param.choices or param.examples), *(start or [])]))
+        return st.multiselect(param.name, options, default=list(start or []), key=key, help=param.help,
                               accept_new_options=not param.choices) or param.default
     if param.type is bool:
-        return st.checkbox(param.name, value=param.default, key=key, help=param.help)
+        return st.checkbox(param.name, value=start, key=key, help=param.help)
     if param.choices:
-        return st.selectbox(param.name, list(param.choices), index=list(param.choices).index(param.default), key=key,
+        return st.selectbox(param.name, list(param.choices), index=list(param.choices).index(start), key=key,
                             help=param.help)
     if param.type is str:
-        return st.text_input(param.name, value=param.default, key=key, help=param.help)
+        return st.text_input(param.name, value=start, key=key, help=param.help)
     number = {"min_value": param.minimum, "max_value": param.maximum}
     if param.type is float:
         number = {name: None if bound is None else float(bound) for name, bound in number.items()}
-        return st.number_input(param.name, value=param.default, step=0.01, format="%.3f", key=key, help=param.help,
-                               **number)
-    return st.number_input(param.name, value=param.default, step=1, key=key, help=param.help, **number)
+        return st.number_input(param.name, value=None if start is None else float(start), step=0.01, format="%.3f",
+                               key=key, help=param.help, **number)
+    return st.number_input(param.name, value=start, step=1, key=key, help=param.help, **number)
+
+
+def strategy_param_inputs(strategy: str, prefix: str = "new", current: dict | None = None) -> dict:
+    """An input per declared parameter of `strategy` (starting at `current`'s values); only what differs from
+    the declared default is returned, as it is stored with the project."""
+    current = current or {}
+    return {param.name: value for param in strategy_class(strategy).params
+            if (value := param_input(strategy, param, prefix, current.get(param.name, param.default))) != param.default}
+
+
+def backbone_inputs(prefix: str, current: dict | None = None) -> dict:
+    """The backbone's inputs (pixels or a timm model, starting at `current`) and the spec they give."""
+    current = current or {}
+    is_timm = str(current.get("name", "pixels")).startswith("timm/")
+    col_backbone, col_model = st.columns(2)
+    with col_backbone:
+        kind = st.radio(
+            "Backbone", ["pixels", "timm"], index=1 if is_timm else 0, key=f"{prefix}_backbone", horizontal=True,
+            help="pixels: resized, standardized pixels (tiny images, offline). timm: a frozen timm model.",
+        )
+    with col_model:
+        if kind == "pixels":
+            side = st.number_input("Image side (pixels)", min_value=4, max_value=128, step=1,
+                                   value=int(current.get("image_size") or 16) if not is_timm else 16,
+                                   key=f"{prefix}_image_size")
+            return {"name": "pixels", "image_size": int(side)}
+        model = st.text_input("timm model", value=str(current.get("name", "timm/resnet18")).removeprefix("timm/")
+                              if is_timm else "resnet18", key=f"{prefix}_timm_model", help="Any timm model name.")
+        pretrained = st.checkbox(
+            "pretrained weights", value=bool(current.get("pretrained", True)), key=f"{prefix}_pretrained",
+            help="From the local timm / Hugging Face cache; the worker reports an error if they cannot be had.",
+        )
+        checkpoint = st.text_input(
+            "checkpoint file (optional)", value=str(current.get("checkpoint") or ""), key=f"{prefix}_checkpoint",
+            help="A local .safetensors or torch state dict; used instead of the pretrained weights.",
+        )
+    spec = {"image_size": current["image_size"]} if is_timm and current.get("image_size") else {}
+    spec.update({"name": f"timm/{model.strip().removeprefix('timm/')}", "pretrained": bool(pretrained)})
+    if checkpoint.strip():
+        spec["checkpoint"] = checkpoint.strip()
+    return spec
 
 
 wb, _, _ = ui.open_page("projects", needs_project=False)
+PICK_AHEAD_HELP = ("Items the strategy ranks beyond each round: labeling goes on with them while the round trains, "
+                   "so nobody waits at a round boundary (they were chosen by the previous round's model). "
+                   "0: wait for each training.")
 ui.show_flash()
 
 # ----- the list ---------------------------------------------------------------------------------------------------
@@ -69,10 +121,115 @@ if rows:
 else:
     st.info("No project yet. Create the first one below: the demo needs nothing but a click.")
 
+ui.require_access("admin", "Creating a project")  # the rest of the page (change, delete, create) is for admins only
+
+
+# ----- the selected project's settings, and its deletion ----------------------------------------------------------
+def _forget_settings_inputs(project_id: int) -> None:
+    """Drop the settings inputs' state, so they start again from the project as stored."""
+    for key in [k for k in st.session_state if str(k).startswith(f"set_{project_id}_")]:
+        del st.session_state[key]
+
+
+def settings_section(project_id: int) -> None:
+    """The inputs for every setting that may change after creation, a preview of what a change invalidates, and
+    the Apply button; then the project's settings history."""
+    project = wb.project(project_id)
+    status = wb.status(project_id)
+    prefix = f"set_{project_id}"
+    st.caption("Each change says what it invalidates: a new backbone embeds the images again and retires every "
+               "head; a new strategy or round size applies from the next round; the eval set grows by random "
+               "unlabeled pool items and shrinks only by unlabeled ones.")
+    backbone = backbone_inputs(prefix, project.backbone)
+    training = project.training or {}
+    method = SSLConfig.from_dict(training.get("ssl", "none")).method
+    strategies = ui.strategy_names(wb)
+    col1, col2, col3 = st.columns(3)
+    with col1:
+        head = st.selectbox("Head", list(HEAD_KINDS), index=list(HEAD_KINDS).index(project.head.get("kind", "linear")),
+                            key=f"{prefix}_head", help=help_text(HEAD_KINDS))
+        ssl = st.selectbox("Semi-supervised training", list(METHOD_NAMES), index=list(METHOD_NAMES).index(method),
+                           key=f"{prefix}_ssl", help=help_text(TRAINING_METHODS))
+        warm_now = bool(training.get("warm_start", TRAINING_METHODS[method].warm_start))
+        warm = st.checkbox("Warm start", key=f"{prefix}_warm_start", value=warm_now,
+                           help="Training starts from the latest head of the same kind and sizes.")
+    with col2:
+        strategy = st.selectbox("Strategy", strategies, key=f"{prefix}_strategy",
+                                index=strategies.index(project.strategy) if project.strategy in strategies else 0)
+        params = strategy_param_inputs(strategy, prefix,
+                                       project.strategy_params if strategy == project.strategy else None)
+        round_size = st.number_input("Round size", min_value=1, value=int(project.round_size), step=1,
+                                     key=f"{prefix}_round_size")
+        pick_ahead = st.number_input("Pick ahead", min_value=0, value=int(project.pick_ahead), step=1,
+                                     key=f"{prefix}_pick_ahead", help=PICK_AHEAD_HELP)
+    with col3:
+        eval_now = status.items.get("eval", 0)
+        eval_size = st.number_input(
+            "Eval-set size", min_value=0, value=int(eval_now), step=1, key=f"{prefix}_eval_size",
+            help=f"Now {eval_now} items, {status.labeled_eval} of them labeled: labeled ones are never given back.")
+    change = SettingsChange(backbone=backbone, head=head, ssl=ssl, warm_start=None if warm == warm_now else warm,
+                            strategy=strategy,
+                            strategy_params=params, round_size=int(round_size),
+                            eval_size=None if int(eval_size) == eval_now else int(eval_size),
+                            pick_ahead=int(pick_ahead))
+    try:
+        planned = wb.settings_plan(project_id, change)
+    except WorkbenchError as error:
+        st.warning(f"Not a valid setting: {error}")
+        planned = None
+    if planned:
+        st.info("Applying will change:\n" + "\n".join(f"- {line}" for line in planned))
+    elif planned is not None:
+        st.caption("These are the project's settings now; change one to see what it does.")
+    if st.button("Apply settings", key="apply_settings", type="primary", disabled=not planned):
+        try:
+            done = wb.change_settings(project_id, change)
+        except WorkbenchError as error:
+            st.error(f"Nothing was changed: {error}")
+        else:
+            _forget_settings_inputs(project_id)
+            ui.flash("success", f"Settings of {project.name!r} changed:\n" + "\n".join(f"- {line}" for line in done))
+            st.rerun()
+    history = wb.settings_history(project_id)
+    if history:
+        st.markdown("**Settings history**")
+        st.dataframe(pd.DataFrame([{"when": record.at.strftime("%Y-%m-%d %H:%M"), "round": record.round_index,
+                                    "change": line} for record in history for line in record.changes]),
+                     hide_index=True, width="stretch",
+                     column_config={"change": st.column_config.TextColumn(width="large")})
+
+
+def delete_section(project_id: int) -> None:
+    project = wb.project(project_id)
+    st.warning(
+        f"Deleting {project.name!r} removes its items, labels, rounds, queues, jobs, strategy state and its folder "
+        f"under the workbench home (features, heads, predictions). The imported images in {project.data_root} "
+        "stay where they are. This cannot be undone: export the labels first (Export page).")
+    typed = st.text_input("Type the project's name to confirm", key=f"delete_confirm_{project_id}")
+    if st.button("Delete project", key="delete_project", disabled=typed != project.name):
+        try:
+            done = wb.delete_project(project_id, typed)
+        except WorkbenchError as error:
+            st.error(f"Nothing was deleted: {error}")
+        else:
+            st.session_state.pop("project_id", None)  # the sidebar picks another project
+            ui.flash("success", "\n".join(f"- {line}" for line in done))
+            st.rerun()
+
+
+selected = st.session_state.get("project_id")
+if selected is not None and selected in {row["id"] for row in rows}:
+    selected_name = next(row["name"] for row in rows if row["id"] == selected)
+    with st.expander(f"Settings of {selected_name}", icon=":material/tune:"):
+        with ui.worded_errors():
+            settings_section(selected)
+    with st.expander(f"Delete {selected_name}", icon=":material/delete:"):
+        with ui.worded_errors():
+            delete_section(selected)
+
 # ----- the creation form ------------------------------------------------------------------------------------------
 # Plain widgets, not st.form, so the fields can follow the choices (a path only for folder/manifest sources, ...).
 st.header("New project")
-ui.require_access("admin", "Creating a project")  # the form is for admins only
 name = st.text_input("Name", key="new_name", placeholder="e.g. Cats and dogs")
 source_kind = st.radio("Source", list(SOURCES), format_func=SOURCES.get, key="new_source", horizontal=True)
 source_path = ""
@@ -101,30 +258,7 @@ elif source_kind == "manifest":
         help="One row per image: path (relative to the manifest), optional label, optional split (pool / eval).",
     )
 
-col_backbone, col_model = st.columns(2)
-with col_backbone:
-    backbone_kind = st.radio(
-        "Backbone", ["pixels", "timm"], key="new_backbone", horizontal=True,
-        help="pixels: resized, standardized pixels (tiny images, offline). timm: a frozen timm model.",
-    )
-with col_model:
-    if backbone_kind == "pixels":
-        image_size = st.number_input("Image side (pixels)", min_value=4, max_value=128, value=16, key="new_image_size")
-        backbone = {"name": "pixels", "image_size": int(image_size)}
-    else:
-        model = st.text_input("timm model", value="resnet18", key="new_timm_model", help="Any timm model name.")
-        pretrained = st.checkbox(
-            "pretrained weights", value=True, key="new_pretrained",
-            help="From the local timm / Hugging Face cache; the worker reports an error if they cannot be had.",
-        )
-        checkpoint = st.text_input(
-            "checkpoint file (optional)", key="new_checkpoint",
-            help="A local .safetensors or torch state dict; used instead of the pretrained weights.",
-        )
-        model = model.strip().removeprefix("timm/")
-        backbone = {"name": f"timm/{model}", "pretrained": bool(pretrained)}
-        if checkpoint.strip():
-            backbone["checkpoint"] = checkpoint.strip()
+backbone = backbone_inputs("new")
 
 strategies = ui.strategy_names(wb)
 col1, col2, col3 = st.columns(3)
@@ -144,10 +278,10 @@ with col2:
         index=strategies.index(default_strategy) if default_strategy in strategies else 0,
         help="How rounds after round 0 choose items (round 0 is random).",
     )
-    # only what differs from the declared default is stored with the project
-    strategy_params = {param.name: value for param in strategy_class(strategy).params
-                       if (value := param_input(strategy, param)) != param.default}
+    strategy_params = strategy_param_inputs(strategy)  # only what differs from the declared default is stored
     round_size = st.number_input("Round size", min_value=1, value=10, step=1, key="new_round_size")
+    pick_ahead = st.number_input("Pick ahead", min_value=0, value=5, step=1, key="new_pick_ahead",
+                                 help=PICK_AHEAD_HELP)
 with col3:
     eval_size = st.number_input("Eval-set size", min_value=0, value=10, step=1, key="new_eval_size",
                                 help="A random slice labeled first, never trained on; every chart is measured on it.")
@@ -192,6 +326,7 @@ if st.button("Create project", type="primary", key="create_project"):
             source_head=ui.save_upload(wb, source_head) if source_head is not None else None,
             round_size=int(round_size),
             eval_size=int(eval_size),
+            pick_ahead=int(pick_ahead),
             auto_next_round=bool(auto_next),
             seed=int(seed),
             task=task,
