@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-start", action="store_true", help=f"each training starts from the latest head ({'/'.join(WARM_START_METHODS)}: always)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmented views (digits, text)")
     p.add_argument("--round-size", type=int, default=10)
-    p.add_argument("--eval-size", type=int, default=10)
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="default: the larger of 100 and 10 per class, at most a fifth of the pool")
     p.add_argument("--pick-ahead", type=int, default=5, help=PICK_AHEAD_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_import)

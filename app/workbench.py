@@ -14,7 +14,7 @@ import numpy as np
 from app import job_kinds, project_admin, read_models, strategy_state
 from app.errors import WorkbenchError
 from app.exports import FORMATS, refusal
-from app.project_settings import check_sizes, check_strategy, check_task, check_training
+from app.project_settings import check_sizes, check_strategy, check_task, check_training, default_eval_size
 from app.rounds import after_answer, open_round, send_to_training
 from app.settings import Settings
 from learners.catalog import METHOD_NAMES
@@ -41,7 +41,7 @@ class ProjectConfig:
     strategy: str = "margin"
     strategy_params: dict = field(default_factory=dict)
     round_size: int = 10
-    eval_size: int = 10
+    eval_size: int | None = None  # None: app.project_settings.default_eval_size of the imported pool
     auto_next_round: bool = True
     # Items each batch round ranks beyond its size: the next round starts with them while the head trains, so
     # labeling never waits at a round boundary (app.rounds); 0: the next round opens after the training.
@@ -108,14 +108,15 @@ class Workbench:
                 strategy=config.strategy,
                 strategy_params=config.strategy_params,
                 round_size=config.round_size,
-                eval_size=config.eval_size,
+                eval_size=(default_eval_size(len(result.items), len(result.classes))
+                           if config.eval_size is None else config.eval_size),
                 auto_next_round=config.auto_next_round,
                 pick_ahead=config.pick_ahead,
                 seed=config.seed,
             )
             s.add(project)
             s.flush()
-            importers.store_import(s, project.id, result, eval_size=config.eval_size, seed=config.seed)
+            importers.store_import(s, project.id, result, eval_size=project.eval_size, seed=config.seed)
             if head_file is not None:
                 self._store_source_head(s, project, *head_file)
             job_kinds.enqueue(s, "embed", project.id)

@@ -73,7 +73,7 @@ def main() -> None:
         wb = Workbench(settings)
         manifest = write_imbalanced_manifest(home)
         params = {"arms": args.arms.split(",")} if args.arms else {}
-        pid = wb.create_project(ProjectConfig(name="imbalanced digits", strategy="tailor", strategy_params=params),
+        pid = wb.create_project(ProjectConfig(name="imbalanced digits", strategy="tailor", strategy_params=params, eval_size=10),
                                 manifest)
         worker = Worker(settings, device="cpu", quiet=True)
         while worker.run_once():  # embed (and the first select)

@@ -52,3 +52,24 @@ def make_round(db: Database, n_items: int, name: str = "p") -> tuple[int, int]:
         ids = s.query(Item.id).filter(Item.project_id == project.id).order_by(Item.id).all()
         s.execute(insert(QueueEntry), [{"round_id": round_.id, "item_id": iid, "position": pos, "arm": "random", "state": "pending"} for pos, (iid,) in enumerate(ids)])
         return project.id, round_.id
+
+
+def surface(at) -> dict:
+    """The data the Label page mounted its label surface with (AppTest cannot press keys in the component; what
+    the browser sends back is applied with `answer`). tests/test_label_page.py drives the same page in Chromium."""
+    import json
+
+    (element,) = [e for e in at.main if getattr(e, "type", None) == "bidi_component"]
+    assert element.proto.component_name.endswith("workbench_label_surface")
+    return json.loads(element.proto.json)
+
+
+def answer(wb, data: dict, client: str, seq: int, kind: str, entry_id: int, value=None) -> dict:
+    """Apply one answer as the surface's batch would carry it (app.labeling.receive, what its callback calls)."""
+    from app import labeling
+
+    batch = {"client_id": client, "held": [i["entry_id"] for i in data["items"]],
+             "answers": [{"seq": seq, "entry_id": entry_id, "kind": kind, "value": value, "seconds": 1.0}]}
+    result = labeling.receive(wb.db, data["project_id"], data["annotator"], batch)
+    assert result["acked_seq"] == seq and result["outcomes"][-1]["status"] == "applied", result
+    return result

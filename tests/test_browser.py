@@ -1,4 +1,4 @@
-"""A real browser on the README's main command: label 30 digits with the keyboard, undo once, see round 2 begin
+"""A real browser on the README's main command: label the demo's evaluation set and two rounds with the keyboard, undo once, see round 2 begin
 with a retrained model and the chart updated, download the ImageFolder zip and compare it with the database."""
 from __future__ import annotations
 
@@ -118,23 +118,26 @@ def workbench_server(tmp_path: Path, request: pytest.FixtureRequest):
         log.close()
 
 
-def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_server, tmp_path: Path) -> None:
+def test_label_the_demo_with_the_keyboard_then_chart_and_zip(workbench_server, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     url, settings, server_log = workbench_server
     wb = Workbench(settings)
     pid = wb.project_id(DEMO_PROJECT)
     with wb.db.read() as s:
-        gold = {i.id: i.gold[0] for i in s.scalars(select(Item).where(Item.project_id == pid))}
+        items = list(s.scalars(select(Item).where(Item.project_id == pid)))
+    gold = {i.id: i.gold[0] for i in items}
+    round0 = sum(i.split == "eval" for i in items) + wb.project(pid).round_size  # the eval set first, then round 0
+    total = round0 + 10
 
     with sync_playwright() as pw:
         browser, page = _open_page(pw)
         page.goto(f"{url}/label?annotator={ANNOTATOR}")
         pressed = 0
         undone = False
-        while pressed < 30:
-            round_index = 0 if pressed < 20 else 1
-            done = pressed if pressed < 20 else pressed - 20
+        while pressed < total:
+            round_index = 0 if pressed < round0 else 1
+            done = pressed if pressed < round0 else pressed - round0
             expect(page.get_by_text(f"round {round_index}: {done} of")).to_be_visible(timeout=90_000)
             entry = painted_entry(page)  # the item on screen; the oracle reads its gold label to pick the key
             if pressed == 5 and not undone:
@@ -172,7 +175,7 @@ def test_label_thirty_digits_with_the_keyboard_then_chart_and_zip(workbench_serv
         browser.close()
 
     labels = wb.labels(pid)
-    assert len(labels) == 30
+    assert len(labels) == total
     with wb.db.read() as s:
         items = {i.id: i for i in s.scalars(select(Item).where(Item.project_id == pid))}
     expected = {

@@ -79,7 +79,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_missing_image_in_a_zip_export_is_one_error_line(home: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     wb = Workbench(Settings.from_env())
-    pid = wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+    pid = wb.create_project(ProjectConfig(name="Demo digits", eval_size=10), "demo")
     worker = Worker(device="cpu")
     while worker.run_once():  # embeds the digits and queues round 0
         pass

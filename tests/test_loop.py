@@ -129,10 +129,10 @@ def test_a_real_worker_process_runs_embed_select_and_train_jobs(settings: Settin
 def test_verbs_refuse_what_cannot_be_done(settings: Settings) -> None:
     wb = Workbench(settings)
     with pytest.raises(WorkbenchError, match="no such file"):
-        wb.create_project(ProjectConfig(name="x"), settings.home / "missing")
+        wb.create_project(ProjectConfig(name="x", eval_size=10), settings.home / "missing")
     pid = wb.create_project(ProjectConfig(name="Demo digits", round_size=5, eval_size=5), "demo")
     with pytest.raises(WorkbenchError, match="already exists"):
-        wb.create_project(ProjectConfig(name="Demo digits"), "demo")
+        wb.create_project(ProjectConfig(name="Demo digits", eval_size=10), "demo")
     with pytest.raises(WorkbenchError, match="still selecting"):
         wb.start_round(pid)
     with pytest.raises(WorkbenchError, match="no round is being labeled"):
@@ -205,6 +205,6 @@ def test_a_flat_folder_of_unlabeled_images_takes_its_class_names(settings: Setti
         Image.new("L", (8, 8), color=30 * i).save(folder / f"{i}.png")
     wb = Workbench(settings)
     with pytest.raises(WorkbenchError, match="needs at least 2"):
-        wb.create_project(ProjectConfig(name="flat"), folder)
+        wb.create_project(ProjectConfig(name="flat", eval_size=10), folder)
     pid = wb.create_project(ProjectConfig(name="flat", classes=["cat", "dog"], eval_size=2), folder)
     assert wb.project(pid).classes == ["cat", "dog"] and wb.status(pid).items == {"pool": 4, "eval": 2}

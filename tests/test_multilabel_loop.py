@@ -24,6 +24,7 @@ from storage import strategy_states
 from storage.demo import DEMO_TAGS, digit_tags
 from storage.importers import read_manifest
 from storage.models import Item, QueueEntry
+from tests.conftest import answer, surface
 from tests.test_loop import drain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def label_round(wb: Workbench, pid: int, gold: dict[int, list[int]]) -> int:
 
 def test_the_tag_demo_imports_sets_including_none_of_these(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label"), "demo-tags")
+    pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label", eval_size=10), "demo-tags")
     project = wb.project(pid)
     assert project.task == "multi_label" and project.classes == DEMO_TAGS
     with wb.db.read() as s:
@@ -137,7 +138,7 @@ def wb_key(wb: Workbench, pid: int, item_id: int) -> str:
         return s.get(Item, item_id).key
 
 
-def test_label_page_toggles_tags_and_submits_the_set(settings: Settings) -> None:
+def test_label_page_mounts_the_tags_and_stores_the_sets(settings: Settings) -> None:
     wb = Workbench(settings)
     pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label", round_size=5, eval_size=5), "demo-tags")
     drain(Worker(settings, device="cpu"))
@@ -147,25 +148,19 @@ def test_label_page_toggles_tags_and_submits_the_set(settings: Settings) -> None
     at.run()
     at.switch_page("app/pages/label.py").run()
     assert not at.exception
-    assert [b.label for b in at.button if b.key.startswith("tag_")] == DEMO_TAGS
-    first = wb.next_assignment(pid, "annotator").item_id
-    at.button(key="tag_0").click().run()
-    at.button(key="tag_2").click().run()
-    at.button(key="tag_2").click().run()  # off again
-    at.button(key="tag_3").click().run()
-    assert at.button(key="tag_0").label.startswith("✅") and not at.button(key="tag_2").label.startswith("✅")
-    assert at.button(key="submit_tags").label == "Submit: even, has a loop"
-    at.button(key="submit_tags").click().run()
-    assert wb.labels(pid)[first] == [0, 3]
-    second = wb.next_assignment(pid, "annotator").item_id
-    assert all(not b.label.startswith("✅") for b in at.button if b.key.startswith("tag_"))  # a fresh item
-    at.button(key="no_tags").click().run()
-    assert wb.labels(pid)[second] == []  # none of these
+    data = surface(at)  # tag toggles, Enter and Shift+N happen in the browser: tests/test_label_page.py
+    assert data["task"] == "multi_label" and [c["name"] for c in data["classes"]] == DEMO_TAGS
+    first, second = (item["entry_id"] for item in data["items"][:2])
+    item_of = {item["entry_id"]: item["item_id"] for item in data["items"]}
+    answer(wb, data, "tab", 1, "label", first, [3, 0])  # the set the toggles made: even, has a loop
+    assert wb.labels(pid)[item_of[first]] == [0, 3]
+    answer(wb, data, "tab", 2, "label", second, [])
+    assert wb.labels(pid)[item_of[second]] == []  # none of these
 
 
 def test_simulation_on_the_tag_demo_reports_map(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label", strategy="tailor"), "demo-tags")
+    pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label", strategy="tailor", eval_size=10), "demo-tags")
     drain(Worker(settings, device="cpu"))
     config = SimulationConfig(strategies=["random", "tailor", "tailor-pos", "confidence"], seeds=[0], round_size=10,
                               rounds=1, variants={"tailor-pos": {"strategy": "tailor", "params": {"reward": "pos"}}})
@@ -180,13 +175,13 @@ def test_simulation_on_the_tag_demo_reports_map(settings: Settings) -> None:
 def test_strategies_and_training_without_a_multi_label_rule_are_refused_up_front(settings: Settings) -> None:
     wb = Workbench(settings)
     with pytest.raises(WorkbenchError, match="'lftl' has no multi-label rule"):
-        wb.create_project(ProjectConfig(name="T", task="multi_label", strategy="lftl"), "demo-tags")
+        wb.create_project(ProjectConfig(name="T", task="multi_label", strategy="lftl", eval_size=10), "demo-tags")
     with pytest.raises(WorkbenchError, match="'flexmatch' has no multi-label version"):
-        wb.create_project(ProjectConfig(name="T", task="multi_label", training={"ssl": "flexmatch"}), "demo-tags")
+        wb.create_project(ProjectConfig(name="T", task="multi_label", training={"ssl": "flexmatch"}, eval_size=10), "demo-tags")
     with pytest.raises(WorkbenchError, match="multi-label project"):
-        wb.create_project(ProjectConfig(name="T"), "demo-tags")
+        wb.create_project(ProjectConfig(name="T", eval_size=10), "demo-tags")
     assert wb.projects() == []
-    pid = wb.create_project(ProjectConfig(name="T", task="multi_label", training={"ssl": "pseudo_label"}), "demo-tags")
+    pid = wb.create_project(ProjectConfig(name="T", task="multi_label", training={"ssl": "pseudo_label"}, eval_size=10), "demo-tags")
     with pytest.raises(WorkbenchError, match="'qbc' has no multi-label rule"):
         wb.set_strategy(pid, "qbc")
     wb.set_strategy(pid, "entropy")
@@ -195,7 +190,7 @@ def test_strategies_and_training_without_a_multi_label_rule_are_refused_up_front
 
 def test_a_simulation_of_a_strategy_without_a_multi_label_rule_is_refused(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="T", task="multi_label"), "demo-tags")
+    pid = wb.create_project(ProjectConfig(name="T", task="multi_label", eval_size=10), "demo-tags")
     with pytest.raises(WorkbenchError, match="'direct' has no multi-label rule"):
         wb.start_simulation(pid, ["random", "direct"], [0], 10, 1)
     with pytest.raises(WorkbenchError, match="'flexmatch' has no multi-label version"):

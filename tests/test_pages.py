@@ -21,6 +21,7 @@ from app.workbench import ProjectConfig, Workbench
 from learners.metrics import wilson_interval
 from storage import jobs
 from storage.db import Database, sqlite_url
+from tests.conftest import answer, surface
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -50,7 +51,7 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         wb = Workbench(_use_home(mp, home))
         # pick_ahead=0: these page tests count items per round as one round at a time (tests/test_round_boundary.py
         # covers the next round opening while one trains)
-        wb.create_project(ProjectConfig(name="Demo digits", pick_ahead=0), "demo")
+        wb.create_project(ProjectConfig(name="Demo digits", pick_ahead=0, eval_size=10), "demo")
         _run_worker()
         wb.db.dispose()
     return home
@@ -182,24 +183,6 @@ def test_create_project_from_a_folder_with_a_corrupt_image_stores_nothing(wb: Wo
 # The Label page is the label surface (a components-v2 element): AppTest sees the data it is mounted with; what the
 # browser sends back (a batch of answers) is applied with app.labeling.receive, the function its callback calls.
 # tests/test_label_page.py drives the same page in real Chromium.
-def surface(at: AppTest) -> dict:
-    import json
-
-    (element,) = [e for e in at.main if getattr(e, "type", None) == "bidi_component"]
-    assert element.proto.component_name.endswith("workbench_label_surface")
-    return json.loads(element.proto.json)
-
-
-def answer(wb: Workbench, data: dict, client: str, seq: int, kind: str, entry_id: int, value=None) -> dict:
-    from app import labeling
-
-    batch = {"client_id": client, "held": [i["entry_id"] for i in data["items"]],
-             "answers": [{"seq": seq, "entry_id": entry_id, "kind": kind, "value": value, "seconds": 1.0}]}
-    result = labeling.receive(wb.db, data["project_id"], data["annotator"], batch)
-    assert result["acked_seq"] == seq and result["outcomes"][-1]["status"] == "applied", result
-    return result
-
-
 def test_label_page_shows_the_surface_with_one_key_per_class(wb: Workbench, demo_id: int) -> None:
     at = open_page("label")
     assert at.title[0].value == "Label"

@@ -283,8 +283,11 @@ with col2:
     pick_ahead = st.number_input("Pick ahead", min_value=0, value=5, step=1, key="new_pick_ahead",
                                  help=PICK_AHEAD_HELP)
 with col3:
-    eval_size = st.number_input("Eval-set size", min_value=0, value=10, step=1, key="new_eval_size",
-                                help="A random slice labeled first, never trained on; every chart is measured on it.")
+    eval_size = st.number_input("Eval-set size", min_value=0, value=None, step=1, key="new_eval_size",
+                                placeholder="automatic",
+                                help="A random slice labeled first, never trained on; every chart is measured on it. "
+                                     "Automatic: the larger of 100 and 10 per class, at most a fifth of the pool "
+                                     "(100 items give a 95% interval of about +-9 points on accuracy).")
     auto_next = st.checkbox("Start the next round after training", value=True, key="new_auto_next")
     warm_start = st.checkbox("Warm start", value=False, key="new_warm_start",
                              help="Each training starts from the latest head instead of a fresh one "
@@ -325,7 +328,7 @@ if st.button("Create project", type="primary", key="create_project"):
             strategy_params=strategy_params,
             source_head=ui.save_upload(wb, source_head) if source_head is not None else None,
             round_size=int(round_size),
-            eval_size=int(eval_size),
+            eval_size=None if eval_size is None else int(eval_size),
             pick_ahead=int(pick_ahead),
             auto_next_round=bool(auto_next),
             seed=int(seed),
