@@ -113,44 +113,14 @@ def claim_ahead(
     for entry in held:
         entry.lease_expires = lease
     session.flush()
-    claims = [_claim(entry) for entry in held]
+    claims = [queue.claim_of(entry) for entry in held]
     round_ = queue.labeling_round(session, project_id)
     while round_ is not None and len(claims) < k:
-        entry = _claim_free(session, round_.id, annotator, now, lease)
+        entry = queue.claim_free(session, round_.id, annotator, now, lease)
         if entry is None:
             break
-        claims.append(_claim(entry))
+        claims.append(queue.claim_of(entry))
     return claims
-
-
-def _claim(entry: QueueEntry) -> queue.Claim:
-    return queue.Claim(entry.id, entry.round_id, entry.item_id, entry.position, entry.arm, entry.score,
-                       entry.lease_expires)
-
-
-def _claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
-    """The round's first free entry, claimed for `annotator` (storage.queue.claim_next's free-entry step: a row
-    lock that skips rows being taken, then an UPDATE that succeeds only while the row is still free)."""
-    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
-    for _attempt in range(20):
-        candidate = session.scalars(
-            select(QueueEntry.id)
-            .where(QueueEntry.round_id == round_id, free)
-            .order_by(QueueEntry.position)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
-        if candidate is None:
-            return None
-        result = session.execute(
-            update(QueueEntry)
-            .where(QueueEntry.id == candidate, free)
-            .values(state="claimed", claimed_by=annotator, lease_expires=lease, claimed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            return session.get(QueueEntry, candidate, populate_existing=True)
-    raise queue.QueueError("could not claim an item after 20 attempts (heavy contention)")
 
 
 def _drop_expired_reopened(session: Session, project_id: int, now: datetime) -> int:

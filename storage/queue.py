@@ -30,7 +30,7 @@ class Claim:
     lease_expires: datetime
 
 
-def _claim(entry: QueueEntry) -> Claim:
+def claim_of(entry: QueueEntry) -> Claim:
     return Claim(entry.id, entry.round_id, entry.item_id, entry.position, entry.arm, entry.score, entry.lease_expires)
 
 
@@ -67,7 +67,14 @@ def claim_next(
     if held is not None:
         held.lease_expires = lease
         session.flush()
-        return _claim(held)
+        return claim_of(held)
+    entry = claim_free(session, round_id, annotator, now, lease)
+    return None if entry is None else claim_of(entry)
+
+
+def claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
+    """The round's first free entry (pending, or claimed with an expired lease), claimed for `annotator`: a row
+    lock that skips rows being taken, then an UPDATE that succeeds only while the row is still free."""
     free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
     for _attempt in range(20):
         candidate = session.scalars(
@@ -86,8 +93,7 @@ def claim_next(
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
-            entry = session.get(QueueEntry, candidate, populate_existing=True)
-            return _claim(entry)
+            return session.get(QueueEntry, candidate, populate_existing=True)
     raise QueueError("could not claim an item after 20 attempts (heavy contention)")
 
 
