@@ -7,6 +7,8 @@ committed rows and never hand one item to two annotators. SQLite keeps one write
 """
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -76,15 +78,29 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy issue BEGIN itself (BEGIN IMMEDIATE for writes is done in `write_session`).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cur)
+        cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         conn.exec_driver_sql("BEGIN IMMEDIATE" if _WRITE.get() else "BEGIN")
+
+
+def _use_wal(cur) -> None:  # noqa: ANN001
+    """Put the file in WAL mode unless it already is. Switching needs the file to itself, and SQLite answers
+    "database is locked" at once (no busy wait) while another process migrates it: reading the mode takes no lock,
+    so a file already in WAL is left alone, and a switch that meets a lock is tried again within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _alembic_config() -> Config:
