@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
 from app.exports import FORMATS
-from app.launcher import start
+from app.launcher import DEFAULT_HOST, start
 from app.project_admin import SettingsChange
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
@@ -24,6 +24,9 @@ from learners.errors import LearnerError
 from learners.strategies import available_strategies, strategy_class
 from storage.errors import StorageError
 
+PROJECT_HELP = "a project's name, or its id written #<id> (e.g. #1): a bare number is a name, never an id"
+HOST_HELP = ("the address the web server listens on (default 127.0.0.1: this machine only; it serves plain HTTP, "
+             "so use 0.0.0.0 only on a trusted network or behind a TLS proxy)")
 PICK_AHEAD_HELP = ("items the strategy ranks beyond each round, labeled while the round trains (no wait at round "
                    "boundaries); 0: the annotators wait for each training")
 
@@ -33,7 +36,7 @@ def _workbench() -> Workbench:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    return start(port=args.port, workers=args.workers, demo=not args.no_demo)
+    return start(port=args.port, workers=args.workers, demo=not args.no_demo, host=args.host)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -265,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("start", help="start the web UI and the model worker (Ctrl-C stops both)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=HOST_HELP)
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--workers", type=int, default=2, help="model workers (2: a long simulation never holds up labeling)")
     p.add_argument("--no-demo", action="store_true", help="do not create the demo project")
@@ -301,20 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("round", help="start or close a round")
     p.add_argument("action", choices=["start", "close"])
-    p.add_argument("project")
+    p.add_argument("project", help=PROJECT_HELP)
     _strategy_arguments(p, default=None)
     p.add_argument("--wait", action="store_true", help="wait for the worker's jobs, with a progress bar")
     p.set_defaults(func=cmd_round)
 
     p = sub.add_parser("export", help=f"export the labels, the predictions or the trained head ({', '.join(FORMATS)})")
-    p.add_argument("project")
+    p.add_argument("project", help=PROJECT_HELP)
     p.add_argument("--format", default="csv", choices=list(FORMATS),
                    help=" ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="compare strategies with an oracle on a project with gold labels")
-    p.add_argument("project")
+    p.add_argument("project", help=PROJECT_HELP)
     p.add_argument("--strategies", default="random,margin,entropy", help="comma-separated strategy names")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=20)
@@ -328,14 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_strategies)
 
     p = sub.add_parser("status", help="show projects, rounds and jobs")
-    p.add_argument("project", nargs="?")
+    p.add_argument("project", nargs="?", help=PROJECT_HELP + " (default: every project)")
     p.add_argument("--json", action="store_true", help="machine-readable: the status as JSON (for scripts)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("project", help="change a project's settings (set), show them with their history (show), "
                                        "or delete it with its files (delete)")
     p.add_argument("action", choices=["set", "show", "delete"])
-    p.add_argument("project")
+    p.add_argument("project", help=PROJECT_HELP)
     p.add_argument("--backbone", default=None, help="set: pixels, timm/<model>, or a JSON spec (the images are "
                                                     "embedded again; heads of the old backbone are retired)")
     p.add_argument("--head", default=None, choices=list(HEAD_KINDS), help="set: the head kind of the next training")

@@ -23,6 +23,7 @@ from app import rounds
 from app.read_models import prediction_rows
 from app.settings import Settings
 from app.ui import image_problem, load_for_display, shortcut_keys
+from learners.images import read_image
 from learners.strategies import strategy_class
 from storage import answers, queue
 from storage.db import Database
@@ -166,14 +167,14 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
     for claim in claims:
         key, split = files[claim.item_id]
         path = Path(data_root) / key
-        problem = image_problem(path, data_root)
+        image_url, thumb_url, problem = _urls(path, image_problem(path, data_root))
         index, state, strategy = round_info[claim.round_id]
         item = {
             "entry_id": claim.entry_id,
             "item_id": claim.item_id,
             "caption": Path(key).name,  # the file name only: a class folder in the path would give the answer away
-            "image": None if problem else _image_url(str(path), _mtime(path)),
-            "thumb": None if problem else _thumb_url(str(path), _mtime(path)),
+            "image": image_url,
+            "thumb": thumb_url,
             "problem": problem,
             "split": split,
             "round_index": index,
@@ -192,7 +193,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         label = "skipped" if h.kind == "skip" else (", ".join(classes[k] for k in h.value or []) or "none of these")
         history.append({
             "entry_id": h.entry_id, "kind": h.kind, "value": h.value, "label": label, "caption": Path(key).name,
-            "thumb": None if image_problem(path, data_root) else _thumb_url(str(path), _mtime(path)),
+            "thumb": _urls(path, image_problem(path, data_root), image=False)[1],
             "project_id": project_id, "annotator": annotator,
         })
     round_view = None
@@ -274,11 +275,24 @@ def _image_url(path: str, mtime: float) -> str:
     return _data_url(load_for_display(Path(path)), fmt)
 
 
+def _urls(path: Path, problem: str | None, image: bool = True) -> tuple[str | None, str | None, str | None]:
+    """(image, thumb, problem) of an item: an image that fails to encode becomes the item's problem (the page
+    shows it with Skip) rather than an exception that would leave the annotator with no buttons."""
+    if problem:
+        return None, None, problem
+    try:
+        full = _image_url(str(path), _mtime(path)) if image else None
+        return full, _thumb_url(str(path), _mtime(path)), None
+    except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, ... for files changed since import
+        _log.warning("cannot show %s: %s: %s", path, type(error).__name__, error)
+        return None, None, f"cannot be shown ({type(error).__name__}: {error})"
+
+
 @lru_cache(maxsize=2048)
 def _thumb_url(path: str, mtime: float) -> str:
     with Image.open(path) as original:
         fmt = original.format
-        image = original.copy()
+    image = read_image(path, gray=True)  # as display and model read it: upright, 8-bit
     side = max(image.size)
     if side < THUMB_SIDE:
         factor = max(1, THUMB_SIDE // side)

@@ -17,6 +17,8 @@ from app.settings import REPO_ROOT, Settings
 from app.workbench import Workbench
 
 PR_SET_PDEATHSIG = 1
+WORKER_RESTART_FIRST, WORKER_RESTART_MAX = 1.0, 30.0  # seconds before a worker that exited is started again
+WORKER_HEALTHY_SECONDS = 60.0  # a worker that ran this long before exiting is restarted after the first pause
 
 
 def _stop_with_launcher(launcher_pid: int):
@@ -33,31 +35,40 @@ def _stop_with_launcher(launcher_pid: int):
     return arm if sys.platform.startswith("linux") else None
 
 
-def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
+DEFAULT_HOST = "127.0.0.1"  # loopback: the server speaks plain HTTP, so it is not offered to the network by default
+
+
+def server_command(port: int, host: str = DEFAULT_HOST) -> list[str]:
+    """The Streamlit server's command line: it listens on `host` only (--server.address)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no Deploy / Rerun / Clear cache (also in .streamlit/config.toml)
+    ]
+
+
+def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEFAULT_HOST) -> int:
     settings = Settings.from_env()
     wb = Workbench(settings)  # applies migrations before anything else connects
     if demo:
         wb.ensure_demo_project()
     env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
     tied = _stop_with_launcher(os.getpid())
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env, preexec_fn=tied)
-        for _ in range(workers)
-    ]
+
+    def _worker() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env, preexec_fn=tied)
+
+    procs = [_worker() for _ in range(workers)]
     procs.append(
         subprocess.Popen(
-            [
-                sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
-                "--server.port", str(port), "--server.headless", "true",
-                "--browser.gatherUsageStats", "false",
-                "--client.toolbarMode", "viewer",  # no Deploy / Rerun / Clear cache (also in .streamlit/config.toml)
-            ],
+            server_command(port, host),
             cwd=REPO_ROOT,
             env=env,
             preexec_fn=tied,
         )
     )
-    print(f"\n  Workbench running: open http://localhost:{port}\n  data: {settings.home}\n  Ctrl-C stops it.\n", flush=True)
+    print(f"\n  Workbench running: open http://{'localhost' if host == DEFAULT_HOST else host}:{port}\n  data: {settings.home}\n  Ctrl-C stops it.\n", flush=True)
     stopping = False
 
     def _stop(*_args) -> None:
@@ -66,8 +77,27 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # A worker that exits (a fault it did not survive) is started again after a pause that doubles while it keeps
+    # dying (WORKER_RESTART_FIRST .. WORKER_RESTART_MAX seconds) and resets once it has run a while: its job is
+    # claimed again when its heartbeat goes stale. Only the web server's exit stops everything.
+    started = [time.monotonic()] * workers
+    pauses = [WORKER_RESTART_FIRST] * workers
+    restart_at: list[float | None] = [None] * workers
     try:
-        while not stopping and all(p.poll() is None for p in procs):
+        while not stopping and procs[-1].poll() is None:
+            now = time.monotonic()
+            for i in range(workers):
+                if procs[i].poll() is None:
+                    continue
+                if restart_at[i] is None:
+                    if now - started[i] > WORKER_HEALTHY_SECONDS:
+                        pauses[i] = WORKER_RESTART_FIRST
+                    restart_at[i] = now + pauses[i]
+                    print(f"worker {i + 1} exited (code {procs[i].returncode}); starting it again in "
+                          f"{pauses[i]:.0f} s", file=sys.stderr, flush=True)
+                elif now >= restart_at[i]:
+                    procs[i], started[i], restart_at[i] = _worker(), now, None
+                    pauses[i] = min(WORKER_RESTART_MAX, pauses[i] * 2)
             time.sleep(0.5)
     finally:
         for p in procs:

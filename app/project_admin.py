@@ -38,6 +38,24 @@ from storage.rounds import latest_round
 from storage.source_heads import backbone_key
 
 BACKBONE_KEYS = ("name", "pretrained", "checkpoint", "image_size")
+PROJECT_NAME_MAX = 200  # characters; file names (exports, zip folders) are built from it
+
+
+def check_project_name(name: str) -> str:
+    """The project name `name`, stripped, or a worded WorkbenchError. A name must not read as an id: the CLI
+    addresses a project by name, and by id only as `#<id>`, so a name of digits only, or starting with '#', is
+    refused (projects named so before keep working by name)."""
+    name = (name or "").strip()
+    if not name:
+        raise WorkbenchError("a project needs a name")
+    if len(name) > PROJECT_NAME_MAX:
+        raise WorkbenchError(f"a project name is at most {PROJECT_NAME_MAX} characters (this one has {len(name)})")
+    if name.isdigit() or name.startswith("#"):
+        raise WorkbenchError(f"project name {name!r}: a name must not be all digits or start with '#', so it is "
+                             "never mistaken for a project id (ids are written #1 on the command line)")
+    if any(not c.isprintable() for c in name):
+        raise WorkbenchError(f"project name {name!r}: a name must not hold control characters or line breaks")
+    return name
 BACKBONE_FORMS = "'pixels' or 'timm/<model name>' (for example 'timm/resnet18')"
 MODEL_JOBS = ("embed", "select", "train")  # jobs that read the features or the evaluation set while they run
 

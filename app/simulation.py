@@ -10,8 +10,10 @@ up front, as annotators label it first in a real project.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -94,9 +96,11 @@ def _one_run(
     source_head: Artifact | None, config: SimulationConfig, strategy: str, seed: int, job_runner: JobRunner,
     progress: Callable[[float, str], None],
 ) -> list[dict]:
-    home = settings.home / "projects" / str(project.id) / "simulation-runs" / f"{strategy.replace('+', '_')}-seed{seed}"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    # A scratch folder of this run's own (mkdtemp: unique even for two jobs of the same strategy and seed on two
+    # workers), removed when the run ends.
+    runs = settings.home / "projects" / str(project.id) / "simulation-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix=f"{strategy.replace('+', '_')}-seed{seed}-", dir=runs))
     sim_settings = Settings(home=home, db_url=f"sqlite:///{home / 'sim.sqlite'}", lease_seconds=settings.lease_seconds)
     wb = Workbench(sim_settings)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import stat
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +23,11 @@ from app.read_models import JobView
 from app.settings import Settings
 from app.workbench import Workbench, WorkbenchError
 from learners.errors import LearnerError
+from learners.images import read_image
 from storage import answers
+from storage.db import is_busy
 from storage.errors import StorageError
+from storage.images import file_problem
 from storage.importers import check_image
 
 DEFAULT_ANNOTATOR = "annotator-1"
@@ -32,6 +35,28 @@ POLL_SECONDS = 1.5  # how often a page refreshes itself while the worker is busy
 MIN_IMAGE_SIDE = 384  # small images (the 8x8 demo digits) are enlarged to about this size, keeping hard pixel edges
 
 _log = logging.getLogger(__name__)
+
+
+# ----- user text ------------------------------------------------------------------------------------------------
+# The characters that open a Markdown construct anywhere in a line (emphasis, code, links and images, HTML, LaTeX,
+# strikethrough, tables, the :color[...] directive); a backslash before each makes it literal. At a line's start,
+# also the block openers (headings, lists, quotes).
+_MARKDOWN_SPECIAL = set("\\`*_[]<>$~|")
+_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])", re.MULTILINE)
+
+
+def text(value: object) -> str:
+    """`value` (a class, project, file or annotator name, a job error, a round note) as literal text for any
+    Streamlit element that renders Markdown (st.markdown, captions, messages, button and expander labels):
+    `![t](http://host/x.png)` shows as typed and fetches nothing, `**bold**` keeps its stars."""
+    escaped = "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in str(value))
+    escaped = _BLOCK_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+    return escaped.replace("\n", "  \n")  # a line break stays a line break, never a Markdown block
+
+
+def lines_text(value: str) -> str:
+    """Several lines of user-derived text; a line starting with "- " stays a list item (its text escaped)."""
+    return "\n".join("- " + text(line[2:]) if line.startswith("- ") else text(line) for line in value.split("\n"))
 
 
 # ----- the page frame ---------------------------------------------------------------------------------------------
@@ -56,14 +81,14 @@ def worded_errors() -> Iterator[None]:
         yield
     except OperationalError as error:
         _log.warning("database error on a page: %s", error)  # the operator's log keeps the details
-        st.error(database_problem(error))
+        st.error(text(database_problem(error)))
     except (WorkbenchError, StorageError, LearnerError) as error:
-        st.error(str(error))
+        st.error(text(error))
 
 
 def database_problem(error: OperationalError) -> str:
     """What a user is told when the database refuses (locked by another writer) or cannot be reached."""
-    if "locked" in str(error.orig).lower():
+    if is_busy(error):
         return "The database is busy: another process holds its lock. Nothing was changed; try again in a moment."
     return ("The database cannot be reached right now. Nothing was changed; check that it is running and that "
             "WORKBENCH_DB_URL points at it, then reload the page.")
@@ -282,8 +307,8 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
-    for kind, text in st.session_state.pop("_flash", []):
-        getattr(st, kind)(text)
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(lines_text(message))  # messages carry names and errors: drawn as text
 
 
 # ----- jobs -------------------------------------------------------------------------------------------------------
@@ -294,7 +319,7 @@ def job_line(job: JobView) -> str:
 def show_jobs(jobs: list[JobView]) -> None:
     """A progress bar per active job (as in `Workbench.status(...).jobs`)."""
     for job in jobs:
-        st.progress(min(max(job.progress, 0.0), 1.0), text=job_line(job))
+        st.progress(min(max(job.progress, 0.0), 1.0), text=text(job_line(job)))
     if any(job.state == "queued" for job in jobs) and not any(job.state == "running" for job in jobs):
         st.caption("Queued jobs wait for a model worker: `python -m app worker` (or `python -m app start`).")
 
@@ -303,7 +328,7 @@ def failed_job(wb: Workbench, job: JobView) -> None:
     """A failed job's error and its Retry button, which only an admin session may press."""
     round_text = "" if job.round_index is None else f" (round {job.round_index})"
     with st.container(border=True):
-        st.error(f"{job.kind} job {job.id}{round_text} failed: {job.error}")
+        st.error(text(f"{job.kind} job {job.id}{round_text} failed: {job.error}"))
         st.button("Retry", key=f"retry_{job.id}", on_click=_retry, args=(wb, job), disabled=not has_access("admin"))
 
 
@@ -345,21 +370,16 @@ def shortcut_keys(classes: list[str]) -> list[str | None]:
 def image_problem(path: Path, data_root: str | Path) -> str | None:
     """What makes an item's file unfit to show now (it was checked at import, but files can change since):
     a path leaving the data root, not a regular file, not a readable image, a decompression bomb; else None."""
-    try:
-        real = Path(path).resolve()
-        if not real.is_relative_to(Path(data_root).resolve()):
-            return f"now resolves to {real}, outside the data root"
-        if not stat.S_ISREG(real.stat().st_mode):
-            return "is no longer a regular file"
-    except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    return check_image(real)[1]
+    problem = file_problem(path, data_root)  # the same check the worker makes before reading (app.jobs.features)
+    if problem is not None:
+        return problem
+    return check_image(Path(path).resolve())[1]
 
 
 def load_for_display(path: Path) -> Image.Image:
-    """The image at `path`, enlarged by a whole factor with nearest-neighbour when it is tiny (sharp pixels)."""
-    image = Image.open(path)
-    image.load()
+    """The image at `path` as the model sees it (learners.images.read_image: upright, 8-bit L or RGB), enlarged by
+    a whole factor with nearest-neighbour when it is tiny (sharp pixels)."""
+    image = read_image(path, gray=True)
     side = max(image.size)
     if side < MIN_IMAGE_SIDE:
         factor = max(1, MIN_IMAGE_SIDE // side)

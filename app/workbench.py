@@ -79,8 +79,7 @@ class Workbench:
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
         """Import `source` ('demo', 'demo-tags' (the digits with multi-label tags), an image folder, or a
         .csv/.jsonl manifest) and start round 0."""
-        if not config.name.strip():
-            raise WorkbenchError("a project needs a name")
+        project_admin.check_project_name(config.name)  # not id-like, not too long: a worded refusal
         if not isinstance(config.pick_ahead, int) or config.pick_ahead < 0:
             raise WorkbenchError(f"pick_ahead must be a whole number >= 0 (0 turns it off), not {config.pick_ahead!r}")
         check_sizes(config.round_size, config.eval_size)
@@ -181,12 +180,20 @@ class Workbench:
         return project
 
     def project_id(self, name_or_id: str | int) -> int:
+        """The id of the project addressed as the CLI does: an int is an id, a string `#<id>` is an id, any
+        other string is a name (so a project named "1" is never taken for project 1)."""
+        text = str(name_or_id).strip()
+        if isinstance(name_or_id, int) or (text.startswith("#") and text[1:].isdigit()):
+            pid = int(name_or_id) if isinstance(name_or_id, int) else int(text[1:])
+            with self.db.read() as s:
+                if s.get(Project, pid) is None:
+                    raise WorkbenchError(f"no project with id {pid} (#{pid}); a name is given without '#'")
+            return pid
         with self.db.read() as s:
-            if str(name_or_id).isdigit() and s.get(Project, int(name_or_id)) is not None:
-                return int(name_or_id)
             pid = project_id_named(s, str(name_or_id))
         if pid is None:
-            raise WorkbenchError(f"no project named {name_or_id!r}")
+            hint = f"; to address project id {text}, write #{text}" if text.isdigit() else ""
+            raise WorkbenchError(f"no project named {name_or_id!r}{hint}")
         return pid
 
     def set_strategy(self, project_id: int, strategy: str, params: dict | None = None) -> None:
@@ -365,7 +372,8 @@ class Workbench:
         refused = refusal(export_format, project.task)
         if refused:
             raise WorkbenchError(refused)
-        slug = "".join(c if c.isalnum() else "_" for c in project.name).strip("_") or f"project{project_id}"
+        slug = "".join(c if c.isalnum() else "_" for c in project.name).strip("_")
+        slug = slug[:50] or f"project{project_id}"  # at most 200 bytes: a file name stays under 255
         with self.db.read() as s:
             return f"{slug}{export_format.file_suffix}", export_format.write(s, project)
 

@@ -5,6 +5,11 @@ A worker that dies (kill -9, out of memory) stops heartbeating; once its heartbe
 cache file (features, augmented views) sets it aside and recomputes it instead of failing. A worker that was only
 slow (its heartbeats did not reach the database in time) and finds its job taken over stops the job at its next
 progress report (`JobLost`) and writes nothing: the new run's outcome is the job's.
+
+A busy database (another process holding the SQLite write lock past the busy timeout, a PostgreSQL lock timeout:
+`storage.db.is_busy`) never kills the worker: its poll backs off and polls again, a handler that meets it is run
+again (handlers are idempotent), and the job's finish or failure is retried with backoff, the heartbeat still
+beating, until it is written: a job is never left `running` because its outcome met a lock.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import socket
 import threading
 import time
 import traceback
+from typing import Callable, TypeVar
 
 from sqlalchemy import make_url
 
@@ -22,10 +28,12 @@ from app.job_kinds import JobLost
 from app.jobs.context import JobContext
 from app.settings import Settings
 from storage import files, jobs
-from storage.db import Database
+from storage.db import Database, is_busy
 
 HEARTBEAT_SECONDS = 2.0  # at most; a quarter of the stale timeout when that is shorter
 MAX_SET_ASIDE = 3  # damaged cache files one job may set aside and recompute before it fails
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between tries while the database is busy (doubling)
+T = TypeVar("T")
 
 
 def heartbeat_interval(stale_seconds: float) -> float:
@@ -82,15 +90,25 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.device = device or pick_device()
         self._stopping = False
+        self._poll_pause = BACKOFF_FIRST  # the next wait after a poll that met a busy database
         self.quiet = quiet
 
     def stop(self, *_args) -> None:
         self._stopping = True
 
     def run_once(self) -> bool:
-        """Claim and run one job; False when there was nothing to do."""
-        with self.db.write() as s:
-            job = job_kinds.claim(s, self.name, stale_after=self.settings.stale_seconds)
+        """Claim and run one job; False when there was nothing to do (or the database was too busy to ask)."""
+        try:
+            with self.db.write() as s:
+                job = job_kinds.claim(s, self.name, stale_after=self.settings.stale_seconds)
+        except Exception as exc:
+            if not is_busy(exc):
+                raise
+            self._say(f"database busy (another process holds its lock); polling again in {self._poll_pause:.1f} s")
+            time.sleep(self._poll_pause)
+            self._poll_pause = min(BACKOFF_MAX, self._poll_pause * 2)
+            return False
+        self._poll_pause = BACKOFF_FIRST
         if job is None:
             return False
         if job.attempts > 1:
@@ -99,23 +117,41 @@ class Worker:
         beat.start()
         ctx = JobContext(db=self.db, home=self.settings.home, device=self.device, progress=beat.report)
         try:
-            message = self._run(job, ctx)
+            message = self._retrying(f"job {job.id} ({job.kind})", lambda: self._run(job, ctx))
         except JobLost:
             beat.stop()
             self._say(f"job {job.id} ({job.kind}) stopped: another worker had taken it over")
             return True
         except Exception as exc:
-            beat.stop()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            with self.db.write() as s:
-                held = jobs.fail(s, job.id, detail, worker=self.name)
+            held = self._retrying(f"recording job {job.id}'s failure", lambda: self._write(
+                lambda s: jobs.fail(s, job.id, detail, worker=self.name)))
+            beat.stop()
             self._say(f"job {job.id} ({job.kind}) failed: {detail}" + ("" if held else " (another worker had taken it over)"))
             return True
-        beat.stop()
-        with self.db.write() as s:
-            held = jobs.finish(s, job.id, message, worker=self.name)
+        held = self._retrying(f"recording job {job.id} as done", lambda: self._write(
+            lambda s: jobs.finish(s, job.id, message, worker=self.name)))
+        beat.stop()  # only now: while the outcome waits for the lock, the job stays visibly alive
         self._say(f"job {job.id} ({job.kind}) done: {message}" + ("" if held else " (another worker had taken it over)"))
         return True
+
+    def _write(self, change: Callable) -> bool:
+        with self.db.write() as s:
+            return change(s)
+
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        """`action()`, tried again with backoff while the database is busy (`is_busy`); other errors propagate, and
+        so does a busy error once the worker is told to stop (the job is then claimed again after it goes stale)."""
+        pause = BACKOFF_FIRST
+        while True:
+            try:
+                return action()
+            except Exception as exc:
+                if not is_busy(exc) or self._stopping:
+                    raise
+                self._say(f"{what}: database busy (another process holds its lock); trying again in {pause:.1f} s")
+                time.sleep(pause)
+                pause = min(BACKOFF_MAX, pause * 2)
 
     def _run(self, job, ctx) -> str:
         """The job's handler; a damaged cache file it meets (features, views: files.RECOMPUTABLE_KINDS) is set aside

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from learners.backbones import Backbone
+from learners.images import read_image
 
 Progress = Callable[[float, str], None]
 # (decoded RGB image, its position in `paths`) -> the tensor the backbone module reads
@@ -35,8 +36,7 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str | None]:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
+            image = read_image(path)  # the display's reading path: EXIF orientation, 16-bit / float scaled
         except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
             return None, f"cannot read image {path}: {type(error).__name__}: {error}"
         if self.indexed_transform is not None:
@@ -44,12 +44,13 @@ class ImageFileDataset(Dataset):
         return self.transform(image), None
 
 
-def _collate(items: list[tuple[torch.Tensor | None, str | None]]) -> tuple[torch.Tensor | None, str | None]:
-    """Stack a batch, or pass on the first decoding error in it."""
-    for _, error in items:
-        if error is not None:
-            return None, error
-    return torch.stack([tensor for tensor, _ in items]), None
+def _collate(items: list[tuple[torch.Tensor | None, str | None]]
+             ) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
+    """The batch's decoded images stacked (None when none decoded), and (position in the batch, message) of
+    each file that could not be decoded."""
+    errors = [(k, error) for k, (_, error) in enumerate(items) if error is not None]
+    good = [tensor for tensor, error in items if error is None]
+    return (torch.stack(good) if good else None), errors
 
 
 def embed_images(
@@ -61,6 +62,7 @@ def embed_images(
     device: str = "cpu",
     progress: Progress | None = None,
     image_transform: ImageTransform | None = None,
+    failed: list[tuple[int, str]] | None = None,
 ) -> np.ndarray:
     """Features of every image, in the order of `paths`: float32 array of shape (len(paths), backbone.dim).
 
@@ -69,7 +71,8 @@ def embed_images(
 
     The backbone module is moved to `device`. Images are decoded and transformed by a DataLoader (in
     `num_workers` worker processes when > 0). `progress(fraction, message)` is called after every batch and
-    reaches 1.0 at the end. A file that cannot be decoded raises ValueError naming it.
+    reaches 1.0 at the end. A file that cannot be decoded raises ValueError naming it; when a `failed` list is
+    given, its row is NaN instead and (position in `paths`, message) is appended to `failed`.
     """
     features = np.empty((len(paths), backbone.dim), dtype=np.float32)
     if len(paths) == 0:
@@ -87,12 +90,18 @@ def embed_images(
     )
     done = 0
     with torch.inference_mode():
-        for batch, error in loader:
-            if error is not None:
-                raise ValueError(error)
-            output = module(batch.to(device, non_blocking=True))
-            features[done:done + len(batch)] = output.float().cpu().numpy()
-            done += len(batch)
+        for batch, errors in loader:
+            if errors and failed is None:
+                raise ValueError(errors[0][1])
+            size = (0 if batch is None else len(batch)) + len(errors)
+            rows = np.setdiff1d(np.arange(done, done + size), [done + k for k, _ in errors])
+            if batch is not None:
+                output = module(batch.to(device, non_blocking=True))
+                features[rows] = output.float().cpu().numpy()
+            for k, message in errors:
+                features[done + k] = np.nan
+                failed.append((done + k, message))
+            done += size
             if progress:
                 progress(done / len(paths), f"embedded {done}/{len(paths)} images")
     return features

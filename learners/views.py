@@ -91,12 +91,14 @@ def embed_views(
     num_workers: int = 0,
     device: str = "cpu",
     progress: Progress | None = None,
+    failed: list[tuple[int, str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Augmented features: {view: float32 array (copies, len(paths), backbone.dim)}, rows in the order of `paths`.
 
     Raw backbone outputs: standardize them with the pool's plain-view mean and std (`standardize_views`)
     before training. The same arguments give the same arrays.
-    `progress(fraction, message)` covers all views and copies together.
+    `progress(fraction, message)` covers all views and copies together. With a `failed` list, a file that cannot
+    be decoded gets NaN rows and (position, message) in `failed` (once per view and copy) instead of a ValueError.
     """
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
@@ -112,7 +114,7 @@ def embed_views(
             progress((done + fraction) / len(passes), f"view {view} copy {copy + 1}/{copies}: {message}")
         out[view][copy] = embed_images(paths, backbone, batch_size=batch_size, num_workers=num_workers,
                                        device=device, progress=pass_progress if progress else None,
-                                       image_transform=transform)
+                                       image_transform=transform, failed=failed)
     if progress and not passes:
         progress(1.0, "no views to embed")
     return out

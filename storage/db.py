@@ -7,6 +7,7 @@ committed rows and never hand one item to two annotators. SQLite keeps one write
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -19,15 +20,44 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.errors import StorageError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # WORKBENCH_BUSY_TIMEOUT_MS overrides it (busy_timeout_ms)
 POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # the longest a statement waits for a row lock, as on SQLite
 POSTGRES_CONNECT_TIMEOUT_S = 10
 POSTGRES_ISOLATION = "READ COMMITTED"
 MIGRATION_LOCK_KEY = 0x776F726B62656E63  # pg_advisory_xact_lock key: one process migrates at a time ("workbenc")
 _WRITE: ContextVar[bool] = ContextVar("write_transaction", default=False)
+
+
+class DatabaseReadOnly(StorageError):
+    """The database file (or its folder) cannot be written: nothing was saved."""
+
+
+class DatabaseReplaced(StorageError):
+    """The database file was deleted or replaced after this process opened it: nothing was saved."""
+
+
+def busy_timeout_ms() -> int:
+    """How long a statement waits for another process's write lock (SQLite) or a row lock (PostgreSQL)."""
+    raw = (os.environ.get("WORKBENCH_BUSY_TIMEOUT_MS") or "").strip()
+    try:
+        return max(0, int(raw)) if raw else SQLITE_BUSY_TIMEOUT_MS
+    except ValueError:
+        return SQLITE_BUSY_TIMEOUT_MS
+
+
+def is_busy(error: BaseException) -> bool:
+    """A transient refusal: another writer holds the lock (SQLite "database is locked" / "busy", PostgreSQL's
+    lock_timeout). Worth retrying after a pause; anything else is not."""
+    if not isinstance(error, OperationalError):
+        return False
+    text = str(getattr(error, "orig", error)).lower()
+    return any(word in text for word in ("locked", "busy", "lock timeout"))
 
 
 def engine_url(url: str | URL) -> URL:
@@ -48,7 +78,7 @@ def make_engine(url: str | URL) -> Engine:
     if backend == "sqlite":
         engine = create_engine(
             parsed,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            connect_args={"timeout": busy_timeout_ms() / 1000, "check_same_thread": False},
             pool_pre_ping=True,
         )
         _configure_sqlite(engine)
@@ -60,7 +90,7 @@ def make_engine(url: str | URL) -> Engine:
             connect_args = {
                 "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
                 "application_name": "workbench",
-                "options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS} {parsed.query.get('options', '')}".strip(),
+                "options": f"-c lock_timeout={busy_timeout_ms()} {parsed.query.get('options', '')}".strip(),
             }
             connect_args = {k: v for k, v in connect_args.items() if k == "options" or k not in parsed.query}
         return create_engine(
@@ -78,7 +108,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy issue BEGIN itself (BEGIN IMMEDIATE for writes is done in `write_session`).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms()}")
         _use_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -93,7 +123,7 @@ def _use_wal(cur) -> None:  # noqa: ANN001
     """Put the file in WAL mode unless it already is. Switching needs the file to itself, and SQLite answers
     "database is locked" at once (no busy wait) while another process migrates it: reading the mode takes no lock,
     so a file already in WAL is left alone, and a switch that meets a lock is tried again within the busy timeout."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout_ms() / 1000
     while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         try:
             cur.execute("PRAGMA journal_mode=WAL")
@@ -134,13 +164,26 @@ def upgrade(engine: Engine) -> None:
 
 
 class Database:
-    """One engine plus a session factory; `read()` and `write()` give transactional sessions."""
+    """One engine plus a session factory; `read()` and `write()` give transactional sessions.
+
+    On a SQLite file it records the file's identity (device, inode) when it opens it and checks it at the start of
+    every write transaction and again right before it commits: a file deleted or replaced under a running process
+    (`rm`, `git clean -dX` of the home) would otherwise take writes into the unlinked inode and acknowledge them,
+    and they would be gone after a restart. A read-only file or folder is said as such (DatabaseReadOnly).
+    """
 
     def __init__(self, url: str, migrate: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.path = sqlite_file(self.engine.url)
+        self._identity: tuple[int, int] | None = None
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except OperationalError as error:
+                self._raise_worded(error)
+                raise
+        self._remember_identity()
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -150,34 +193,104 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._factory() as session:
-            yield session
+        try:
+            with self._factory() as session:
+                yield session
+        except OperationalError as error:
+            self._raise_worded(error)
+            raise
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on error.
 
         On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), so read-then-write never deadlocks. On
-        PostgreSQL it is a READ COMMITTED transaction; the queue's row locks keep concurrent writers apart.
+        PostgreSQL it is a READ COMMITTED transaction; the queue's row locks keep concurrent writers apart. A SQLite
+        file that was deleted or replaced since it was opened refuses the transaction (DatabaseReplaced) before
+        anything is committed.
         """
         token = _WRITE.set(True)
         try:
             with self._factory() as session:
-                session.connection()  # BEGIN (IMMEDIATE on SQLite) happens here
-                _WRITE.reset(token)
-                token = None
                 try:
+                    session.connection()  # BEGIN (IMMEDIATE on SQLite) happens here
+                    _WRITE.reset(token)
+                    token = None
+                    self.check_file()
                     yield session
+                    self.check_file()  # after every statement, before the commit acknowledges anything
                     session.commit()
-                except BaseException:
+                except BaseException as error:
                     session.rollback()
+                    if isinstance(error, OperationalError):
+                        self._raise_worded(error)
                     raise
         finally:
             if token is not None:
                 _WRITE.reset(token)
 
+    def check_file(self) -> None:
+        """Raise DatabaseReplaced when the SQLite file at `self.path` is not the file this process opened."""
+        if self.path is None:
+            return
+        if self._identity is None:
+            self._remember_identity()
+            return
+        try:
+            st = os.stat(self.path)
+            now = (st.st_dev, st.st_ino)
+        except OSError:
+            now = None
+        if now != self._identity:
+            raise DatabaseReplaced(
+                f"the database file {self.path} was deleted or replaced while the workbench was running; nothing was "
+                "saved; restart the workbench (its data lives in WORKBENCH_HOME; see the README)")
+
+    def _remember_identity(self) -> None:
+        if self.path is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return
+        self._identity = (st.st_dev, st.st_ino)
+
+    def _raise_worded(self, error: OperationalError) -> None:
+        """Raise the worded StorageError for a database error that has one (read-only); return for the others."""
+        if self.path is None:
+            return
+        self.check_file()  # a file deleted under us is said as such, not as "unable to open"
+        if is_busy(error):
+            return
+        text = str(getattr(error, "orig", error)).lower()
+        if self.engine.url.query.get("mode") == "ro" or "readonly" in text or "read-only" in text or (
+                any(w in text for w in ("disk i/o error", "unable to open")) and not _writable(self.path)):
+            raise DatabaseReadOnly(
+                f"the database file {self.path} is read-only (its permissions, its folder's, or a read-only mount): "
+                "nothing was saved; make the file and its folder writable by this user, or set WORKBENCH_HOME to a "
+                "writable folder") from error
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (`sqlite:///path`, `sqlite:///file:path?uri=true`); None for memory or other backends."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    name = url.database or ""
+    if name.startswith("file:"):
+        name = name[len("file:"):].split("?", 1)[0]
+    if not name or name == ":memory:" or url.query.get("mode") == "memory":
+        return None
+    return Path(name).resolve()
+
+
+def _writable(path: Path) -> bool:
+    """The file (when it exists) and its folder can be written by this process (SQLite needs both in WAL mode)."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def sqlite_url(path: Path) -> str:

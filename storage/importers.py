@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import stat
 import warnings
@@ -29,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import JSON, bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from learners.images import ImageConversionError, read_image
 from storage.errors import StorageError
 from storage.models import Item, Project
 
@@ -42,6 +44,7 @@ MULTI_LABEL_SEPARATOR = ";"  # between the tags of a multi-label CSV cell, on im
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 Progress = Callable[[float, str], None]
+log = logging.getLogger(__name__)
 
 
 class ImportProblem(StorageError, ValueError):
@@ -66,6 +69,8 @@ class ImportResult:
     classes: list[str]
     items: list[ImportedItem]
     skipped: list[str] = field(default_factory=list)  # non-image files a folder scan ignored (hidden ones not listed)
+    # Said to the user but not refused: e.g. the same image content in the eval set and the pool (store_import).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -144,23 +149,27 @@ def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress
         if classes is None:
             classes = sorted(class_dirs)
         for name, paths in class_dirs.items():
+            if (bad := _name_problem(name)) is not None:
+                problems.add(f"{shown_name(name)}/", f"sub-folder: {bad}")
+                continue
             if name not in classes:
                 problems.add(f"{name}/", f"sub-folder {name!r} is not one of the project's classes {classes}")
                 continue
-            entries += [_Entry(_key(p, root), p, _key(p, root), [name], None) for p in paths]
+            entries += [_Entry(shown_name(_key(p, root)), p, _key(p, root), [name], None) for p in paths]
     else:
-        entries = [_Entry(_key(p, root), p, _key(p, root), None, None) for p in top_images]
+        entries = [_Entry(shown_name(_key(p, root)), p, _key(p, root), None, None) for p in top_images]
         classes = list(classes) if classes is not None else []
     entries.sort(key=lambda e: e.key)
 
     if not entries and not problems.items:
-        hint = f" ({len(skipped)} other file(s) ignored, e.g. {skipped[0]})" if skipped else ""
+        hint = f" ({len(skipped)} other file(s) ignored, e.g. {shown_name(skipped[0])})" if skipped else ""
         raise ImportProblem(
             f"{root}: no images found{hint}; image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     items = _validate(entries, root, classes, problems, progress)
     problems.raise_if_any(str(root))
-    return ImportResult(data_root=root, classes=list(classes), items=items, skipped=sorted(skipped))
+    return ImportResult(data_root=root, classes=list(classes), items=items,
+                        skipped=sorted(shown_name(k) for k in skipped))
 
 
 def _images_below(folder: Path, root: Path, problems: _Problems, skipped: list[str]) -> list[Path]:
@@ -196,6 +205,26 @@ def _is_image_name(path: Path) -> bool:
 
 def _key(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+def shown_name(name: str) -> str:
+    """A file name as messages can show it: bytes that are not UTF-8 (a Latin-1 name read through os.fsdecode's
+    surrogateescape) become \\xNN escapes instead of raising UnicodeEncodeError when printed or stored."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a file or folder name cannot be stored (keys and class names are UTF-8 text), else None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"the name {shown_name(name)!r} is not valid UTF-8 (e.g. a Latin-1 name); "
+                "rename it (e.g. convmv -f latin1 -t utf8) and import again")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,6 +427,9 @@ def _validate(
     for n, entry in enumerate(entries):
         if progress is not None and n % step == 0:
             progress(n / len(entries), f"checking {entry.key}")
+        if (bad := _name_problem(entry.key)) is not None:
+            problems.add(entry.where, bad)
+            continue
         labels = [label if label in index else label.strip() for label in entry.labels or []]
         unknown = [label for label in labels if label not in index]
         if unknown:
@@ -445,7 +477,8 @@ def _validate(
 def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
     """(sha256 hex of the bytes, None) for a good image, else (None, what is wrong).
 
-    Opens with PIL and `verify()`s, then re-opens and `load()`s to catch truncation. Images over
+    Opens with PIL and `verify()`s, then reads it as display and model will (`learners.images.read_image`: loads
+    to catch truncation, applies EXIF orientation, converts the mode to 8-bit, refused if it cannot). Images over
     `Image.MAX_IMAGE_PIXELS` are refused (PIL's decompression-bomb warning is turned into an error here only):
     PIL reads the declared size from the header, so a bomb is refused before any pixel is decoded. The file is
     read from disk in chunks (a huge non-image is refused by its header and never held in memory), and hashed
@@ -456,8 +489,9 @@ def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.verify()
-            with Image.open(path) as im:
-                im.load()
+            read_image(path)  # the one reading path of display and model: EXIF orientation, 8-bit conversion
+    except ImageConversionError as e:
+        return None, f"image cannot be shown or embedded: {e}"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"image too large, refused as a possible decompression bomb ({e})"
     except UnidentifiedImageError:
@@ -540,7 +574,30 @@ def store_import(session: Session, project_id: int, result: ImportResult, eval_s
                      "split": split, "gold": gold})
     if rows:
         session.execute(_INSERT_ITEMS, rows)
+    result.warnings += _leak_warnings(session, project_id, rows)
+    for warning in result.warnings:
+        log.warning("import into project %r: %s", project.name, warning)
     return len(rows)
+
+
+def _leak_warnings(session: Session, project_id: int, rows: list[dict]) -> list[str]:
+    """One warning when the same image content (the import's sha256) is both in the eval set and in the pool
+    (of this import or of the project's items before it): the head would train on evaluation images."""
+    splits: dict[str, dict[str, list[str]]] = {}
+    earlier = session.execute(select(Item.content_hash, Item.key, Item.split).where(Item.project_id == project_id))
+    for content_hash, key, split in list(earlier) + [(r["content_hash"], r["key"], r["split"]) for r in rows]:
+        keys = splits.setdefault(content_hash, {}).setdefault(split, [])
+        if key not in keys:
+            keys.append(key)
+    leaks = [(by_split["eval"][0], by_split["pool"][0]) for by_split in splits.values()
+             if by_split.get("eval") and by_split.get("pool")]
+    if not leaks:
+        return []
+    shown = "; ".join(f"{e!r} (eval) = {p!r} (pool)" for e, p in leaks[:5])
+    more = f" and {len(leaks) - 5} more" if len(leaks) > 5 else ""
+    return [f"{len(leaks)} image{'s are' if len(leaks) != 1 else ' is'} both in the evaluation set and in the pool "
+            f"under another name (same content): {shown}{more}; the head trains on evaluation images, so the "
+            "evaluation overstates it: remove the copies or give them one split"]
 
 
 # One executemany for all rows. An unlabeled item's gold is stored as SQL NULL (plain JSON would store JSON

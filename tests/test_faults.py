@@ -179,31 +179,17 @@ def _only_registered_files(wb: Workbench, pid: int, folder: Path) -> None:
 
 # ----- 1. the model worker killed -------------------------------------------------------------------------------
 def test_worker_killed_while_embedding_the_job_is_claimed_again_and_embeds_once(settings: Settings, digits: Path, tmp_path: Path) -> None:
-    pool = tmp_path / "pool"  # a private copy of 600 digits: one of them is about to stall
-    with open(digits / "subset.csv") as fh:
-        for row in csv.DictReader(fh):
-            (pool / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(digits / row["path"], pool / row["path"])
-    shutil.copyfile(digits / "subset.csv", pool / "subset.csv")
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="stalled embed", round_size=10, eval_size=10), pool / "subset.csv")
-    with wb.db.read() as s:  # the 301st image in embedding order (items by id) becomes a pipe nobody writes to:
-        key = s.scalars(select(Item.key).where(Item.project_id == pid).order_by(Item.id).offset(300)).first()
-    stalled = pool / key  # the embed job reads 256 images (4 batches), reports them, then hangs on this read
-    png = stalled.read_bytes()
-    stalled.unlink()
-    os.mkfifo(stalled)
+    pid = wb.create_project(ProjectConfig(name="stopped embed", round_size=10, eval_size=10), digits / "subset.csv")
     first = _start_worker(settings, tmp_path / "worker.log")
     try:
-        def embedding():
-            job = _jobs(wb, pid, "embed")[0]
-            return job.state == "running" and job.message.startswith("embedded") and 0.3 < job.progress < 0.9 and job
-
-        seen = _wait(embedding, 120, "the embed job to be seen in progress", state=lambda: _job_states(wb, pid))
+        # Frozen (SIGSTOP) the moment it runs the embed job: its first attempt is then still loading the backbone
+        # or embedding (the worker imports torch for it), and stops heartbeating as a dead worker would.
+        seen = _wait(lambda: (j := _jobs(wb, pid, "embed")[0]).state == "running" and j, 120,
+                     "the embed job to be claimed", state=lambda: _job_states(wb, pid), every=0.02)
+        os.kill(first.pid, signal.SIGSTOP)
     finally:
         _kill9(first)
-        stalled.unlink()
-        stalled.write_bytes(png)
     killed_at = time.time()
     job = _jobs(wb, pid, "embed")[0]
     assert job.state == "running" and job.attempts == 1 and job.worker.endswith(f":{first.pid}")

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Row
 
 from app import rounds, strategy_state
 from app.jobs.context import JobContext, align
-from app.jobs.features import ensure_features
+from app.jobs.features import ensure_features, missing_items
 from app.jobs.heads import load_head
 from learners.embedding import standardize
 from learners.strategies import Selection, Strategy, StrategyInputs, get_strategy
@@ -78,13 +78,15 @@ def select_round(job: Job, ctx: JobContext) -> str:
 
 
 def _read(ctx: JobContext, job: Job) -> _RoundView:
+    missing = missing_items(ctx, job.project_id)  # files gone since the import: never selected (app.jobs.features)
     with ctx.db.read() as s:
         round_ = s.get(Round, job.round_id)
         project = s.get(Project, job.project_id)
         picked, open_now = round_picks(s, round_.id)
         strategy = get_strategy(round_.strategy, **(round_.strategy_params or {}))
         strategy_state.load_into(s, project.id, strategy)
-        return _RoundView(round_, project, item_rows(s, project.id), current_labels(s, project.id),
+        items = [it for it in item_rows(s, project.id) if it.id not in missing]
+        return _RoundView(round_, project, items, current_labels(s, project.id),
                           queue.queued_item_ids(s, project.id), picked, open_now, strategy)
 
 

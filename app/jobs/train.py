@@ -97,9 +97,10 @@ def _training_data(ctx: JobContext, project_id: int) -> _TrainingData:
         project = s.get(Project, project_id)
         items = item_rows(s, project.id)
         labels = current_labels(s, project.id)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    items = [it for it in items if it.id in row_of]  # a missing file has no features (app.jobs.features)
     split = {it.id: it.split for it in items}
     x, mean, std = standardize(features)
-    row_of = {int(i): r for r, i in enumerate(ids)}
     return _TrainingData(
         project=project, ids=ids, x=x, mean=mean, std=std, row_of=row_of, labels=labels,
         pool_ids=[i for i in labels if split.get(i) == "pool"], eval_ids=[i for i in labels if split.get(i) == "eval"],

@@ -49,7 +49,7 @@ import streamlit as st
 from sqlalchemy.exc import OperationalError
 
 from app.labeling import SurfaceOptions, receive, surface_data
-from storage.db import Database
+from storage.db import Database, is_busy
 from storage.errors import StorageError
 
 COMPONENT_NAME = "workbench_label_surface"
@@ -102,8 +102,16 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
             receive(db, project_id, annotator, batch, options)
             st.session_state.pop(error_key, None)
         except (OperationalError, StorageError, ValueError) as error:
+            # Nothing of the batch was committed, so nothing is acknowledged: the tab keeps the answers and resends.
             _log.warning("label surface batch not applied: %s", error)
-            st.session_state[error_key] = "The server could not store your answers yet; they are kept and resent."
+            if is_busy(error):
+                said = ("The database is busy: another process holds its lock. Your answers are not saved yet; "
+                        "this tab keeps them and sends them again.")
+            elif isinstance(error, StorageError):
+                said = f"Your answers were not saved: {error}. This tab keeps them until they can be sent."
+            else:
+                said = "The server could not store your answers yet; they are kept and resent."
+            st.session_state[error_key] = said
 
     data = surface_data(db, project_id, annotator, client_id=st.session_state.get(client_key), options=options,
                         instance=key, error=st.session_state.pop(error_key, None))

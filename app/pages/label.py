@@ -21,7 +21,7 @@ def failed_embedding(failed: list[JobView]) -> bool:
     """Show a failed embed job with its fix; True when the project cannot get items until it is fixed."""
     embed = [job for job in failed if job.kind == "embed"]
     for job in embed:
-        st.error(f"This project's items cannot be offered: its embedding (job {job.id}) failed: {job.error}")
+        st.error(ui.text(f"This project's items cannot be offered: its embedding (job {job.id}) failed: {job.error}"))
         st.markdown(
             "**To fix it:** if the backbone cannot be loaded (for example pretrained weights that are not on this "
             "machine, offline), change the project's backbone in its settings on the Projects page (`pixels` works "
@@ -34,7 +34,7 @@ def failed_embedding(failed: list[JobView]) -> bool:
     others = [job for job in failed if job.kind != "embed"]
     if others:
         what = ", ".join(f"{job.kind} job {job.id}: {job.error}" for job in others)
-        st.warning(f"{len(others)} job(s) failed ({what}); see the Jobs or Rounds page to retry.")
+        st.warning(ui.text(f"{len(others)} job(s) failed ({what}); see the Jobs or Rounds page to retry."))
     return bool(embed)
 
 

@@ -175,17 +175,17 @@ def settings_section(project_id: int) -> None:
     try:
         planned = wb.settings_plan(project_id, change)
     except WorkbenchError as error:
-        st.warning(f"Not a valid setting: {error}")
+        st.warning(ui.text(f"Not a valid setting: {error}"))
         planned = None
     if planned:
-        st.info("Applying will change:\n" + "\n".join(f"- {line}" for line in planned))
+        st.info(ui.lines_text("Applying will change:\n" + "\n".join(f"- {line}" for line in planned)))
     elif planned is not None:
         st.caption("These are the project's settings now; change one to see what it does.")
     if st.button("Apply settings", key="apply_settings", type="primary", disabled=not planned):
         try:
             done = wb.change_settings(project_id, change)
         except WorkbenchError as error:
-            st.error(f"Nothing was changed: {error}")
+            st.error(ui.text(f"Nothing was changed: {error}"))
         else:
             _forget_settings_inputs(project_id)
             ui.flash("success", f"Settings of {project.name!r} changed:\n" + "\n".join(f"- {line}" for line in done))
@@ -201,16 +201,16 @@ def settings_section(project_id: int) -> None:
 
 def delete_section(project_id: int) -> None:
     project = wb.project(project_id)
-    st.warning(
+    st.warning(ui.text(
         f"Deleting {project.name!r} removes its items, labels, rounds, queues, jobs, strategy state and its folder "
         f"under the workbench home (features, heads, predictions). The imported images in {project.data_root} "
-        "stay where they are. This cannot be undone: export the labels first (Export page).")
+        "stay where they are. This cannot be undone: export the labels first (Export page)."))
     typed = st.text_input("Type the project's name to confirm", key=f"delete_confirm_{project_id}")
     if st.button("Delete project", key="delete_project", disabled=typed != project.name):
         try:
             done = wb.delete_project(project_id, typed)
         except WorkbenchError as error:
-            st.error(f"Nothing was deleted: {error}")
+            st.error(ui.text(f"Nothing was deleted: {error}"))
         else:
             st.session_state.pop("project_id", None)  # the sidebar picks another project
             ui.flash("success", "\n".join(f"- {line}" for line in done))
@@ -220,10 +220,10 @@ def delete_section(project_id: int) -> None:
 selected = st.session_state.get("project_id")
 if selected is not None and selected in {row["id"] for row in rows}:
     selected_name = next(row["name"] for row in rows if row["id"] == selected)
-    with st.expander(f"Settings of {selected_name}", icon=":material/tune:"):
+    with st.expander(f"Settings of {ui.text(selected_name)}", icon=":material/tune:"):
         with ui.worded_errors():
             settings_section(selected)
-    with st.expander(f"Delete {selected_name}", icon=":material/delete:"):
+    with st.expander(f"Delete {ui.text(selected_name)}", icon=":material/delete:"):
         with ui.worded_errors():
             delete_section(selected)
 
@@ -317,7 +317,7 @@ def form_problem() -> str | None:
 if st.button("Create project", type="primary", key="create_project"):
     problem = form_problem()
     if problem:
-        st.error(problem)
+        st.error(ui.text(problem))
     else:
         config = ProjectConfig(
             name=name.strip(),
@@ -345,7 +345,7 @@ if st.button("Create project", type="primary", key="create_project"):
             new_id = wb.create_project(config, source, progress=report)
         except (WorkbenchError, ImportProblem) as error:
             bar.empty()
-            st.error(f"Could not create the project (nothing was stored): {error}")
+            st.error(ui.text(f"Could not create the project (nothing was stored): {error}"))
         else:
             st.session_state["project_id"] = new_id
             ui.flash(

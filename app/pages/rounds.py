@@ -102,7 +102,7 @@ if rounds:
     if notes:
         with st.expander("Round notes", expanded=True):
             for index, note in notes[:10]:
-                st.markdown(f"**Round {index}**: {note}")
+                st.markdown(f"**Round {index}**: {ui.text(note)}")
 else:
     st.info("No round yet.")
 

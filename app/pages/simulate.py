@@ -38,7 +38,7 @@ with st.form("simulate"):
             runs = [f"{name}+{method}" for name in strategies for method in methods] if methods else strategies
             job_id = wb.start_simulation(project_id, runs, list(range(int(seeds))), int(round_size), int(rounds))
         except WorkbenchError as error:
-            st.error(str(error))
+            st.error(ui.text(error))
         else:
             st.success(f"Simulation job {job_id} queued.")
 
@@ -56,7 +56,7 @@ def progress() -> None:
 progress()
 for job in wb.failed_jobs(project_id):
     if job.kind == "simulate":
-        st.error(f"Simulation job {job.id} failed: {job.error}")
+        st.error(ui.text(f"Simulation job {job.id} failed: {job.error}"))
 
 # ----- results ------------------------------------------------------------------------------------------------------
 results = wb.simulations(project_id)
