@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -373,7 +374,16 @@ def image_problem(path: Path, data_root: str | Path) -> str | None:
     problem = file_problem(path, data_root)  # the same check the worker makes before reading (app.jobs.features)
     if problem is not None:
         return problem
-    return check_image(Path(path).resolve())[1]
+    real = Path(path).resolve()
+    stat = real.stat()
+    return _decoding_problem(str(real), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _decoding_problem(path: str, mtime_ns: int, size: int) -> str | None:
+    """storage.importers.check_image's verdict (a full decode and hash), once per version of the file: the Label
+    page asks for each held item and each history thumbnail on every rerun."""
+    return check_image(Path(path))[1]
 
 
 def load_for_display(path: Path) -> Image.Image:

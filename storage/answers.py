@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -343,7 +343,7 @@ def _undo(
     session: Session, project: Project, annotator: str, entry: QueueEntry, round_: Round, lease_seconds: int
 ) -> tuple[int | None, str | None]:
     """Retract the annotator's live answer on `entry` and hold the entry for them again, whatever its round's state."""
-    live = _live_answers(session, project.id, annotator).where(Annotation.queue_entry_id == entry.id)
+    live = queue.live_answers(project.id, annotator).where(Annotation.queue_entry_id == entry.id)
     last = session.scalars(live.order_by(Annotation.id.desc()).limit(1)).first()
     if last is None:
         raise AnswerRefused(f"item {entry.id} has no answer of yours to undo")
@@ -355,29 +355,13 @@ def _undo(
     )
     session.add(retract)
     queue._lock_round(session, round_.id)
-    now = utcnow()
-    entry.state = "claimed"
-    entry.claimed_by = annotator
-    entry.claimed_at = now
-    entry.lease_expires = now + timedelta(seconds=lease_seconds)
+    queue.hold(entry, annotator, lease_seconds)
     session.flush()
     note = None
     if round_.state != "labeling":
         note = (f"round {round_.index} is {round_.state}: the item is yours again; the label you give now "
                 "replaces the old one and the next training uses it")
     return retract.id, note
-
-
-def _live_answers(session: Session, project_id: int, annotator: str):
-    retracted = select(Annotation.replaces_id).where(
-        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None)
-    )
-    return select(Annotation).where(
-        Annotation.project_id == project_id,
-        Annotation.annotator == annotator,
-        Annotation.kind.in_(("label", "skip")),
-        Annotation.id.not_in(retracted),
-    )
 
 
 # ----- reading what the surface shows ---------------------------------------------------------------------------------
@@ -415,7 +399,7 @@ def refusals(session: Session, client_id: str | None, limit: int = 10) -> list[O
 def history(session: Session, project_id: int, annotator: str, limit: int = 20) -> list[HistoryEntry]:
     """The annotator's latest live answers in the project (labels and skips not retracted), newest first."""
     rows = session.execute(
-        _live_answers(session, project_id, annotator)
+        queue.live_answers(project_id, annotator)
         .add_columns(Item.key)
         .join(Item, Item.id == Annotation.item_id)
         .order_by(Annotation.id.desc())
@@ -457,7 +441,6 @@ def arms(session: Session, entry_ids: Iterable[int]) -> dict[int, str]:
 def can_claim(session: Session, project_id: int, annotator: str) -> bool:
     """Whether `annotator` holds an entry of the project or could take one from its labeling round now (a pending
     entry, or a claim whose lease ran out): the Label page's waiting view looks with it, cheaply."""
-    now = utcnow()
     held = select(QueueEntry.id).join(Round, Round.id == QueueEntry.round_id).where(
         Round.project_id == project_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
     if session.scalars(held.limit(1)).first() is not None:
@@ -465,6 +448,5 @@ def can_claim(session: Session, project_id: int, annotator: str) -> bool:
     round_ = queue.labeling_round(session, project_id)
     if round_ is None:
         return False
-    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
-    return session.scalars(select(QueueEntry.id).where(QueueEntry.round_id == round_.id, free).limit(1)).first() \
-        is not None
+    free = select(QueueEntry.id).where(QueueEntry.round_id == round_.id, queue.is_free(utcnow()))
+    return session.scalars(free.limit(1)).first() is not None

@@ -72,10 +72,37 @@ def claim_next(
     return None if entry is None else claim_of(entry)
 
 
+def is_free(now: datetime):
+    """The condition of an entry anyone may take: pending, or claimed with a lease that ran out before `now`."""
+    return or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+
+
+def hold(entry: QueueEntry, annotator: str, lease_seconds: int) -> None:
+    """Give `entry` to `annotator` for `lease_seconds` from now (an undo hands its item back this way)."""
+    now = utcnow()
+    entry.state = "claimed"
+    entry.claimed_by = annotator
+    entry.claimed_at = now
+    entry.lease_expires = now + timedelta(seconds=lease_seconds)
+
+
+def live_answers(project_id: int, annotator: str):
+    """A select of the annotator's labels and skips in the project that no 'retract' row withdrew."""
+    retracted = select(Annotation.replaces_id).where(
+        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None)
+    )
+    return select(Annotation).where(
+        Annotation.project_id == project_id,
+        Annotation.annotator == annotator,
+        Annotation.kind.in_(("label", "skip")),
+        Annotation.id.not_in(retracted),
+    )
+
+
 def claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
     """The round's first free entry (pending, or claimed with an expired lease), claimed for `annotator`: a row
     lock that skips rows being taken, then an UPDATE that succeeds only while the row is still free."""
-    free = or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+    free = is_free(now)
     for _attempt in range(20):
         candidate = session.scalars(
             select(QueueEntry.id)
@@ -197,20 +224,7 @@ def undo_last(session: Session, project_id: int, annotator: str, lease_seconds: 
     Returns the retracted annotation, or None when there is nothing to undo. If the item's round is still being
     labeled, its queue entry is claimed again by the same annotator so it is the next item they see.
     """
-    retracted_ids = select(Annotation.replaces_id).where(
-        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None)
-    )
-    last = session.scalars(
-        select(Annotation)
-        .where(
-            Annotation.project_id == project_id,
-            Annotation.annotator == annotator,
-            Annotation.kind.in_(("label", "skip")),
-            Annotation.id.not_in(retracted_ids),
-        )
-        .order_by(Annotation.id.desc())
-        .limit(1)
-    ).first()
+    last = session.scalars(live_answers(project_id, annotator).order_by(Annotation.id.desc()).limit(1)).first()
     if last is None:
         return None
     session.add(
@@ -229,11 +243,7 @@ def undo_last(session: Session, project_id: int, annotator: str, lease_seconds: 
         entry = _lock_entry(session, last.queue_entry_id)
         round_ = _lock_round(session, entry.round_id) if entry else None
         if entry is not None and round_ is not None and round_.state == "labeling":
-            now = utcnow()
-            entry.state = "claimed"
-            entry.claimed_by = annotator
-            entry.claimed_at = now
-            entry.lease_expires = now + timedelta(seconds=lease_seconds)
+            hold(entry, annotator, lease_seconds)
     session.flush()
     return last
 
