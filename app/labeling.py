@@ -46,6 +46,7 @@ class SurfaceOptions:
     ahead: int = answers.DEFAULT_AHEAD  # entries held for the annotator (the one on screen and the next ones)
     lease_seconds: int = answers.DEFAULT_LEASE_SECONDS  # an entry not renewed for this long returns to the queue
     guard_ms: int = 120  # a press this soon after a new image is painted is ignored (a bounce, a double press)
+    repress_ms: int = 350  # the same answer again this soon after the last one is ignored ("did it register?")
     heartbeat_ms: int = 15_000  # while the page is visible the component renews its leases this often
     resend_ms: int = 2_500  # unacknowledged answers are sent again after this long
     accept_keys: tuple[str, ...] = ("Enter", " ")  # single-label: accept the model's guess
@@ -57,10 +58,11 @@ class SurfaceOptions:
         leases four times per lease (at most every 15 s), so a lease runs out only when the tab is gone."""
         lease = max(2, int(settings.lease_seconds))
         return cls(ahead=settings.label_ahead, lease_seconds=lease, guard_ms=settings.guard_ms,
+                   repress_ms=settings.repress_ms,
                    heartbeat_ms=min(15_000, lease * 1000 // 4))
 
     def browser_settings(self) -> dict:
-        return {"guard_ms": self.guard_ms, "heartbeat_ms": self.heartbeat_ms, "resend_ms": self.resend_ms,
+        return {"guard_ms": self.guard_ms, "repress_ms": self.repress_ms, "heartbeat_ms": self.heartbeat_ms, "resend_ms": self.resend_ms,
                 "accept_keys": list(self.accept_keys)}
 
 

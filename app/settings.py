@@ -18,8 +18,11 @@ class Settings:
     # use it.
     lease_seconds: int = 60
     # The Label page (app.labeling.SurfaceOptions): a press this soon after a new image is painted is ignored
-    # (WORKBENCH_GUARD_MS), and this many items are held ahead for each annotator (WORKBENCH_LABEL_AHEAD).
+    # (WORKBENCH_GUARD_MS), so is the same answer again this soon after the last one (WORKBENCH_REPRESS_MS: a
+    # "did it register?" press would land on the next item), and this many items are held ahead for each
+    # annotator (WORKBENCH_LABEL_AHEAD).
     guard_ms: int = 120
+    repress_ms: int = 350
     label_ahead: int = 5
     # A running job whose worker has not heartbeaten for this long is taken to be dead and is claimed again
     # (WORKBENCH_STALE_SECONDS; workers heartbeat every min(2 s, a quarter of it)).
@@ -38,13 +41,16 @@ class Settings:
         if lease < 2:
             raise ValueError(f"WORKBENCH_LEASE_SECONDS must be 2 or more, got {lease}")
         guard = int(os.environ.get("WORKBENCH_GUARD_MS", "120"))
+        repress = int(os.environ.get("WORKBENCH_REPRESS_MS", "350"))
         ahead = int(os.environ.get("WORKBENCH_LABEL_AHEAD", "5"))
-        if guard < 0 or ahead < 1:
-            raise ValueError(f"WORKBENCH_GUARD_MS must be >= 0 and WORKBENCH_LABEL_AHEAD >= 1, got {guard}, {ahead}")
+        if guard < 0 or repress < 0 or ahead < 1:
+            raise ValueError(f"WORKBENCH_GUARD_MS and WORKBENCH_REPRESS_MS must be >= 0 and WORKBENCH_LABEL_AHEAD "
+                             f">= 1, got {guard}, {repress}, {ahead}")
         stale = float(os.environ.get("WORKBENCH_STALE_SECONDS", "30"))
         if stale <= 0:
             raise ValueError(f"WORKBENCH_STALE_SECONDS must be > 0, got {stale}")
-        return cls(home=home, db_url=db_url, lease_seconds=lease, stale_seconds=stale, guard_ms=guard, label_ahead=ahead,
+        return cls(home=home, db_url=db_url, lease_seconds=lease, stale_seconds=stale, guard_ms=guard, repress_ms=repress,
+                   label_ahead=ahead,
                    access_token=_token("WORKBENCH_TOKEN"), admin_token=_token("WORKBENCH_ADMIN_TOKEN"))
 
 

@@ -178,7 +178,7 @@ def run_new(browser, server: Server, pid: int, n_labels: int) -> dict:
     page.set_default_timeout(120_000)
     page.goto(f"{server.url}/label?annotator=bench-new&project={pid}")
     ready = (f"() => {{ const s = {SURFACE}; return s && s.current && s.data && s.data.project_id === {pid}"
-             " && performance.now() - s.paintedAt > s.settings().guard_ms + 2; }")
+             " && performance.now() - s.paintedAt > s.settings().guard_ms + 2 && (!s.lastAnswer || performance.now() - s.lastAnswer.at > s.settings().repress_ms + 10); }")
     gold = gold_by_entry(wb, pid)
     boundaries = []
     page.wait_for_function(ready)

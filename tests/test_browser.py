@@ -76,7 +76,8 @@ def painted_entry(page, timeout: float = 90_000) -> int:
     longer ago than the guard time (a key pressed earlier is ignored by design)."""
     page.wait_for_function(
         f"() => {{ const s = {SURFACE}; return s && s.current && performance.now() - s.paintedAt > "
-        "s.settings().guard_ms + 10; }", timeout=timeout)
+        "s.settings().guard_ms + 10 && (!s.lastAnswer || performance.now() - s.lastAnswer.at > "
+        "s.settings().repress_ms + 10); }", timeout=timeout)
     return int(page.locator("img.ls-image").get_attribute("data-entry-id"))
 
 

@@ -95,7 +95,7 @@ class Typist:
         """As a person does: wait until an item of this project is painted for more than the guard time."""
         self.page.wait_for_function(
             f"() => {{ const s = {SURFACE}; return s && s.current && s.data && s.data.project_id === {self.pid}"
-            " && performance.now() - s.paintedAt > s.settings().guard_ms + 10; }", timeout=timeout)
+            " && performance.now() - s.paintedAt > s.settings().guard_ms + 10 && (!s.lastAnswer || performance.now() - s.lastAnswer.at > s.settings().repress_ms + 10); }", timeout=timeout)
         return self.shown()
 
     def shown(self) -> int | None:
@@ -172,13 +172,32 @@ def test_double_presses(server: dict, big: int, gap_ms: int) -> None:
     guard = typist.surface("s.settings().guard_ms")
     presses = [e for e in result["log"] if e["kind"] == "label"]
     ignored = [e for e in result["ignored"] if e["reason"] in ("guard", "nothing on screen")]
+    repressed = [e for e in result["ignored"] if e["reason"] == "re-press"]  # the same key again: next item's
     # the rule, whatever the load did to the gaps: a press counts only on an item painted for the guard time
     assert all(e["since_paint"] >= guard for e in presses)
     assert all(e["reason"] == "nothing on screen" or e["since_paint"] < guard for e in ignored)
-    assert result["live"] == len(presses) and result["live"] + len(ignored) == 8
+    assert result["live"] == len(presses) and result["live"] + len(ignored) + len(repressed) == 8
     assert result["live"] >= 4
     if gap_ms < guard:
         assert ignored
+    typist.close()
+
+
+def test_the_same_key_again_200_ms_later_never_labels_the_next_item(server: dict, big: int) -> None:
+    """"Did it register?": the key of the item just answered, pressed again 200 ms later, when the next image is
+    already on screen (longer than the guard time): ignored, so it cannot give the next item that label."""
+    typist = Typist(server, big, "represser")
+    for _ in range(4):
+        entry = typist.wait_for_item()
+        typist.pressed_on.append(entry)
+        key = typist.keys[typist.gold(entry)[0]]
+        typist.page.keyboard.press(key)
+        typist.page.wait_for_timeout(200)
+        typist.page.keyboard.press(key)  # the same key, whatever the item on screen now is
+        typist.page.wait_for_timeout(250)
+    result = typist.check()  # 0 wrong, 0 lost, 0 duplicated, against the item on screen at each press
+    assert result["live"] == 4
+    assert len([e for e in result["ignored"] if e["reason"] in ("re-press", "guard")]) == 4
     typist.close()
 
 

@@ -24,7 +24,8 @@ The data the component takes (app.labeling.surface_data builds it):
      "round": {"index", "state", "done", "total"} | None, "empty_reason": str | None,
      "history": [{"entry_id", "kind", "value", "label", "caption", "thumb", "project_id", "annotator"}],  # newest first
      "client_id": str | None, "acked_seq": int, "refusals": [Outcome dicts], "error": str | None,
-     "settings": {"guard_ms": 120, "heartbeat_ms": 15000, "resend_ms": 2500, "accept_keys": ["Enter", " "]}}
+     "settings": {"guard_ms": 120, "repress_ms": 350, "heartbeat_ms": 15000, "resend_ms": 2500,
+                  "accept_keys": ["Enter", " "]}}
 
 The value it returns is one trigger, "sync" (one rerun each), sent after new answers, on resend and as a heartbeat:
 

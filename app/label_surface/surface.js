@@ -175,6 +175,7 @@ class Surface {
     const d = (this.data && this.data.settings) || {};
     return {
       guard_ms: d.guard_ms ?? 120,
+      repress_ms: d.repress_ms ?? 350,
       heartbeat_ms: d.heartbeat_ms ?? 15000,
       resend_ms: d.resend_ms ?? 2500,
       accept_keys: d.accept_keys ?? ["Enter", " "],
@@ -556,6 +557,14 @@ class Surface {
       return this.ignore("guard", key);
     }
     const multi = this.data.task === "multi_label";
+    // The same answer again this soon after the last one (a "did it register?" press: the image already changed)
+    // would land on the next item; a tag toggle answers nothing, so it is never taken for one.
+    this.signature = `${action.kind}:${action.index ?? ""}`;
+    const last = this.lastAnswer;
+    if (!(multi && action.kind === "class") && last && last.signature === this.signature
+        && timeStamp - last.at < this.settings().repress_ms) {
+      return this.ignore("re-press", key);
+    }
     const names = (this.data.classes || []).map((c) => c.name);
     if (action.kind === "skip") return this.answer(item, "skip", null, "skipped");
     if (!item.image) return this.ignore("no image: only skip", key);
@@ -604,6 +613,7 @@ class Surface {
       if (!this.firstAnswerAt) this.firstAnswerAt = Date.now();
     }
     this.setNotice("");
+    this.lastAnswer = { signature: this.signature, at: this.keyTs };
     this.showItem(this.nextItem(), this.keyTs); // the next held item, drawn in the same frame as this key press
     this.drawStatus();
     this.drawHistory();
