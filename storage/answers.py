@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from storage import queue
 from storage.models import Annotation, AnswerReceipt, Item, Project, QueueEntry, Round, utcnow
 
-DEFAULT_LEASE_SECONDS = 60
+DEFAULT_LEASE_SECONDS = queue.DEFAULT_LEASE_SECONDS
 DEFAULT_AHEAD = 5
 KINDS = ("label", "skip", "undo")
 CLOSED_ROUND_STATES = ("training", "done")

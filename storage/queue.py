@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from storage.errors import StorageError
 from storage.models import Annotation, Item, QueueEntry, Round, utcnow
 
-DEFAULT_LEASE_SECONDS = 600
+DEFAULT_LEASE_SECONDS = 60  # the Label page renews what it holds (app.settings.Settings.lease_seconds)
 OPEN_STATES = ("pending", "claimed")
 
 
