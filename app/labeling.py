@@ -70,12 +70,14 @@ class SurfaceOptions:
 
 # ----- receiving ------------------------------------------------------------------------------------------------------
 def receive(db: Database, project_id: int, annotator: str, batch: dict,
-            options: SurfaceOptions = SurfaceOptions()) -> dict:
+            options: SurfaceOptions = SurfaceOptions(), signed_in: bool = False) -> dict:
     """Apply a batch from the component: {"client_id", "answers": [...], "held": [entry ids]}.
 
     Each answer is applied to the project and under the annotator it carries (stamped by the component when its key
     went down; so answers given before a project or name change still land where they were given), else to
-    `project_id` / `annotator`. The leases of `held` are renewed for `annotator`. Returns
+    `project_id` / `annotator`. With `signed_in` (the session's name comes from its sign-in, app.people_admin)
+    every answer is applied under `annotator`, whatever name it carries: a browser cannot answer, or undo, as
+    anyone else. The leases of `held` are renewed for `annotator`. Returns
     {"acked_seq": int, "outcomes": [Outcome.as_dict()], "renewed": [entry ids]}.
     """
     client_id = str(batch.get("client_id") or "").strip()[:64]
@@ -85,7 +87,8 @@ def receive(db: Database, project_id: int, annotator: str, batch: dict,
     for raw in batch.get("answers") or []:
         if not isinstance(raw, dict):
             continue
-        where = (int(raw.get("project_id") or project_id), _name(raw.get("annotator") or annotator))
+        claimed = annotator if signed_in else (raw.get("annotator") or annotator)
+        where = (int(raw.get("project_id") or project_id), _name(claimed))
         groups.setdefault(where, []).append(raw)
     outcomes: list[dict] = []
     with db.write() as s:

@@ -48,6 +48,15 @@ def server_command(port: int, host: str = DEFAULT_HOST) -> list[str]:
     ]
 
 
+SIGN_IN_VARIABLES = ("WORKBENCH_TOKEN", "WORKBENCH_ADMIN_TOKEN")
+
+
+def worker_environment(env: dict[str, str]) -> dict[str, str]:
+    """A worker's environment: the server's, less the sign-in tokens (a worker serves no page and needs none, so
+    a dump of its environment, e.g. in a crash report, holds none)."""
+    return {name: value for name, value in env.items() if name not in SIGN_IN_VARIABLES}
+
+
 def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEFAULT_HOST) -> int:
     settings = Settings.from_env()
     wb = Workbench(settings)  # applies migrations before anything else connects
@@ -55,9 +64,11 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEF
         wb.ensure_demo_project()
     env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
     tied = _stop_with_launcher(os.getpid())
+    worker_env = worker_environment(env)
 
     def _worker() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=env, preexec_fn=tied)
+        return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=worker_env,
+                                preexec_fn=tied)
 
     procs = [_worker() for _ in range(workers)]
     procs.append(

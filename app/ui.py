@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -19,6 +20,7 @@ import streamlit as st
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 
+from app import people_admin
 from app.page_table import page
 from app.read_models import JobView
 from app.settings import Settings
@@ -102,35 +104,50 @@ def page_link(url_path: str, label: str, icon: str | None = None) -> None:
 
 
 # ----- the workbench ----------------------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False)
-def _workbench(home: str, db_url: str, lease_seconds: int) -> Workbench:
-    return Workbench(Settings(home=Path(home), db_url=db_url, lease_seconds=lease_seconds))
+# One Workbench per settings for the whole server process, in a plain module-level cache, not st.cache_resource:
+# any browser, signed in or not, can send Streamlit's clear_cache message (the "c" key does it), and a cleared
+# resource cache would rebuild the Workbench (an engine and the Alembic upgrade under the write lock) on the next
+# run of every session. Nothing built before the access check may be rebuilt by a client.
+_WORKBENCHES: dict[tuple[str, str, int], Workbench] = {}
+_WORKBENCHES_LOCK = threading.Lock()
 
 
 def get_workbench() -> Workbench:
     """One Workbench (one database engine) per settings, shared by every session of this server."""
     settings = Settings.from_env()
-    return _workbench(str(settings.home), settings.db_url, settings.lease_seconds)
+    key = (str(settings.home), settings.db_url, settings.lease_seconds)
+    with _WORKBENCHES_LOCK:
+        if key not in _WORKBENCHES:
+            _WORKBENCHES[key] = Workbench(Settings(home=settings.home, db_url=settings.db_url,
+                                                   lease_seconds=settings.lease_seconds))
+        return _WORKBENCHES[key]
 
 
-@st.cache_data(show_spinner=False)
-def strategy_names(_wb: Workbench) -> list[str]:
-    """The registry's names, read once per server process (importing the registry is slow)."""
-    return _wb.strategy_names()
+def strategy_names(wb: Workbench) -> list[str]:
+    """The registry's names (the registry is imported once per server process; later calls are cheap)."""
+    return wb.strategy_names()
 
 
 # ----- access -----------------------------------------------------------------------------------------------------
-# Two roles. "annotator" pages (Projects list, Label, Rounds table, Dashboard) need WORKBENCH_TOKEN when it is set;
-# "admin" pages and actions (creating projects, round actions and strategy changes, Simulate, Export) need
-# WORKBENCH_ADMIN_TOKEN when it is set, else WORKBENCH_TOKEN (one shared token then opens everything). With neither
-# set nothing is asked, as before. The admin token opens annotator pages too. A token is given once per browser
-# session, in the sign-in box or as ?token=... in the link (taken out of the link at once), and kept in the
-# session state; tokens are compared with hmac.compare_digest.
-ROLES = ("annotator", "admin")  # each role includes the ones before it
+# Roles: "annotator" pages (Projects list, Label, Rounds table, Dashboard), "reviewer" parts, "admin" pages and
+# actions (creating projects, round actions and strategy changes, Simulate, Export); each role includes the ones
+# before it. Who holds which role:
+# - people (app.people_admin: `python -m app people add NAME --role ROLE`): once one exists, every page asks for a
+#   sign-in, a person's own token (or one-time link) signs them in, and the session's annotator name is theirs;
+#   the shared WORKBENCH_TOKEN names nobody and no longer signs in; WORKBENCH_ADMIN_TOKEN signs in as "admin".
+# - without people: WORKBENCH_TOKEN opens annotator pages, WORKBENCH_ADMIN_TOKEN everything (WORKBENCH_TOKEN alone
+#   opens everything), the name is typed; with neither set nothing is asked.
+# A token is given in the sign-in box, never in a link (`?token=` is dropped from the link and refused: it would
+# stay in the browser's history and in proxy logs); `?signin=CODE` is a person's one-time link. The sign-in is kept
+# in the session state and a person's is checked again on every page run (a removed person is signed out).
+ROLES = people_admin.ROLES
 TOKEN_PARAM = "token"
+LINK_PARAM = "signin"
 WRONG_TOKEN_DELAY = 1.0  # seconds a wrong token costs: guessing is slow
-_TOKEN_KEY = "_access_token"  # the session's valid token
+_SIGN_IN_KEY = "_sign_in"  # the session's app.people_admin.SignIn
 _ERROR_KEY = "_access_error"
+TOKEN_IN_LINK = ("Tokens are not taken from links: a link stays in the browser's history and in proxy logs. Type "
+                 "the token in the box below, or ask the admin for a one-time link (`python -m app people link NAME`).")
 
 
 def _same(given: str, expected: str) -> bool:
@@ -138,7 +155,8 @@ def _same(given: str, expected: str) -> bool:
 
 
 def role_of(token: str | None, settings: Settings) -> str | None:
-    """The role a token grants ('admin', 'annotator'), or None for a missing or wrong token."""
+    """The role a shared token from the environment grants ('admin', 'annotator'), or None for a missing or wrong
+    one."""
     if not token:
         return None
     is_admin = settings.admin_token is not None and _same(token, settings.admin_token)
@@ -148,24 +166,60 @@ def role_of(token: str | None, settings: Settings) -> str | None:
     return "annotator" if is_user else None
 
 
-def role_needed(role: str, settings: Settings) -> str | None:
-    """The role a session must hold to open something meant for `role`, or None when no token is asked for it."""
+def role_needed(role: str, settings: Settings, people: bool = False) -> str | None:
+    """The role a session must hold to open something meant for `role`, or None when no sign-in is asked for it
+    (`people`: whether any person is registered)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+    if people:
+        return role
     if role == "annotator":
         return "annotator" if settings.access_token else None
     return "admin" if (settings.access_token or settings.admin_token) else None
 
 
+def _people() -> bool:
+    """Whether any person is registered (one small query; people can be added while the server runs)."""
+    return people_admin.anyone(get_workbench().db)
+
+
+def _resolve(token: str, settings: Settings) -> people_admin.SignIn | str:
+    """The sign-in a token gives, or the reason it gives none."""
+    db = get_workbench().db
+    person = people_admin.by_token(db, token)
+    if person is not None:
+        return person
+    role = role_of(token, settings)
+    if role is None:
+        return "That token is not valid."
+    if not people_admin.anyone(db):
+        return people_admin.SignIn(role, None)
+    if settings.admin_token is not None and _same(token, settings.admin_token):
+        return people_admin.SignIn("admin", people_admin.ADMIN_NAME)
+    return "This workbench signs each person in with their own token: ask the admin for yours."
+
+
+def current_sign_in() -> people_admin.SignIn | None:
+    """This browser session's sign-in (None without one)."""
+    return st.session_state.get(_SIGN_IN_KEY)
+
+
+def name_is_signed_in() -> bool:
+    """Whether this session's annotator name comes from its sign-in (a person, or the admin token among people)."""
+    held = current_sign_in()
+    return held is not None and held.name is not None
+
+
 def session_role(settings: Settings | None = None) -> str | None:
-    """The role this browser session holds through its token (None without a valid one)."""
-    return role_of(st.session_state.get(_TOKEN_KEY), settings or Settings.from_env())
+    """The role this browser session holds through its sign-in (None without one)."""
+    held = current_sign_in()
+    return None if held is None else held.role
 
 
 def has_access(role: str, settings: Settings | None = None) -> bool:
-    """Whether this session may open what is meant for `role` ('annotator' or 'admin')."""
+    """Whether this session may open what is meant for `role` ('annotator', 'reviewer' or 'admin')."""
     settings = settings or Settings.from_env()
-    needed = role_needed(role, settings)
+    needed = role_needed(role, settings, _people())
     if needed is None:
         return True
     held = session_role(settings)
@@ -173,13 +227,23 @@ def has_access(role: str, settings: Settings | None = None) -> bool:
 
 
 def _offer_token(given: str) -> None:
-    """Keep a valid token for this session (the latest valid one wins); note a wrong one."""
-    given = (given or "").strip()
-    if role_of(given, Settings.from_env()) is None:
+    """Keep the sign-in a valid token gives for this session (the latest valid one wins); note a wrong one."""
+    outcome = _resolve((given or "").strip(), Settings.from_env())
+    if isinstance(outcome, str):
         time.sleep(WRONG_TOKEN_DELAY)
-        st.session_state[_ERROR_KEY] = "That token is not valid."
+        st.session_state[_ERROR_KEY] = outcome
         return
-    st.session_state[_TOKEN_KEY] = given
+    st.session_state[_SIGN_IN_KEY] = outcome
+    st.session_state.pop(_ERROR_KEY, None)
+
+
+def _take_link(code: str) -> None:
+    person = people_admin.by_link(get_workbench().db, code.strip())
+    if person is None:
+        time.sleep(WRONG_TOKEN_DELAY)
+        st.session_state[_ERROR_KEY] = "That sign-in link was used already, has expired or is not valid: ask for a new one."
+        return
+    st.session_state[_SIGN_IN_KEY] = person
     st.session_state.pop(_ERROR_KEY, None)
 
 
@@ -189,36 +253,65 @@ def _sign_in() -> None:
 
 
 def sign_out() -> None:
-    st.session_state.pop(_TOKEN_KEY, None)
+    st.session_state.pop(_SIGN_IN_KEY, None)
     st.session_state.pop(_ERROR_KEY, None)
+
+
+def _take_link_parameters(settings: Settings, people: bool) -> None:
+    """Take ?signin= and ?token= out of the link (the address bar, bookmarks) at once; spend a one-time link."""
+    if LINK_PARAM in st.query_params:
+        code = st.query_params.get(LINK_PARAM) or ""
+        del st.query_params[LINK_PARAM]
+        _take_link(code)
+    if TOKEN_PARAM in st.query_params:
+        del st.query_params[TOKEN_PARAM]
+        if settings.access_token or settings.admin_token or people:
+            st.session_state[_ERROR_KEY] = TOKEN_IN_LINK
+
+
+def _check_held_sign_in() -> None:
+    """A person's sign-in as the database has it now: their role may have changed, or they were removed."""
+    held = current_sign_in()
+    if held is None:
+        return
+    now = people_admin.still_valid(get_workbench().db, held)
+    if now is None:
+        sign_out()
+        st.session_state[_ERROR_KEY] = "You were signed out: your sign-in was withdrawn."
+    elif now != held:
+        st.session_state[_SIGN_IN_KEY] = now
 
 
 def require_access(role: str, what: str | None = None) -> None:
     """Stop the page (or the rest of it) with a sign-in box unless this session may open what is meant for `role`.
 
-    `open_page` calls it first with the page's role (from app/page_table.py), so a visitor without a token sees
-    the sign-in box and nothing else; a page calls it again before an admin-only part, naming that part in
-    `what`. A `?token=...`
-    in the link is taken (and removed from the link) first. Without any token configured it does nothing.
+    `open_page` calls it first with the page's role (from app/page_table.py), so a visitor without a sign-in sees
+    the sign-in box and nothing else; a page calls it again before a part for a higher role, naming that part in
+    `what`. Without people and without any token configured it does nothing.
     """
     settings = Settings.from_env()
-    if TOKEN_PARAM in st.query_params:
-        given = st.query_params.get(TOKEN_PARAM) or ""
-        del st.query_params[TOKEN_PARAM]  # out of the address bar, the history and bookmarks
-        if settings.access_token or settings.admin_token:
-            _offer_token(given)
+    people = _people()
+    _take_link_parameters(settings, people)
+    _check_held_sign_in()
     if has_access(role, settings):
-        if error := st.session_state.pop(_ERROR_KEY, None):  # a wrong ?token= on a page open to all
+        if error := st.session_state.pop(_ERROR_KEY, None):  # e.g. a refused link on a page open to all
             st.error(error)
         return
-    needed = role_needed(role, settings)
-    token_name = "admin token" if needed == "admin" and settings.admin_token else "access token"
-    subject = what or "This page"
-    held = session_role(settings)
-    if held is not None:
-        st.warning(f"{subject} needs the {token_name}; you are signed in as {held}.")
+    needed = role_needed(role, settings, people)
+    if people:
+        token_name = "token"
     else:
-        st.info(f"{subject} needs the workbench's {token_name}. Give it here (or in the link as ?token=...).")
+        token_name = "admin token" if needed == "admin" and settings.admin_token else "access token"
+    subject = what or "This page"
+    held = current_sign_in()
+    if held is not None:
+        who = f"{held.name} ({held.role})" if held.name else held.role
+        need = f"the {needed} role" if people else f"the {token_name}"
+        st.warning(text(f"{subject} needs {need}; you are signed in as {who}."))
+    elif people:
+        st.info(f"{subject} needs a sign-in: give your own token here, or open your one-time sign-in link.")
+    else:
+        st.info(f"{subject} needs the workbench's {token_name}. Give it here.")
     with st.form("_sign_in_form"):
         st.text_input(token_name.capitalize(), type="password", key="_token_field", autocomplete="off")
         st.form_submit_button("Sign in", type="primary", on_click=_sign_in, key="_sign_in_button")
@@ -245,16 +338,32 @@ def _rename_annotator() -> None:
     holder = st.session_state.get("_label_holder")  # (project id, annotator) the Label page last held items for
     _keep("_annotator_field", "annotator")
     if holder and old and holder[1] == old and st.session_state["annotator"] != old:
+        _release_label_holder()
+
+
+def _release_label_holder() -> None:
+    """Give back the items the Label page last held for this session's (project, annotator)."""
+    holder = st.session_state.pop("_label_holder", None)
+    if holder:
         with get_workbench().db.write() as s:
-            answers.release_held(s, holder[0], old)
-        st.session_state.pop("_label_holder")
+            answers.release_held(s, holder[0], holder[1])
 
 
 def sidebar(wb: Workbench) -> tuple[int | None, str]:
-    """Render the project picker and the annotator name; return (selected project id or None, annotator)."""
+    """Render the project picker and the annotator name; return (selected project id or None, annotator).
+
+    A sign-in that names its holder (a person, or the admin token while people exist) fixes the annotator name:
+    no field to type in, `?annotator=` ignored. Otherwise the name is typed (or set with ?annotator=NAME) and is
+    not verified."""
     projects = wb.projects()
     names = {p.id: p.name for p in projects}
-    if "annotator" not in st.session_state:
+    held = current_sign_in()
+    fixed = held.name if held is not None else None
+    if fixed is not None:
+        if st.session_state.get("annotator") not in (None, fixed):
+            _release_label_holder()
+        st.session_state["annotator"] = fixed
+    elif "annotator" not in st.session_state:
         st.session_state["annotator"] = (st.query_params.get("annotator") or "").strip()[:100] or DEFAULT_ANNOTATOR
     wanted = str(st.query_params.get("project") or "")
     if "project_id" not in st.session_state and wanted.isdigit():  # ?project=ID opens that project first
@@ -276,19 +385,23 @@ def sidebar(wb: Workbench) -> tuple[int | None, str]:
             )
         else:
             st.info("No project yet: create one on the Projects page.")
-        st.text_input(
-            "Annotator",
-            key="_annotator_field",
-            on_change=_rename_annotator,
-            help="Your name as stored with each label. Set it in the link with ?annotator=NAME.",
-            max_chars=100,
-        )
-        held = session_role()
-        if held is not None:  # only where tokens are configured and this session gave one
-            st.caption(f"Signed in as {held}.")
+        if fixed is None:
+            st.text_input(
+                "Annotator",
+                key="_annotator_field",
+                on_change=_rename_annotator,
+                help="Your name as stored with each label (not verified: an admin can give each person their own "
+                     "sign-in with `python -m app people add NAME`). Set it in the link with ?annotator=NAME.",
+                max_chars=100,
+            )
+        if held is not None:  # only where sign-in is configured and this session signed in
+            who = f"{held.name} ({held.role})" if held.name else held.role
+            st.caption(text(f"Signed in as {who}."))
             st.button("Sign out", key="_sign_out", on_click=sign_out)
-    if st.query_params.get("annotator") != st.session_state["annotator"]:
+    if fixed is None and st.query_params.get("annotator") != st.session_state["annotator"]:
         st.query_params["annotator"] = st.session_state["annotator"]  # a reload or a bookmark keeps the name
+    elif fixed is not None and "annotator" in st.query_params:
+        del st.query_params["annotator"]
     return st.session_state["project_id"], st.session_state["annotator"]
 
 

@@ -213,3 +213,31 @@ class AnswerReceipt(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     annotation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Person(Base):
+    """Someone who signs in (storage.people): a name stored with each of their answers, a role, and the SHA-256 of
+    their token (the token itself is shown once, never stored). A removed person stays (their history names them)
+    but can no longer sign in."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(10))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SignInLink(Base):
+    """A one-time sign-in link for a person (storage.people.make_link): the SHA-256 of its code, used once before
+    it expires. A link that leaks through the browser's history or a proxy's log is then worth nothing."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

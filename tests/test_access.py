@@ -144,9 +144,17 @@ def test_a_wrong_token_is_refused(wb: Workbench) -> None:
     assert at.text_input(key="_token_field").value == ""  # the box is emptied
     sign_in(at, USER_TOKEN[:-1])  # a prefix is not the token
     assert shows_only_login(at)
-    at = app(token="wrong")
-    assert shows_only_login(at) and "not valid" in at.error[0].value and "token" not in at.query_params
-    assert "_access_token" not in at.session_state
+    assert "_sign_in" not in at.session_state
+
+
+@pytest.mark.usefixtures("tokens")
+def test_a_token_in_the_link_is_dropped_and_never_signs_in(wb: Workbench) -> None:
+    """A link stays in the browser's history and in proxy logs: `?token=` is taken out and refused, right or wrong."""
+    for token in (ADMIN_TOKEN, USER_TOKEN, "wrong"):
+        at = app(token=token)
+        assert "token" not in at.query_params and shows_only_login(at)
+        assert "Tokens are not taken from links" in at.error[0].value
+        assert "_sign_in" not in at.session_state
 
 
 @pytest.mark.usefixtures("tokens")
@@ -189,9 +197,8 @@ def test_the_annotator_token_opens_label_and_dashboard_but_not_the_admin_parts(w
 
 
 @pytest.mark.usefixtures("tokens")
-def test_the_admin_token_in_the_link_opens_everything_and_leaves_the_link(wb: Workbench) -> None:
-    at = app(token=ADMIN_TOKEN)
-    assert "token" not in at.query_params  # taken out of the address bar
+def test_the_admin_token_opens_everything(wb: Workbench) -> None:
+    at = sign_in(app(), ADMIN_TOKEN)
     assert page_is_open(at, "Projects") and at.text_input(key="new_name")
     assert at.sidebar.get("caption")[-1].value == "Signed in as admin."
     for page in PAGES:
@@ -231,7 +238,7 @@ def test_an_admin_token_alone_leaves_labeling_open(wb: Workbench, monkeypatch: p
 @pytest.mark.usefixtures("tokens")
 def test_the_annotator_name_is_recorded_on_every_label_and_skip(wb: Workbench) -> None:
     pets = wb.project_id("Pets")
-    at = go(app(annotator="alice", token=USER_TOKEN), "label")
+    at = go(sign_in(app(annotator="alice"), USER_TOKEN), "label")
     assert at.session_state["annotator"] == "alice" and at.query_params["annotator"] == "alice"
     from tests.test_pages import answer, surface  # the Label page's surface: its data, and a batch it sends
 
@@ -331,7 +338,11 @@ def test_a_browser_is_asked_for_the_token_and_gets_in_with_it(token_server) -> N
         page.get_by_role("link", name="Export").click()  # same session: still the annotator token
         expect(page.get_by_text("needs the admin token; you are signed in as annotator")).to_be_visible()
 
-        page.goto(f"{url}/export?token={ADMIN_TOKEN}")  # a new session: the token comes in the link
-        expect(page.get_by_text("Labels (CSV)")).to_be_visible(timeout=60_000)
+        page.goto(f"{url}/export?token={ADMIN_TOKEN}")  # a token in a link is refused and leaves the address bar
+        expect(page.get_by_text("Tokens are not taken from links")).to_be_visible(timeout=60_000)
         _wait(lambda: "token=" not in page.url, 10, "the token to leave the address bar")
+        assert page.get_by_text("Labels (CSV)").count() == 0
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Labels (CSV)")).to_be_visible(timeout=60_000)
         browser.close()

@@ -84,8 +84,10 @@ def last_batch(key: str = "label_surface") -> dict | None:
 
 
 def show_label_surface(db: Database, project_id: int, annotator: str,
-                       options: SurfaceOptions = SurfaceOptions(), key: str = "label_surface") -> dict:
-    """Draw the label surface for `annotator` on `project_id`; returns the data it was mounted with.
+                       options: SurfaceOptions = SurfaceOptions(), key: str = "label_surface",
+                       signed_in: bool = False) -> dict:
+    """Draw the label surface for `annotator` on `project_id`; returns the data it was mounted with. `signed_in`:
+    the name comes from the session's sign-in, so every answer is stored under it (app.labeling.receive).
 
     The component's batch is applied in the widget callback (before the page body runs again), so the data built
     in this run already acknowledges it. A database that is busy or down leaves the answers unacknowledged: the
@@ -100,7 +102,7 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
             return
         st.session_state[client_key] = str(batch.get("client_id") or "")[:64] or None
         try:
-            receive(db, project_id, annotator, batch, options)
+            receive(db, project_id, annotator, batch, options, signed_in=signed_in)
             st.session_state.pop(error_key, None)
         except (OperationalError, StorageError, ValueError) as error:
             # Nothing of the batch was committed, so nothing is acknowledged: the tab keeps the answers and resends.

@@ -76,7 +76,7 @@ ui.show_flash()
 if failed_embedding(wb.failed_jobs(project_id)):
     st.stop()
 options = labeling.SurfaceOptions.from_settings(Settings.from_env())  # lease, guard time, items ahead
-data = show_label_surface(wb.db, project_id, annotator, options)
+data = show_label_surface(wb.db, project_id, annotator, options, signed_in=ui.name_is_signed_in())
 st.session_state["_label_holder"] = (project_id, annotator)  # a rename in the sidebar gives these items back
 if not data["items"]:
     waiting_view()
