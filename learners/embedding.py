@@ -111,21 +111,24 @@ def standardize(
     features: np.ndarray,
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
+    fit_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features - mean) / std per column, as float32, and the mean and std used.
 
-    When `mean`/`std` are None they are computed from `features` (pass the pool's plain-view features);
-    std is floored at 1e-6 so constant columns do not blow up.
+    When `mean`/`std` are None they are computed from the rows `fit_rows` of `features` (all rows when None).
+    Pass the pool's rows: the evaluation set must not shape what training or selection see. std is floored at
+    1e-6 so constant columns do not blow up.
     """
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
         raise ValueError(f"features must be a 2-D array (items x dims), got shape {features.shape}")
-    if len(features) == 0 and (mean is None or std is None):
+    fit = features if fit_rows is None else features[np.asarray(fit_rows, dtype=np.int64)]
+    if len(fit) == 0 and (mean is None or std is None):
         raise ValueError("cannot compute a mean and std from zero feature rows")
     if mean is None:
-        mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
+        mean = fit.mean(axis=0, dtype=np.float64).astype(np.float32)
     if std is None:
-        std = features.std(axis=0, dtype=np.float64).astype(np.float32)
+        std = fit.std(axis=0, dtype=np.float64).astype(np.float32)
     mean = np.asarray(mean, dtype=np.float32)
     std = np.maximum(np.asarray(std, dtype=np.float32), np.float32(1e-6))
     return (features - mean) / std, mean, std

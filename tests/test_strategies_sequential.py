@@ -10,7 +10,7 @@ import torch
 
 from learners.strategies import StrategyInputs, get_strategy
 from learners.strategies.direct import agreement, threshold_pick
-from learners.strategies.galaxy import CANDIDATE, LABELED, galaxy_pick
+from learners.strategies.galaxy import CANDIDATE, LABELED, galaxy_pick, line_score
 
 ALL = ["galaxy", "direct", "bait"]
 SEQUENTIAL = ["galaxy", "direct"]
@@ -105,9 +105,9 @@ def test_galaxy_simulation_hand_checked() -> None:
     assert oracle.asked == [4, 2, 3, 5]  # once per pick, only picked positions
     assert picks.arms == ["galaxy"] * 4
     assert picks.note == "galaxy: 3 bisection, 1 boundary"
-    # class cycle for seed 0, C = 2 is [0, 1]: scores are margin_0(4) = 0.5 - 0.5, margin_1(2) = 0.3 - 0.7,
-    # margin_0(3) = 0.6 - 0.4, margin_1(5) = 0.6 - 0.4
-    np.testing.assert_allclose(picks.scores, [0.0, -0.4, 0.2, 0.2], atol=1e-12)
+    # class cycle for seed 0, C = 2 is [0, 1]: scores are margin_k = P_k - max P + 1e-8 max P of the picks,
+    # margin_0(4) = 0.5e-8, margin_1(2) = 0.3 - 0.7 + 0.7e-8, margin_0(3) = 0.6e-8, margin_1(5) = 0.6e-8
+    np.testing.assert_allclose(picks.scores, [0.5e-8, -0.4 + 0.7e-8, 0.6e-8, 0.6e-8], rtol=1e-9, atol=1e-15)
 
 
 def test_galaxy_web_ui_calls_give_the_same_picks_as_the_simulation() -> None:
@@ -135,7 +135,7 @@ def test_galaxy_without_ask_earlier_picks_are_taken_not_labeled() -> None:
 @pytest.mark.parametrize("seed, expected_cycle", [(0, [2, 0, 1, 3]), (3, [3, 2, 1, 0])])
 def test_galaxy_step_continues_the_seeded_class_cycle(seed: int, expected_cycle: list[int]) -> None:
     """np.random.default_rng(seed).permutation(4) is the cycle; pick s of a round uses cycle[s % 4]. Each pick's
-    score is margin_k on its class line, which (Dirichlet probs) identifies k."""
+    score is margin_k on its class line (`line_score`), which (Dirichlet probs) identifies k."""
     inputs, truth = pool_inputs(n=80, classes=4, labeled=16)
     labeled, labels = inputs.labeled.tolist(), inputs.labels.tolist()
     strategy = get_strategy("galaxy", seed=seed)
@@ -146,8 +146,7 @@ def test_galaxy_step_continues_the_seeded_class_cycle(seed: int, expected_cycle:
                               step=step)
         sel = strategy.select(call, 1, rng(step))
         p = inputs.probs[sel.positions[0]]
-        margins = [p[k] - np.delete(p, k).max() for k in range(4)]
-        used.append(int(np.argmin(np.abs(np.array(margins) - sel.scores[0]))))
+        used.append(int(np.argmin(np.abs(line_score(p, p.max()) - sel.scores[0]))))
         labeled.append(int(sel.positions[0]))
         labels.append(int(truth[sel.positions[0]]))
     assert used == expected_cycle * 2
@@ -198,7 +197,7 @@ def test_direct_threshold_pick_hand_checked() -> None:
     sel = get_strategy("direct").select(twenty_one(step=1), 1, rng())
     assert sel.positions.tolist() == [10]
     assert sel.note == "direct: 1 threshold"
-    np.testing.assert_allclose(sel.scores, [0.5 - 0.5])  # margin_1 of item 10: P = (0.5, 0.5)
+    np.testing.assert_allclose(sel.scores, [0.5e-8], rtol=1e-9)  # margin_1 of item 10, P = (0.5, 0.5): 1e-8 max P
 
 
 def test_direct_alternates_phases_and_favours_the_least_labeled_class() -> None:
@@ -212,8 +211,9 @@ def test_direct_alternates_phases_and_favours_the_least_labeled_class() -> None:
     assert oracle.asked == sel.positions.tolist()
     p = probs[sel.positions]
     # class 1 keeps the fewest labels (2 + at most 6 < 20), so visits 0 and 2 are class 1's, visit 1 class 0's;
-    # a pick's score is margin_k, which with two classes is P1 - P0 for class 1 and P0 - P1 for class 0
-    np.testing.assert_allclose(sel.scores, (p[:, 1] - p[:, 0]) * [1, 1, -1, -1, 1, 1])
+    # a pick's score is margin_k = P_k - max P + 1e-8 max P on that class's line
+    classes = np.array([1, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(sel.scores, line_score(p[np.arange(6), classes], p.max(axis=1)))
     assert sel.note == "direct: 3 threshold, 3 version-space"
 
 
@@ -221,8 +221,9 @@ def test_direct_alternates_phases_and_favours_the_least_labeled_class() -> None:
 
 
 def dense_objective(probs: np.ndarray, feats: np.ndarray, dim: int, lam: float, budget: int,
-                    labeled_count: int) -> Callable[[list[int]], float]:
-    """members -> trace((lam I + sum over members of I_i / (|L| + B))^-1 F), every matrix built densely (kron)."""
+                    labeled: list[int]) -> Callable[[list[int]], float]:
+    """batch -> trace((lam I + (sum over L of I_i + B sum over the batch of I_i) / (|L| + B))^-1 F), the original
+    code's weighting (each batch item B times a labeled one), every matrix built densely (kron)."""
     x = feats - feats.mean(axis=0)
     _, vecs = np.linalg.eigh(x.T @ x)
     x = x @ vecs[:, ::-1][:, :dim]
@@ -231,8 +232,9 @@ def dense_objective(probs: np.ndarray, feats: np.ndarray, dim: int, lam: float, 
     info = [np.kron(q.T @ (np.diag(pi) - np.outer(pi, pi)) @ q, np.outer(xi, xi)) for pi, xi in zip(p, x)]
     fisher = sum(info) / len(info)
 
-    def objective(members: list[int]) -> float:
-        a = lam * np.eye(len(fisher)) + sum((info[i] for i in members), np.zeros_like(fisher)) / (labeled_count + budget)
+    def objective(batch: list[int]) -> float:
+        a = (lam * np.eye(len(fisher)) + sum((info[i] for i in labeled), np.zeros_like(fisher)) / (len(labeled) + budget)
+             + sum((info[i] for i in batch), np.zeros_like(fisher)) * budget / (len(labeled) + budget))
         return float(np.trace(np.linalg.solve(a, fisher)))
 
     return objective
@@ -247,10 +249,7 @@ def test_bait_matches_forward_backward_greedy_on_the_dense_objective(seed, lam, 
     feats = g.normal(size=(n, h)) * g.uniform(0.2, 3, size=(n, 1))
     lab = list(range(labeled))
     cands = list(range(labeled, n))
-    dense = dense_objective(probs, feats, dim, lam, budget, labeled)
-
-    def objective(batch: list[int]) -> float:
-        return dense(lab + batch)
+    objective = dense_objective(probs, feats, dim, lam, budget, lab)
 
     batch: list[int] = []  # forward greedy to 2B, then backward to B, on the dense objective
     for _ in range(2 * budget):

@@ -62,13 +62,12 @@ def select_round(job: Job, ctx: JobContext) -> str:
     budget = _budget(view)
     ahead = rounds.pick_ahead(view.project, view.strategy.sequential)
     entries = [] if view.follow_up else _eval_entries(view)
-    candidates = np.flatnonzero([it.split == "pool" and _open(it.id, view) for it in view.items])
-    ids = np.array([it.id for it in view.items], dtype=np.int64)
-    inputs = _strategy_inputs(ctx, view, ids, candidates)
-    ctx.progress(0.5, f"{view.round_.strategy}: choosing {budget} of {len(candidates)}"
+    inputs = _strategy_inputs(ctx, view)
+    ctx.progress(0.5, f"{view.round_.strategy}: choosing {budget} of {len(inputs.candidates)}"
                       + (f" and ranking {ahead} ahead for the next round" if ahead else ""))
     rng = np.random.default_rng([view.project.seed, view.round_.index, view.picked])
     selection = view.strategy.select(inputs, budget + ahead, rng)
+    ids = inputs.item_ids
     ranked = [(int(ids[p]), arm, float(sc)) for p, sc, arm in zip(selection.positions, selection.scores, selection.arms)]
     entries += ranked[:budget]
     if not _store(ctx, job, view, entries, selection, ranked[budget:]):
@@ -159,30 +158,34 @@ def _fill_note(view: _RoundView, entries: list[Entry], selection: Selection) -> 
     return f"{picks} more picked with the new head" + (f" ({selection.note})" if selection.note else "")
 
 
-def _strategy_inputs(ctx: JobContext, view: _RoundView, ids: np.ndarray, candidates: np.ndarray) -> StrategyInputs:
-    """What a strategy reads, all indexed by pool position (items ordered by id); gold labels are never included."""
-    project, items, labels = view.project, view.items, view.labels
+def _strategy_inputs(ctx: JobContext, view: _RoundView) -> StrategyInputs:
+    """What a strategy reads: the pool items only (ordered by id; position i is item `item_ids[i]`), never an
+    evaluation item, not even in the feature standardisation, and never a gold label."""
+    project, labels = view.project, view.labels
+    pool = [it for it in view.items if it.split == "pool"]
+    ids = np.array([it.id for it in pool], dtype=np.int64)
     needs = view.strategy.needs | view.strategy.uses
-    inputs = StrategyInputs(candidates=candidates)
+    labeled = np.array([i for i, it in enumerate(pool) if it.id in labels], dtype=np.int64)
+    inputs = StrategyInputs(candidates=np.array([i for i, it in enumerate(pool) if _open(it.id, view)], dtype=np.int64),
+                            labeled=labeled, step=view.picked, multi_label=project.task == "multi_label", item_ids=ids)
+    inputs.labels = label_array([labels[pool[i].id].value for i in labeled], len(project.classes), inputs.multi_label)
+    if not len(pool):
+        return inputs
     inputs.probs, inputs.previous_probs = _predictions(ctx, project, ids, previous="previous_probs" in needs)
-    labeled = np.array([i for i, it in enumerate(items) if it.split == "pool" and it.id in labels], dtype=np.int64)
-    inputs.labeled = labeled
-    inputs.multi_label = project.task == "multi_label"
-    inputs.labels = label_array([labels[items[i].id].value for i in labeled], len(project.classes), inputs.multi_label)
     if needs & {"features", "penultimate"}:
         features, feature_ids = ensure_features(ctx, project.id)
-        x = align(standardize(features)[0], feature_ids, ids)
+        x = standardize(align(features, feature_ids, ids))[0]  # the statistics of the pool rows
         inputs.features = x
         head = load_head(ctx.db, project.id) if "penultimate" in needs else None
         inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
-    inputs.step = view.picked
     return inputs
 
 
 def _predictions(ctx: JobContext, project: Project, ids: np.ndarray,
                  previous: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(P, P_prev) by pool position: the latest head's probabilities and those of the predictions saved before
-    them (the previous round's, for strategies that use `previous_probs`), both looked up by item id; an item P_prev does not know gets a NaN row.
+    """(P, P_prev) for the pool items `ids`: the latest head's probabilities and those of the predictions saved
+    before them (the previous round's, for strategies that use `previous_probs`), both looked up by item id; an item
+    P_prev does not know gets a NaN row.
     A project started from a source head has no predictions before its first training: the source head's are
     computed here and saved, so they also serve as the next round's P_prev."""
     with ctx.db.read() as s:
@@ -201,9 +204,10 @@ def _source_predictions(ctx: JobContext, project: Project, ids: np.ndarray) -> n
     if head is None:
         return None
     features, feature_ids = ensure_features(ctx, project.id)
-    # The project's own feature statistics, as every head of the project sees them (a source head trained on
-    # another pool thus reads target features normalised to the target: a cheap form of adaptation).
-    x = standardize(features)[0]
+    # The project's own pool statistics, as every head of the project sees them (a source head trained on
+    # another pool thus reads target features normalised to the target: a cheap form of adaptation). Every item is
+    # predicted (the evaluation set too, for its metrics); only the pool's rows set the statistics.
+    x = standardize(features, fit_rows=np.flatnonzero(np.isin(feature_ids, ids)))[0]
     if head.in_dim != x.shape[1]:
         raise ValueError(f"the source head reads {head.in_dim} features, this project's backbone gives {x.shape[1]}")
     probs = head.predict_proba(x)

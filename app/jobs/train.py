@@ -100,7 +100,10 @@ def _training_data(ctx: JobContext, project_id: int) -> _TrainingData:
     row_of = {int(i): r for r, i in enumerate(ids)}
     items = [it for it in items if it.id in row_of]  # a missing file has no features (app.jobs.features)
     split = {it.id: it.split for it in items}
-    x, mean, std = standardize(features)
+    # The statistics of the pool rows only: the evaluation items never shape what trains (nor what selects: the
+    # select job standardizes with the same rows).
+    pool_rows = np.array([row_of[it.id] for it in items if it.split == "pool"], dtype=np.int64)
+    x, mean, std = standardize(features, fit_rows=pool_rows if len(pool_rows) else None)
     return _TrainingData(
         project=project, ids=ids, x=x, mean=mean, std=std, row_of=row_of, labels=labels,
         pool_ids=[i for i in labels if split.get(i) == "pool"], eval_ids=[i for i in labels if split.get(i) == "eval"],

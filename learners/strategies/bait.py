@@ -1,6 +1,7 @@
 """`bait`: Fisher-information batch design (Ash et al., NeurIPS 2021), multi-class and multi-label.
 
-1. Features: the head's penultimate features G (N x h), centered over the whole pool and projected on their top
+1. Features: the head's penultimate features G (N x h), centered over the pool rows handed over (the pool only:
+   app.jobs.select never hands the evaluation set to a strategy) and projected on their top
    `dim` principal components (d = min(dim, h)), giving x_i (d values).
 2. Per-item Fisher information of the softmax head's last layer, I_i = (diag p_i - p_i p_i^T) kron x_i x_i^T. The
    matrix diag p - p p^T always has the all-ones vector in its null space (adding a constant to every logit changes
@@ -8,10 +9,12 @@
    M_i = Q^T (diag p_i - p_i p_i^T) Q, (C-1) x (C-1), and I_i = M_i kron x_i x_i^T is D x D with D = (C-1) d.
    Its square-root factor U_i = R_i kron x_i (D x (C-1)), R_i = V sqrt(Lambda) from the eigendecomposition of M_i,
    gives I_i = U_i U_i^T: each item is a rank-(C-1) update.
-3. F = mean of I_i over the pool (all N rows), and for a batch S the design matrix
-       A(S) = lambda I + (sum over L and S of I_i) / (|L| + B)
-   (the original code's normalization: the labeled-plus-batch Fisher as an average, so `lam` is on the scale of
-   one item's information). BAIT minimizes trace(A(S)^-1 F) over |S| = B.
+3. F = mean of I_i over the pool (all N rows), and for a batch S of B items the design matrix
+       A(S) = lambda I + (sum over L of I_i + B * sum over S of I_i) / (|L| + B)
+   exactly as the original code scales it (JordanAsh/badge `bait_sampling.py`: the labeled mean Fisher weighted
+   |L| / (|L| + B), each candidate's factor multiplied by sqrt(B / (|L| + B))): each batch item weighs B times a
+   labeled one (`batch_weight`). BAIT minimizes trace(A(S)^-1 F) over |S| = B, B = `budget` (the items picked in
+   the call).
 4. Greedy forward: 2B times add the candidate that lowers the trace most. With K = A^-1, adding U_i lowers it by
        gain_i = trace((I + Z1_i)^-1 Z2_i),   Z1_i = U_i^T K U_i,  Z2_i = U_i^T KFK U_i   ((C-1) x (C-1)),
    and K and KFK get Woodbury rank-(C-1) updates. The Kronecker structure is never expanded for the candidates
@@ -176,15 +179,15 @@ class FisherDesign:
         """BAIT's batch: (indices into `candidates`, best first; their removal costs)."""
         import torch
 
-        weight = 1.0 / (len(labeled) + budget)
         a = self.lam * torch.eye(self.D, dtype=torch.float64, device=self.device)
         if len(labeled):
-            a += weight * self.fisher_sum(labeled)
+            a += self.fisher_sum(labeled) / (len(labeled) + budget)
         inv = torch.cholesky_inverse(torch.linalg.cholesky(a))   # K = A^-1
         inv_f_inv = inv @ self.fisher @ inv                       # K F K
 
         # Per candidate: R_i scaled so that each item weighs `weight` (U_i = sqrt(weight) R_i kron x_i), and the
         # traces of U_i^T K U_i and U_i^T KFK U_i, which bound the gain (see forward_gains).
+        weight = batch_weight(len(labeled), budget)
         rows = torch.as_tensor(candidates, device=self.device)
         factor = torch.empty(len(candidates), self.r, self.r, dtype=torch.float64, device=self.device)
         trace_inv = torch.empty(len(candidates), dtype=torch.float64, device=self.device)
@@ -275,6 +278,12 @@ class FisherDesign:
         new_inv = inv - sign * pw @ p.T
         new_inv_f_inv = inv_f_inv - sign * (pw @ q.T + q @ pw.T) + pw @ e @ pw.T
         return new_inv, new_inv_f_inv, p, q, w, e
+
+
+def batch_weight(num_labeled: int, budget: int) -> float:
+    """A batch item's weight in A(S): B / (|L| + B), B times a labeled item's 1 / (|L| + B) (the original code's
+    sqrt(B / (|L| + B)) scaling of each candidate's factor)."""
+    return budget / (num_labeled + budget)
 
 
 def _trace(matrices: torch.Tensor) -> torch.Tensor:

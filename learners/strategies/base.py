@@ -29,6 +29,8 @@ class StrategyInputs:
     `previous_probs` (N x C, by pool position like `probs`) is the softmax the previous round's head gave the same
     items, already aligned by item id by the caller (never by position: the pool order may change between rounds);
     a row that is all NaN means the item had no previous prediction (it is new to the pool). Read by `lftl`.
+    `item_ids` (N, int64): the item id of each pool position, as app.jobs.select fills it (None when the caller
+    has no item ids, e.g. arrays built in a test).
 
     `multi_label`: the project is multi-label. Then `labels` is an (n_labeled, K) 0/1 matrix (row i: the classes
     item `labeled[i]` has), `probs` (N x K) are independent sigmoids (rows need not sum to 1), and a sequential
@@ -44,6 +46,7 @@ class StrategyInputs:
     labels: np.ndarray | None = None
     step: int = 0  # picks this round has already made (sequential strategies continue their cycle from here)
     multi_label: bool = False
+    item_ids: np.ndarray | None = None
 
 
 @dataclass

@@ -6,7 +6,8 @@ one class per item. (The per-class lines would carry over as galaxy's do, margin
 matrix, so a multi-label DIRECT would be a small change; TAILOR refuses `direct` arms in multi-label projects too.)
 
 Per class k the pool (labeled + candidates) is laid on the same margin_k line as `galaxy` (largest margin_k first,
-margin_k = P_k - max_{j != k} P_j; see galaxy.py for why j != k). A threshold t (0..n on a line of n items) calls
+margin_k = P_k - max_j P_j + 1e-8 max_j P_j in float64, `galaxy.line_score`, as LabelBench's `direct.py` writes
+it). A threshold t (0..n on a line of n items) calls
 the first t items k and the rest not-k. Its labeled agreement is
 
     agreement(t) = #(labeled k before t) - #(labeled not-k before t) + #(labeled not-k from t) - #(labeled k from t)
@@ -35,7 +36,9 @@ and the labels known at that moment, so nothing has to be remembered between cal
 
 Differences from the reference code (LabelBench `direct.py`): one annotator (B1 = 1), so the version space is
 re-read after every label instead of shrunk by a factor per batch; the reference's first-argmax threshold becomes
-the middle of the best ones; classes take turns pick by pick instead of in per-class blocks.
+the middle of the best ones; classes take turns pick by pick instead of in per-class blocks; with two classes the
+reference's tie-breaker is 1e-8 P_0 on both lines (class 1's predicted block would then run least confident first),
+here 1e-8 max_j P_j for any number of classes, as its C > 2 branch and `galaxy` write it.
 
 Items taken but not labeled (earlier picks of a call without `ask`, queued items) are not on the line. Each pick's
 score is its margin_k on the line of the class it was picked for.

@@ -1,12 +1,20 @@
 """`galaxy`: graph-based bisection on one-vs-rest margin lines (Zhang et al., ICML 2022), multi-class and
 multi-label.
 
-For class k every pool item (labeled + candidates) gets margin_k = P[:, k] - max_{j != k} P[:, j], and the pool is
-laid out on a line ordered by margin_k (largest first). Labeled items carry y_k = 1[label == k]. Each pick takes one
-class, cycling through a seeded permutation of the classes (pick t of the round uses order[(step + t) % len(order)],
-order = np.random.default_rng(seed).permutation(C); with `classes=[...]` the cycle runs over only those classes,
-order = classes[np.random.default_rng(seed).permutation(len(classes))], as TAILOR's one-class arms need), and on that
-class's line takes, in this order of preference:
+For class k every pool item (labeled + candidates) gets the line score
+
+    margin_k = P[:, k] - max_j P[:, j] + 1e-8 * max_j P[:, j]      (float64, `line_score`)
+
+as every reference code writes it (LabelBench `galaxy.py` and `direct.py`, TAILOR `strategy/meta/utils.py`, the
+original GALAXY), and the pool is laid out on a line ordered by margin_k (largest first). Inside the block of
+items predicted k the first two terms cancel, so that block is ordered by 1e-8 P_k, i.e. by P_k, most confident
+first; outside it margin_k is (about) P_k minus the top probability, negative. The sum is taken in float64, where
+the 1e-8 term survives float32 inputs (distinct float32 values of P_k keep distinct 1e-8 multiples).
+Labeled items carry y_k = 1[label == k]. Each pick takes one class, cycling through a seeded permutation of the
+classes (pick t of the round uses order[(step + t) % len(order)], order = np.random.default_rng(seed).permutation(C);
+with `classes=[...]` the cycle runs over only those classes, order = classes[np.random.default_rng(seed)
+.permutation(len(classes))], as TAILOR's one-class arms need), and on that class's line takes, in this order of
+preference:
 
 1. bisection: among the runs of candidates lying strictly between two consecutive labeled items with different
    y_k, the shortest one, and its middle item ((first + last) // 2, as in the reference code);
@@ -15,19 +23,21 @@ class's line takes, in this order of preference:
 3. random: when class k's labeled items all share one y_k (or none is labeled), a uniformly random candidate.
 Ties (equal run lengths, equal distances, equal margins when sorting) are broken at random with the call's `rng`.
 
-Deviation from the spec's wording `margin_k = P[:, k] - max_j P[:, j]`: the max is taken over j != k. For every
-item whose argmax is not k both are identical, so the order of those items is unchanged; but with max over all j
-every item predicted as k gets margin_k = 0 exactly, a tie block whose order would be random (the reference code
-adds 1e-8 * max_j P as a tie-breaker, which float32 probabilities round away). With j != k those items are ordered
-by P_k - (runner-up), positive and most confident first, so the line stays informative in the predicted-k region.
+Rule 2 counts boundaries of both orientations, and here the references contradict each other: LabelBench (line
+largest margin first) reacts only to an inverted pair, a y_k = 0 item directly before a y_k = 1 item; TAILOR
+(`galaxy_sub.py`, line smallest margin first) only to a natural one, y_k = 1 directly before y_k = 0 in this
+file's largest-first order. Neither is the one reference to follow, so this rule takes both: the nearest candidate
+beside any adjacent pair with different y_k.
 
 Sequential protocol. With `ask` (simulation) each pick is labeled before the next and joins the labeled set. Without
 it, earlier picks of the same call are taken but unlabeled: they leave the line, never counted as labeled. Items
-that are neither candidates nor labeled (eval set, already queued) are not on the line at all.
+that are neither candidates nor labeled (already queued) are not on the line at all; the evaluation set never
+reaches a strategy (app.jobs.select hands over pool rows only).
 
-Cost per call: per class used, one pass over the probabilities (O(N C)) and one argsort of N floats (cached for
-the call while it fits in `CACHE_ELEMENTS`); then O(N) numpy work per pick. The work is 1-D sorting and scanning, so
-it runs in numpy on the CPU; `device` is accepted like every strategy's and not used.
+Cost per call: one pass over the probabilities for max_j P_j (O(N C)), then per class used O(N) for its line
+scores and one argsort of N floats (cached for the call while it fits in `CACHE_ELEMENTS`); then O(N) numpy work
+per pick. The work is 1-D sorting and scanning, so it runs in numpy on the CPU; `device` is accepted like every
+strategy's and not used.
 
 Each pick's score is its margin_k on the class line it was picked from (its position on that line, not a rank), and
 `Selection.note` counts the picks per rule.
@@ -51,6 +61,18 @@ from learners.strategies.registry import register
 CACHE_ELEMENTS = 2**25
 
 CANDIDATE, LABELED, GONE = 1, 2, 0
+TIE_BREAK = 1e-8  # the references' weight of max_j P_j in the line score
+
+
+def line_score(p_k: np.ndarray | float, top: np.ndarray | float | None, multi_label: bool = False) -> np.ndarray:
+    """Class k's line score, float64, from P[:, k] (`p_k`) and max_j P[:, j] (`top`) of the same items (arrays or
+    scalars): P_k - max_j P_j + 1e-8 max_j P_j, as every reference writes it; multi-label: P_k (`top` unused).
+    The one formula of GALAXY's lines, DIRECT's and TAILOR's galaxy arms, and of their picks' scores."""
+    p_k = np.asarray(p_k, dtype=np.float64)
+    if multi_label:
+        return p_k
+    top = np.asarray(top, dtype=np.float64)
+    return p_k - top + TIE_BREAK * top
 
 
 class PoolState:
@@ -142,18 +164,14 @@ class ClassLines:
         # One row per class: reductions across classes then run over contiguous rows (~10x faster than axis=1
         # on an (N, C) array with few classes).
         self.by_class = np.ascontiguousarray(np.asarray(probs).T)
+        self.top = None if multi_label else self.by_class.max(axis=0)[on_line]  # max_j P_j of each item on the line
         self.on_line = on_line
         self.rng = rng
         self.cache: dict[int, np.ndarray] = {}
 
     def margin(self, k: int) -> np.ndarray:
-        """margin_k of each item on the line (in `on_line` order): P_k minus the largest other probability
-        (multi-label: P_k)."""
-        if self.multi_label:
-            return self.by_class[k].astype(np.float64)[self.on_line]
-        other = np.delete(self.by_class, k, axis=0).max(axis=0)
-        margin = self.by_class[k].astype(np.float64) - other
-        return margin[self.on_line]
+        """margin_k (`line_score`) of each item on the line, in `on_line` order."""
+        return line_score(self.by_class[k][self.on_line], self.top, self.multi_label)
 
     def line(self, k: int) -> np.ndarray:
         """Pool positions ordered by margin_k, largest first; equal margins in a random order."""
@@ -172,10 +190,8 @@ class ClassLines:
 
 
 def margin_of(probs: np.ndarray, position: int, k: int, multi_label: bool = False) -> float:
-    row = np.asarray(probs[position], dtype=np.float64)
-    if multi_label:
-        return float(row[k])
-    return float(row[k] - np.delete(row, k).max())
+    row = np.asarray(probs[position])
+    return float(line_score(row[k], row.max(), multi_label))
 
 
 def visible_line(line: np.ndarray, state: PoolState) -> tuple[np.ndarray, np.ndarray]:
