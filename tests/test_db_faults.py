@@ -31,6 +31,7 @@ from storage import jobs
 from storage.db import Database, DatabaseReadOnly, DatabaseReplaced, is_busy, sqlite_url
 from storage.models import Annotation, Job
 from tests.conftest import make_round
+from tests.pg_server import pg_server, pg_url  # noqa: F401  (fixtures)
 
 BUSY_MS = 200
 HOLD_SECONDS = 2.0  # ten times the busy timeout
@@ -123,6 +124,55 @@ def test_a_held_write_lock_neither_kills_the_worker_nor_loses_a_job_or_an_answer
         assert s.scalars(select(Annotation).where(Annotation.item_id == item)).all() == []
     assert labeling.surface_data(wb.db, pid, "ann", client_id="tab")["acked_seq"] == 0
     resent = labeling.receive(wb.db, pid, "ann", batch)  # the tab sends the same batch again
+    assert resent["acked_seq"] == 1 and resent["outcomes"][0]["status"] == "applied"
+    with wb.db.read() as s:
+        assert len(s.scalars(select(Annotation).where(Annotation.item_id == item)).all()) == 1
+    worker.db.dispose()
+    wb.db.dispose()
+
+
+PG_HOLDER = """
+import sys, time
+import psycopg
+conn = psycopg.connect(sys.argv[1])
+conn.execute("LOCK TABLE jobs, queue_entries, answer_receipts IN ACCESS EXCLUSIVE MODE")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.rollback()
+print("released", flush=True)
+"""
+
+
+def test_a_held_lock_on_postgresql_neither_kills_the_worker_nor_loses_an_answer(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same fault on PostgreSQL: another session holds the tables' locks past lock_timeout. The worker's poll
+    backs off without raising; an answer batch is refused (is_busy), nothing acknowledged, and applies when resent."""
+    monkeypatch.setenv("WORKBENCH_BUSY_TIMEOUT_MS", str(BUSY_MS))
+    settings = Settings(home=tmp_path / "home", db_url=pg_url)
+    wb = Workbench(settings)
+    pid, _ = make_round(wb.db, 4)
+    data = labeling.surface_data(wb.db, pid, "ann", client_id="tab")
+    entry, item = data["items"][0]["entry_id"], data["items"][0]["item_id"]
+    batch = {"client_id": "tab", "held": [i["entry_id"] for i in data["items"]],
+             "answers": [{"seq": 1, "entry_id": entry, "kind": "label", "value": [1], "seconds": 1.0,
+                          "project_id": pid, "annotator": "ann"}]}
+    worker = Worker(settings, name="w1", device="cpu", quiet=True)
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    holder = subprocess.Popen([sys.executable, "-c", PG_HOLDER, plain, str(HOLD_SECONDS)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        started = time.monotonic()
+        assert worker.run_once() is False
+        assert time.monotonic() - started < 5
+        with pytest.raises(OperationalError) as refused:
+            labeling.receive(wb.db, pid, "ann", batch)
+        assert is_busy(refused.value)
+    finally:
+        holder.wait(15)
+    with wb.db.read() as s:
+        assert s.scalars(select(Annotation).where(Annotation.item_id == item)).all() == []
+    resent = labeling.receive(wb.db, pid, "ann", batch)
     assert resent["acked_seq"] == 1 and resent["outcomes"][0]["status"] == "applied"
     with wb.db.read() as s:
         assert len(s.scalars(select(Annotation).where(Annotation.item_id == item)).all()) == 1
