@@ -1,10 +1,14 @@
 """Label savings against random on the bundled digits, through the workbench's own simulation (the human loop with
 an oracle), beside a plain scikit-learn baseline run in the same script.
 
-Protocol (issue 4): `pixels` features, 400 items held out for evaluation, a random seed round of 20, rounds of 20 up
-to 300 labels, several seeds. Baseline: LogisticRegression on standardized 8x8 pixels, top-20 margin picks.
+Protocol (issues 4 and 14): `pixels` features, a held-out gold split for evaluation (app.simulation.holdout_size:
+500 of the 1797 digits by default, never in the pool), a random seed round of 20, rounds of 20 up to 300 labels,
+several seeds; each strategy's final accuracy ± standard error over seeds and its label saving against random with
+a 95% bootstrap interval over seeds. Baseline: LogisticRegression on standardized 8x8 pixels, top-20 margin picks,
+held-out split of the same size.
 
 Run: .venv/bin/python benchmarks/bench_simulation.py [--seeds 5] [--strategies random,margin,...] [--max-labels 300]
+     [--holdout N]
 """
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.settings import Settings  # noqa: E402
-from app.simulation import SimulationConfig, run_simulation  # noqa: E402
+from app.simulation import SimulationConfig, holdout_size, report_lines, run_simulation  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
 from app.worker import Worker, job_runner  # noqa: E402
-from learners.efficiency import label_savings, mean_and_se, summarize  # noqa: E402
+from learners.efficiency import label_savings, mean_and_se, savings_interval  # noqa: E402
 
 
-def sklearn_baseline(seeds: list[int], batch: int, max_labels: int, eval_size: int = 400) -> dict[str, tuple]:
+def sklearn_baseline(seeds: list[int], batch: int, max_labels: int, eval_size: int) -> dict[str, list]:
+    """Per rule ("random", "margin"): one (labels, held-out accuracy) curve per seed."""
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -58,7 +63,7 @@ def sklearn_baseline(seeds: list[int], batch: int, max_labels: int, eval_size: i
                     picks = rest[np.argsort(p[:, -1] - p[:, -2])[:batch]]
                 labeled += list(picks)
             curves[rule].append((np.array(xs, float), np.array(ys)))
-    return {rule: mean_and_se(runs) for rule, runs in curves.items()}
+    return curves
 
 
 def main() -> None:
@@ -68,23 +73,30 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--max-labels", type=int, default=300)
     parser.add_argument("--head", default='{"kind": "linear"}', help="head settings (JSON)")
+    parser.add_argument("--holdout", type=int, default=None, help="held-out gold items (default: holdout_size's rule)")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     rounds = args.max_labels // args.batch - 1
     started = time.time()
-    base = sklearn_baseline(seeds, args.batch, args.max_labels)
-    base_savings = label_savings(base["margin"][:2], base["random"][:2])
-    print(f"sklearn LogisticRegression, top-{args.batch} margin: savings vs random {base_savings:.1%} "
-          f"(final acc margin {base['margin'][1][-1]:.3f}, random {base['random'][1][-1]:.3f}; {time.time() - started:.0f} s)")
+    held, rule = holdout_size(1797, args.batch * (rounds + 1), args.holdout)  # the bundled digits
+    print(f"held-out split: {held} items ({rule})")
+    base = sklearn_baseline(seeds, args.batch, args.max_labels, held)
+    mean = {rule: mean_and_se(runs) for rule, runs in base.items()}
+    base_savings = label_savings(mean["margin"][:2], mean["random"][:2])
+    low, high = savings_interval(base["margin"], base["random"])
+    print(f"sklearn LogisticRegression, top-{args.batch} margin, {len(seeds)} seeds: savings vs random "
+          f"{'never reaches' if base_savings is None else f'{base_savings:+.1%}'} (95% interval [{low:+.1%}, {high:+.1%}]; "
+          f"final acc margin {mean['margin'][1][-1]:.3f} ± {mean['margin'][2][-1]:.3f}, "
+          f"random {mean['random'][1][-1]:.3f} ± {mean['random'][2][-1]:.3f}; {time.time() - started:.0f} s)")
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp), db_url=f"sqlite:///{tmp}/wb.sqlite")
         wb = Workbench(settings)
-        pid = wb.create_project(ProjectConfig(name="digits", eval_size=400), "demo")
+        pid = wb.create_project(ProjectConfig(name="digits"), "demo")
         worker = Worker(settings, device="cpu", quiet=True)
         while worker.run_once():
             pass
         config = SimulationConfig(strategies=args.strategies.split(","), seeds=seeds, round_size=args.batch, rounds=rounds,
-                                  head=json.loads(args.head))
+                                  head=json.loads(args.head), holdout=args.holdout)
         last = [0.0]
 
         def progress(fraction: float, message: str) -> None:
@@ -94,14 +106,8 @@ def main() -> None:
 
         result = run_simulation(settings, pid, config, job_runner("cpu"), progress=progress)
     for metric in ("accuracy", "balanced_accuracy"):
-        summary = summarize(result, metric)
-        print(f"\nworkbench ({metric}), pixels + head {args.head}, {len(seeds)} seeds, {args.batch} per round to {args.max_labels} labels:")
-        print(f"  {'strategy':<12} {'final':>7} {'AUC':>7} {'labels to random final':>23} {'savings vs random':>18}")
-        for row in summary["table"]:
-            reach = row.get("labels_to_reach_random_final")
-            saving = row.get("label_savings_vs_random")
-            print(f"  {row['strategy']:<12} {row['final']:>7.3f} {row['auc']:>7.3f} "
-                  f"{'never' if reach is None else f'{reach:.0f}':>23} {'n/a' if saving is None else f'{saving:.1%}':>18}")
+        print(f"\nworkbench ({metric}), pixels + head {args.head}, {args.batch} per round to {args.max_labels} labels:")
+        print("\n".join(report_lines(result, metric)))
     print(f"\ntotal {time.time() - started:.0f} s")
 
 

@@ -21,13 +21,15 @@ def source_head(session: Session, project_id: int) -> Artifact | None:
     return first if first is not None and first.meta.get("source") else None
 
 
-def copy_project(session: Session, run: Project, items: list[Item], artifacts: list[Artifact]) -> None:
+def copy_project(session: Session, run: Project, items: list[Item], splits: dict[int, str],
+                 artifacts: list[Artifact]) -> None:
     """Fill a run's empty database: the items with the same ids (so cached files keyed by item id apply as they
-    are) and no gold label, and references to the real project's artifacts (features, a source head)."""
+    are), each in the split `splits` gives it ("pool" or "eval": the simulation's held-out split, not the real
+    project's), with no gold label, and references to the real project's artifacts (features, a source head)."""
     session.add(run)
     session.flush()
     session.execute(insert(Item), [
-        {"id": it.id, "project_id": run.id, "key": it.key, "content_hash": it.content_hash, "split": it.split,
+        {"id": it.id, "project_id": run.id, "key": it.key, "content_hash": it.content_hash, "split": splits[it.id],
          "gold": None}
         for it in items
     ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learners.efficiency import auc, label_savings, labels_to_reach, mean_and_se
+from learners.efficiency import auc, label_savings, labels_to_reach, mean_and_se, savings_interval, summarize
 
 LABELS = np.array([10, 20, 40])
 VALUES = np.array([0.5, 0.7, 0.8])
@@ -58,6 +58,76 @@ def test_mean_and_se_interpolates_onto_the_union_grid_without_extrapolating() ->
     np.testing.assert_allclose(mean, [0.5, 0.6, 0.8])
     # at 10: (0.4, 0.6) -> se 0.1; at 20: (0.6, 0.6) -> 0; at 30: one curve -> 0
     np.testing.assert_allclose(se, [0.1, 0.0, 0.0], atol=1e-12)
+
+
+GRID = np.array([10, 20, 40])
+
+
+def test_savings_interval_over_two_paired_seeds_is_the_range_of_the_three_resample_kinds() -> None:
+    # Two seeds drawn with replacement, the same indices for both sides, give three kinds of resample:
+    # seed 0 twice (p 1/4), seed 1 twice (p 1/4), one of each (p 1/2). Each kind is drawn far more often than
+    # 2.5% of 2000 times, so the 95% interval runs from the smallest to the largest of their three savings.
+    random = [(GRID, np.array([0.5, 0.6, 0.8])), (GRID, np.array([0.5, 0.7, 0.9]))]
+    strategy = [(GRID, np.array([0.6, 0.9, 0.95])), (GRID, np.array([0.7, 0.9, 1.0]))]
+    # seed 0 twice: random's final 0.8 at 40 labels; the strategy reaches 0.8 at 10 + (0.2 / 0.3) * 10 = 16.67
+    only_first = 1 - (10 + 20 / 3) / 40  # 0.5833
+    # seed 1 twice: random's final 0.9 at 40; the strategy is at 0.9 at 20 labels
+    only_second = 1 - 20 / 40  # 0.5
+    # one of each: random (0.5, 0.65, 0.85), final 0.85 at 40; strategy (0.65, 0.9, 0.975) reaches 0.85 at
+    # 10 + (0.2 / 0.25) * 10 = 18
+    mixed = 1 - 18 / 40  # 0.55
+    low, high = savings_interval(strategy, random, paired=True, resamples=2000, seed=0)
+    assert low == pytest.approx(min(only_first, only_second, mixed))  # 0.5
+    assert high == pytest.approx(max(only_first, only_second, mixed))  # 0.5833
+    assert savings_interval(strategy, random, paired=True, resamples=2000, seed=0) == (low, high)  # seeded
+
+    # Drawn independently, random's seed 1 twice with the strategy's seed 0 twice also occurs: the strategy
+    # reaches 0.9 at 20 labels, 0.5; and random's seed 0 twice with the strategy's seed 1 twice: 0.8 at
+    # 10 + (0.1 / 0.2) * 10 = 15 labels, 1 - 15 / 40 = 0.625, the new top of the range.
+    low, high = savings_interval(strategy, random, paired=False, resamples=2000, seed=0)
+    assert high == pytest.approx(1 - 15 / 40)
+
+
+def test_savings_interval_counts_a_resample_that_never_reaches_random_as_minus_infinity() -> None:
+    random = [(GRID, np.array([0.5, 0.6, 0.8])), (GRID, np.array([0.5, 0.6, 0.8]))]
+    # seed 1's strategy curve stops at 0.7: seed 1 twice never reaches 0.8 (-inf); seed 0 twice reaches it at
+    # 16.67 labels (0.5833); one of each, (0.6, 0.8, 0.825), reaches it at 20 labels (0.5)
+    strategy = [(GRID, np.array([0.6, 0.9, 0.95])), (GRID, np.array([0.6, 0.7, 0.7]))]
+    low, high = savings_interval(strategy, random)
+    assert low == float("-inf")
+    assert high == pytest.approx(1 - (10 + 20 / 3) / 40)
+    # a single seed has no spread to resample
+    low, high = savings_interval(strategy[:1], random[:1])
+    assert np.isnan(low) and np.isnan(high)
+
+
+def test_summarize_gives_final_standard_errors_and_savings_intervals() -> None:
+    curves = {
+        "random": [(0.5, 0.6, 0.8), (0.5, 0.7, 0.9)],
+        "margin": [(0.6, 0.9, 0.95), (0.7, 0.9, 1.0)],
+        "entropy": [(0.5, 0.6, 0.8), (0.6, 0.9, 0.95)],
+    }
+    points = [{"strategy": name, "seed": seed, "labels": int(x), "accuracy": v, "eval_n": 500}
+              for name, runs in curves.items() for seed, values in enumerate(runs) for x, v in zip(GRID, values)]
+    summary = summarize({"points": points}, "accuracy")
+    assert summary["eval_n"] == [500]
+    rows = {row["strategy"]: row for row in summary["table"]}
+    # final values over the two seeds: random (0.8, 0.9): mean 0.85, sd 0.0707, se 0.05
+    assert rows["random"]["final"] == pytest.approx(0.85)
+    assert rows["random"]["final_se"] == pytest.approx(0.05)
+    assert rows["margin"]["final_se"] == pytest.approx(0.025)  # (0.95, 1.0)
+    # margin: the paired interval of the first test, leaving out 0
+    assert rows["margin"]["savings_interval"] == pytest.approx([0.5, 1 - (10 + 20 / 3) / 40])
+    assert rows["margin"]["savings_significant"]
+    # random against itself: every paired resample saves exactly 0
+    assert rows["random"]["savings_interval"] == [0.0, 0.0]
+    assert not rows["random"]["savings_significant"]
+    # entropy: seed 0 is random's seed 0 (saves 0 against it), seed 1 is margin's seed 0, whose curve reaches
+    # random seed 1's final 0.9 at 20 labels (saves 0.5); one of each, (0.55, 0.75, 0.875) against random's
+    # (0.5, 0.65, 0.85), reaches 0.85 at 20 + (0.1 / 0.125) * 20 = 36 labels (saves 0.1). The interval [0, 0.5]
+    # holds 0: not significant
+    assert rows["entropy"]["savings_interval"] == pytest.approx([0.0, 0.5])
+    assert not rows["entropy"]["savings_significant"]
 
 
 def test_bad_curves_are_refused() -> None:

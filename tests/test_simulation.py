@@ -1,5 +1,6 @@
-"""Simulation: the oracle answers only what the loop asks, the same seed gives the same curve, the job stores
-results the page and CLI read, and the efficiency summary follows the spec."""
+"""Simulation: the oracle answers only what the loop asks, the runs are measured on a held-out gold split that
+never enters the pool, the same seed gives the same curve, the job stores results the page and CLI read with
+standard errors and savings intervals, and the efficiency summary follows the spec."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -9,7 +10,7 @@ import pytest
 
 import app.simulation as simulation
 from app.settings import Settings
-from app.simulation import SimulationConfig, run_simulation
+from app.simulation import SimulationConfig, holdout_size, holdout_split, report_lines, run_simulation
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
 from app.worker import Worker, job_runner
 from learners.efficiency import summarize
@@ -27,7 +28,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, int]:
     return settings, pid
 
 
-def test_the_oracle_answers_only_the_items_the_loop_hands_it(demo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_holdout_size_is_a_fifth_or_500_capped_so_a_pool_remains() -> None:
+    assert holdout_size(1797, 120) == (500, "20% of 1797 items is 360, at least 500")  # the digits demo
+    assert holdout_size(5000, 120)[0] == 1000  # 20% is more than 500
+    size, rule = holdout_size(600, 120)  # 500 would leave 100 items: capped at half the items
+    assert size == 300 and rule.endswith("capped at 300 so a pool of 300 remains")
+    assert holdout_size(200, 150)[0] == 50  # capped at what the runs do not label
+    assert holdout_size(1797, 120, 42) == (42, "42 items as asked")
+    with pytest.raises(ValueError, match="between 1 and 1677"):
+        holdout_size(1797, 120, 1700)
+    with pytest.raises(ValueError, match="between 1 and 1677"):
+        holdout_size(1797, 120, 0)
+    with pytest.raises(ValueError, match="no held-out split"):
+        holdout_size(100, 100)
+
+
+def test_holdout_split_is_one_fixed_draw() -> None:
+    ids = list(range(100, 300))
+    held = holdout_split(ids, 50)
+    assert len(set(held)) == 50 and set(held) <= set(ids) and held == sorted(held)
+    assert holdout_split(list(reversed(ids)), 50) == held  # the same items whatever the order they come in
+
+
+def test_the_runs_are_measured_on_a_held_out_split_the_loop_never_sees(demo, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, pid = demo
     oracles: list[simulation.Oracle] = []
 
@@ -37,16 +60,33 @@ def test_the_oracle_answers_only_the_items_the_loop_hands_it(demo, monkeypatch: 
             oracles.append(self)
 
     monkeypatch.setattr(simulation, "Oracle", RecordingOracle)
+    run_db: dict = {}
+
+    def runner(run: Settings, name: str):  # the real job runner, after a look at the run's fresh database
+        run_wb = Workbench(run)
+        run_db["items"] = run_wb.status(pid).items
+        run_db["eval_labels"] = set(run_wb.labels(pid, split="eval"))
+        run_db["pool_labels"] = set(run_wb.labels(pid, split="pool"))
+        run_wb.db.dispose()
+        return job_runner("cpu")(run, name)
+
     config = SimulationConfig(strategies=["margin"], seeds=[0], round_size=10, rounds=2)
-    result = run_simulation(settings, pid, config, job_runner("cpu"))
+    result = run_simulation(settings, pid, config, runner)
+    items = sum(Workbench(settings).status(pid).items.values())
+    split = result["config"]["holdout_split"]
+    held = set(split["item_ids"])
+    size = min(max(-(-items // 5), 500), items // 2)
+    assert split["size"] == len(held) == size and split["pool"] == items - size and split["items"] == items
+    # the run's database: the held-out items are its evaluation set, labeled up front; every other item is pool
+    assert run_db["items"] == {"pool": items - size, "eval": size}
+    assert run_db["eval_labels"] == held and not run_db["pool_labels"]
     (oracle,) = oracles
+    assert not set(oracle._gold) & held  # the loop's oracle cannot answer a held-out item
     assert len(oracle.asked) == len(set(oracle.asked)) == 30  # 3 rounds of 10, each item asked once
-    wb = Workbench(settings)
-    eval_ids = {i for i, _ in wb.labels(pid, split="eval").items()}
-    assert not set(oracle.asked) & eval_ids
+    assert not set(oracle.asked) & held
     assert [p["labels"] for p in result["points"]] == [10, 20, 30]
     assert [p["round_strategy"] for p in result["points"]] == ["random", "margin", "margin"]
-    assert all(p["eval_n"] == 200 for p in result["points"])
+    assert all(p["eval_n"] == size for p in result["points"])
     assert not (settings.home / "projects" / str(pid) / "simulation-runs" / "margin-seed0").exists()
 
 
@@ -63,17 +103,39 @@ def test_a_simulation_job_stores_results_with_a_summary(demo) -> None:
     wb = Workbench(settings)
     with pytest.raises(WorkbenchError, match="unknown strategies"):
         wb.start_simulation(pid, ["nope"], [0], 10, 1)
-    job_id = wb.start_simulation(pid, ["random", "margin"], [0, 1], 10, 2)
+    with pytest.raises(WorkbenchError, match="at least one item"):
+        wb.start_simulation(pid, ["random"], [0], 10, 1, holdout=0)
+    job_id = wb.start_simulation(pid, ["random", "margin"], [0, 1], 10, 2, holdout=300)
     worker = Worker(settings, device="cpu", quiet=True)
     while worker.run_once():
         pass
     (result,) = [r for r in wb.simulations(pid) if r.job_id == job_id]
     assert len(result.points) == 2 * 2 * 3
+    assert result.config["holdout_split"]["size"] == 300
+    assert all(p["eval_n"] == 300 for p in result.points)
     summary = summarize(asdict(result), "accuracy")
+    assert summary["eval_n"] == [300]
     assert set(summary["curves"]) == {"random", "margin"}
-    random_row = next(r for r in summary["table"] if r["strategy"] == "random")
-    assert random_row["label_savings_vs_random"] == pytest.approx(0.0)
+    rows = {r["strategy"]: r for r in summary["table"]}
+    assert rows["random"]["label_savings_vs_random"] == pytest.approx(0.0)
+    assert rows["random"]["savings_interval"] == [0.0, 0.0]  # random against itself, paired by seed
     assert all(len(c["se"]) == 3 for c in summary["curves"].values())
+    for name, row in rows.items():  # the final standard error is the last point's
+        assert row["final_se"] == summary["curves"][name]["se"][-1]
+        finals = [p["accuracy"] for p in result.points if p["strategy"] == name and p["labels"] == 30]
+        assert row["final_se"] == pytest.approx(abs(finals[0] - finals[1]) / 2)  # two seeds: |a - b| / 2
+    low, high = rows["margin"]["savings_interval"]
+    assert low <= high and rows["margin"]["savings_significant"] == (low > 0 or high < 0)
+
+    # the CLI's text: seeds, the held-out size, mean ± SE per label count, the saving with its interval
+    text = "\n".join(report_lines(asdict(result), "accuracy"))
+    assert "2 seeds per strategy; accuracy measured on 300 held-out gold items (300 items as asked" in text
+    assert f"{summary['curves']['margin']['mean'][0]:.3f} ± {summary['curves']['margin']['se'][0]:.3f}" in text
+    margin_line = next(line for line in text.splitlines() if line.strip().startswith("margin "))
+    assert f"{rows['margin']['final']:.3f} ± {rows['margin']['final_se']:.3f}" in margin_line
+    verdict = "significant" if rows["margin"]["savings_significant"] else "not significant"
+    low_text = "-inf" if low == float("-inf") else f"{low:+.1%}"
+    assert margin_line.endswith(f"[{low_text}, {high:+.1%}] {verdict}")
 
     # the Simulate page shows the curves, the savings table and the downloads of every point
     import os
@@ -88,8 +150,16 @@ def test_a_simulation_job_stores_results_with_a_summary(demo) -> None:
         at.switch_page("app/pages/simulate.py").run()
         assert not at.exception, [e.value for e in at.exception]
         assert at.title[0].value == "Simulate"
-        strategies_in_table = set(at.dataframe[0].value["strategy"])
-        assert strategies_in_table == {"random", "margin"}
+        table = at.dataframe[0].value
+        assert set(table["strategy"]) == {"random", "margin"}
+        margin = table[table["strategy"] == "margin"].iloc[0]
+        assert margin["± SE"] == pytest.approx(rows["margin"]["final_se"])
+        assert margin["significance"] in ("significant", "not significant")
+        assert margin["95% interval"].startswith("[") and margin["label savings vs random"].endswith("%")
+        said = " ".join(m.value for m in at.markdown)
+        assert "2 seeds" in said and "300 held-out gold items" in said
+        holdout_field = next(n for n in at.number_input if n.label == "Held-out eval items")
+        assert holdout_field.value is None  # empty: the default rule
         at.radio[0].set_value("balanced_accuracy").run()
         assert not at.exception
     finally:

@@ -1,4 +1,5 @@
-"""The simulate job: app.simulation's runs for a project with gold labels, stored as one JSON result."""
+"""The simulate job: app.simulation's runs for a project with gold labels, measured on a held-out gold split,
+stored as one JSON result."""
 from __future__ import annotations
 
 from app.jobs.context import JobContext
@@ -26,4 +27,6 @@ def simulate(job: Job, ctx: JobContext) -> str:
     path = project_dir(ctx.home, job.project_id) / "simulations" / f"simulation-{job.id}.json"
     with ctx.db.write() as s:
         save_json(s, path, project_id=job.project_id, kind="simulation", data=result, meta={"job_id": job.id})
-    return f"{len(config.strategies)} strategies x {len(config.seeds)} seeds, {len(result['points'])} points"
+    split = result["config"]["holdout_split"]
+    return (f"{len(config.strategies)} strategies x {len(config.seeds)} seeds, {len(result['points'])} points, "
+            f"measured on {split['size']} held-out gold items ({split['rule']})")
