@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -76,9 +77,14 @@ class Workbench:
         self._sequential: dict[str, bool] = {"random": False}
 
     # ----- projects -----------------------------------------------------------------------------------------------
-    def create_project(self, config: ProjectConfig, source: str | Path, progress=None) -> int:
+    def create_project(self, config: ProjectConfig, source: str | Path, progress=None,
+                       on_warning: Callable[[str], None] | None = None) -> int:
         """Import `source` ('demo', 'demo-tags' (the digits with multi-label tags), an image folder, or a
-        .csv/.jsonl manifest) and start round 0."""
+        .csv/.jsonl manifest) and start round 0; returns the project id.
+
+        What the import says but does not refuse (the same image in the eval set and the pool, two spellings of
+        one class folder, files that are not images) goes to `on_warning`, one sentence per call, once the
+        project is stored (the CLI prints them, the Projects page shows them)."""
         project_admin.check_project_name(config.name)  # not id-like, not too long: a worded refusal
         if not isinstance(config.pick_ahead, int) or config.pick_ahead < 0:
             raise WorkbenchError(f"pick_ahead must be a whole number >= 0 (0 turns it off), not {config.pick_ahead!r}")
@@ -120,13 +126,19 @@ class Workbench:
                 self._store_source_head(s, project, *head_file)
             job_kinds.enqueue(s, "embed", project.id)
             open_round(s, project)
-            return project.id
+            project_id = project.id
+        if on_warning is not None:
+            for warning in import_warnings(result):
+                on_warning(warning)
+        return project_id
 
     def _read_source(self, source: str | Path, progress=None, multi_label: bool = False,
                      classes: list[str] | None = None) -> importers.ImportResult:
         if str(source) == "demo":
             root = write_demo(self.settings.home / "demo_digits")
-            return importers.scan_folder(root, classes=DEMO_CLASSES, progress=progress)
+            result = importers.scan_folder(root, classes=DEMO_CLASSES, progress=progress)
+            result.skipped = []  # the tag demo's manifest, in the same folder: nothing the user gave
+            return result
         if str(source) == "demo-tags":
             if not multi_label:
                 raise WorkbenchError("the tag demo gives each digit a set of tags: create it as a multi-label project")
@@ -261,15 +273,20 @@ class Workbench:
 
     # ----- labeling -----------------------------------------------------------------------------------------------
     def next_assignment(self, project_id: int, annotator: str) -> Assignment | None:
-        """Claim the next queue entry of the labeling round for `annotator` (the one they hold already, if any)."""
+        """Claim the next queue entry for `annotator`: one an undo handed back in a closed round first
+        (storage.queue.retract), else the labeling round's (the one they hold already, if any)."""
         annotator = _annotator(annotator)
         with self.db.write() as s:
-            round_ = queue.labeling_round(s, project_id)
-            if round_ is None:
-                return None
-            claim = queue.claim_next(s, round_.id, annotator, self.settings.lease_seconds)
-            if claim is None:
-                return None
+            claim = queue.claim_reopened(s, project_id, annotator, self.settings.lease_seconds)
+            if claim is not None:
+                round_ = s.get(Round, claim.round_id)
+            else:
+                round_ = queue.labeling_round(s, project_id)
+                if round_ is None:
+                    return None
+                claim = queue.claim_next(s, round_.id, annotator, self.settings.lease_seconds)
+                if claim is None:
+                    return None
             key, split = key_and_split(s, claim.item_id)
             counts = queue.round_counts(s, round_.id)
             predictions = latest_artifact(s, project_id, "predictions")
@@ -316,6 +333,8 @@ class Workbench:
         return self._sequential[strategy]
 
     def undo(self, project_id: int, annotator: str) -> Annotation | None:
+        """Retract the annotator's latest answer; its item is theirs again, first, also when that answer closed
+        its round (storage.queue.retract). Returns the retracted annotation, None when there is nothing to undo."""
         with self.db.write() as s:
             return queue.undo_last(s, project_id, _annotator(annotator), self.settings.lease_seconds)
 
@@ -396,9 +415,11 @@ class Workbench:
             return job_kinds.enqueue(s, job.kind, job.project_id, job.round_id, dict(job.params or {})).id
 
     # ----- simulation -------------------------------------------------------------------------------------------
-    def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int) -> int:
+    def start_simulation(self, project_id: int, strategies: list[str], seeds: list[int], round_size: int, rounds: int,
+                         holdout: int | None = None) -> int:
         """Queue a simulation job (the loop with an oracle answering from gold labels); returns the job id.
-        A strategy may name the training method its runs use: 'margin+pseudo_label' (default: the project's)."""
+        A strategy may name the training method its runs use: 'margin+pseudo_label' (default: the project's).
+        `holdout`: the held-out gold items the runs are measured on (None: app.simulation.holdout_size's default)."""
         names = self.strategy_names()
         unknown = [entry for entry in strategies
                    if entry.partition("+")[0] not in names or entry.partition("+")[2] not in ("", *METHOD_NAMES)]
@@ -408,6 +429,8 @@ class Workbench:
                 f"({', '.join(METHOD_NAMES)})" if unknown else "choose at least one strategy")
         if not seeds or round_size < 1 or rounds < 1:
             raise WorkbenchError("a simulation needs at least one seed, a round size >= 1 and at least one round")
+        if holdout is not None and holdout < 1:
+            raise WorkbenchError("a held-out split needs at least one item")
         task = self.project(project_id).task
         for entry in strategies:
             name, _, method = entry.partition("+")
@@ -419,8 +442,21 @@ class Workbench:
         if with_gold < items:
             raise WorkbenchError(f"simulation needs gold labels on every item; {items - with_gold} of {items} have none")
         params = {"strategies": list(strategies), "seeds": [int(x) for x in seeds], "round_size": int(round_size), "rounds": int(rounds)}
+        if holdout is not None:
+            params["holdout"] = int(holdout)
         with self.db.write() as s:
             return job_kinds.enqueue(s, "simulate", project_id, None, params).id
+
+
+def import_warnings(result: importers.ImportResult) -> list[str]:
+    """What an import says without refusing: its warnings, then the files a folder scan ignored."""
+    found = list(result.warnings)
+    if result.skipped:
+        shown = ", ".join(repr(name) for name in result.skipped[:5])
+        more = f" and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
+        found.append(f"{len(result.skipped)} file{'s' if len(result.skipped) != 1 else ''} without an image "
+                     f"extension {'were' if len(result.skipped) != 1 else 'was'} not imported: {shown}{more}")
+    return found
 
 
 def _annotator(name: str) -> str:

@@ -12,11 +12,11 @@ names an entry this annotator does not hold (its lease expired and another annot
 already, it is not this project's) is refused with a reason in words; it is never moved onto another entry.
 
 Labels and skips go through storage.queue's `submit_label` / `skip`, so there is one way to answer an entry. An
-undo retracts the annotator's live answer on the entry named (a 'retract' annotation row, append-only as in
-storage.queue.undo_last) and gives the entry back to that annotator, also when its round has closed: the label
-given next replaces the retracted one in storage.labels.current_labels (the latest live label row of an item wins),
-so the next training uses it. A reopened entry of a closed round whose lease runs out unanswered is dropped (its item
-has no label any more and may be picked again).
+undo retracts the annotator's live answer on the entry named and gives the entry back to that annotator, also when
+its round has closed, by storage.queue.retract, the rule Workbench.undo follows too: the label given next replaces
+the retracted one in storage.labels.current_labels (the latest live label row of an item wins), so the next
+training uses it. A reopened entry of a closed round whose lease runs out unanswered is dropped (its item has no
+label any more and may be picked again).
 
 Leases are short (DEFAULT_LEASE_SECONDS): the surface heartbeats while its page is visible (`renew_leases`, and
 every `claim_ahead` renews what the annotator holds), so a closed tab's items return to the queue within a minute.
@@ -37,7 +37,7 @@ from storage.models import Annotation, AnswerReceipt, Item, Project, QueueEntry,
 DEFAULT_LEASE_SECONDS = queue.DEFAULT_LEASE_SECONDS
 DEFAULT_AHEAD = 5
 KINDS = ("label", "skip", "undo")
-CLOSED_ROUND_STATES = ("training", "done")
+CLOSED_ROUND_STATES = queue.CLOSED_ROUND_STATES
 
 AfterAnswer = Callable[[Session, QueueEntry], None]
 
@@ -101,7 +101,7 @@ def claim_ahead(
     """
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
-    _drop_expired_reopened(session, project_id, now)
+    queue.drop_expired_reopened(session, project_id, now)
     held = list(session.scalars(
         select(QueueEntry)
         .join(Round, Round.id == QueueEntry.round_id)
@@ -121,18 +121,6 @@ def claim_ahead(
             break
         claims.append(queue.claim_of(entry))
     return claims
-
-
-def _drop_expired_reopened(session: Session, project_id: int, now: datetime) -> int:
-    """Entries reopened by an undo in a closed round and left unanswered past their lease: dropped."""
-    closed_rounds = select(Round.id).where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES))
-    result = session.execute(
-        update(QueueEntry)
-        .where(QueueEntry.round_id.in_(closed_rounds), QueueEntry.state == "claimed", QueueEntry.lease_expires < now)
-        .values(state="dropped", claimed_by=None, lease_expires=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
 
 
 def renew_leases(
@@ -342,26 +330,21 @@ def _not_held(entry: QueueEntry, annotator: str) -> str:
 def _undo(
     session: Session, project: Project, annotator: str, entry: QueueEntry, round_: Round, lease_seconds: int
 ) -> tuple[int | None, str | None]:
-    """Retract the annotator's live answer on `entry` and hold the entry for them again, whatever its round's state."""
+    """Retract the annotator's live answer on `entry` and hold the entry for them again, whatever its round's
+    state (storage.queue.retract: the rule Workbench.undo follows too)."""
     live = queue.live_answers(project.id, annotator).where(Annotation.queue_entry_id == entry.id)
     last = session.scalars(live.order_by(Annotation.id.desc()).limit(1)).first()
     if last is None:
         raise AnswerRefused(f"item {entry.id} has no answer of yours to undo")
-    if entry.state == "claimed" and entry.claimed_by not in (None, annotator):
-        raise AnswerRefused(f"item {entry.id} is held by {entry.claimed_by} now; your answer on it stays")
-    retract = Annotation(
-        project_id=project.id, item_id=last.item_id, annotator=annotator, kind="retract", value=None,
-        replaces_id=last.id, round_id=last.round_id, queue_entry_id=entry.id,
-    )
-    session.add(retract)
-    queue._lock_round(session, round_.id)
-    queue.hold(entry, annotator, lease_seconds)
-    session.flush()
+    try:
+        row = queue.retract(session, last, annotator, lease_seconds)
+    except queue.QueueError as refusal:
+        raise AnswerRefused(str(refusal)) from refusal
     note = None
     if round_.state != "labeling":
         note = (f"round {round_.index} is {round_.state}: the item is yours again; the label you give now "
                 "replaces the old one and the next training uses it")
-    return retract.id, note
+    return row.id, note
 
 
 # ----- reading what the surface shows ---------------------------------------------------------------------------------

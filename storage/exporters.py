@@ -8,6 +8,7 @@ strip it again, so exported CSVs round-trip exactly. Numbers are written as numb
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -23,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.importers import FORMULA_PREFIXES, MULTI_LABEL_SEPARATOR, unguard_cell
+from storage.importers import FORMULA_PREFIXES, MULTI_LABEL_SEPARATOR, NAME_MAX_BYTES, unguard_cell
 from storage.labels import current_labels
 from storage.models import Item, Project
 
@@ -166,10 +167,11 @@ def to_imagefolder_zip(rows: list[LabeledRow], data_root: Path) -> bytes:
     Only rows with exactly one label get a file (multi-label and empty labels do not fit the layout; export
     those as CSV or JSONL). Class folder and file names are made safe for any file system (/ \\ : * ? " < > |
     and control characters become '_'; a leading dot becomes '_', so nothing is hidden and nothing is '..';
-    trailing dots and spaces go; Windows device names get a '_' prefix). Two classes that end up with the same
-    folder name (ignoring case) get '~2', '~3' suffixes. A file name already used in its folder is prefixed
-    with the item id. `labels.csv` at the root lists every file with its path inside the zip and its
-    true class name, split, annotator and time, so `read_manifest(<unzipped>/labels.csv)` restores the labels.
+    trailing dots and spaces go; Windows device names get a '_' prefix; a name over NAME_MAX_BYTES bytes is
+    shortened by `fit_name`). Two classes that end up with the same folder name (ignoring case) get '~2', '~3'
+    suffixes. A file name already used in its folder is prefixed with the item id. `labels.csv` at the root lists
+    every file with its path inside the zip and its true class name, split, annotator and time, so
+    `read_manifest(<unzipped>/labels.csv)` restores the labels.
     """
     root = Path(data_root).resolve()
     single = [row for row in rows if len(row.labels) == 1]
@@ -203,7 +205,22 @@ def safe_name(name: str) -> str:
     cleaned = cleaned or "_"
     if cleaned.split(".")[0].lower() in _WINDOWS_RESERVED:
         cleaned = "_" + cleaned
-    return cleaned
+    return fit_name(cleaned)
+
+
+def fit_name(name: str, limit: int = NAME_MAX_BYTES) -> str:
+    """`name` when its UTF-8 form fits in `limit` bytes; else its start (cut at a character), '~', 8 hex digits of
+    the whole name's sha256 and its extension: the same name always gives the same result, and two long names
+    that differ only after the cut still give two names."""
+    data = name.encode("utf-8")
+    if len(data) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    suffix = f".{extension}" if dot and stem and len(extension.encode("utf-8")) <= 16 else ""
+    tag = "~" + hashlib.sha256(data).hexdigest()[:8]
+    room = limit - len(tag) - len(suffix.encode("utf-8"))
+    start = name[: len(name) - len(suffix)].encode("utf-8")[:room].decode("utf-8", "ignore")
+    return start + tag + suffix
 
 
 def _class_folders(names: list[str]) -> dict[str, str]:
@@ -214,7 +231,7 @@ def _class_folders(names: list[str]) -> dict[str, str]:
         folder, n = base, 1
         while folder.casefold() in taken:
             n += 1
-            folder = f"{base}~{n}"
+            folder = fit_name(f"{base}~{n}")
         taken.add(folder.casefold())
         folders[name] = folder
     return folders
@@ -223,7 +240,7 @@ def _class_folders(names: list[str]) -> dict[str, str]:
 def _unique_name(name: str, item_id: int, taken: set[str]) -> str:
     candidate, n = name, 1
     while candidate.casefold() in taken:
-        candidate = f"{item_id}_{name}" if n == 1 else f"{item_id}_{n}_{name}"
+        candidate = fit_name(f"{item_id}_{name}" if n == 1 else f"{item_id}_{n}_{name}")
         n += 1
     taken.add(candidate.casefold())
     return candidate

@@ -10,6 +10,9 @@ the items inside the caller's write transaction, so an import is all or nothing:
 Every problem found (unreadable, corrupt or truncated image, decompression bomb, unknown label, duplicate path,
 path outside the data root, missing file, empty source) is collected; one `ImportProblem` then lists the first
 `MAX_REPORTED_PROBLEMS` of them, each naming the file (and the manifest row), so a manifest can be fixed in one go.
+
+Class names are Unicode NFC: 'é' typed as one code point and as 'e' + a combining accent (macOS writes folder names
+the second way) is one class, whichever way a folder, a manifest or the given classes spell it.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import stat
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +43,10 @@ MANIFEST_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLITS = ("pool", "eval")
 MAX_REPORTED_PROBLEMS = 20
 MULTI_LABEL_SEPARATOR = ";"  # between the tags of a multi-label CSV cell, on import and export
+# Column separators a CSV manifest may use, tried in this order: a spreadsheet in a locale with a decimal comma
+# saves "CSV" with ';', and tab-separated files are common too.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+NAME_MAX_BYTES = 255  # one folder or file name (ext4, APFS: UTF-8 bytes; NTFS: 255 UTF-16 units, never more)
 
 # Characters that make a spreadsheet read a cell as a formula; exports prefix such cells with an apostrophe.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -119,24 +127,28 @@ def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress
     if not root.is_dir():
         raise ImportProblem(f"{root}: not a folder (or it does not exist)")
     if classes is not None:
-        _check_classes(classes)
+        classes = _check_classes(classes)
     root = root.resolve()
     problems = _Problems()
     skipped: list[str] = []
 
     top_images: list[Path] = []
-    class_dirs: dict[str, list[Path]] = {}
+    class_dirs: dict[str, list[Path]] = {}  # class name (NFC) -> its images, from every folder spelling it
+    spellings: dict[str, list[str]] = {}
     for child in sorted(root.iterdir()):
         if child.name.startswith("."):
             continue
         if child.is_dir():
             images = _images_below(child, root, problems, skipped)
             if images:
-                class_dirs[child.name] = images
+                name = class_name(child.name)
+                class_dirs.setdefault(name, []).extend(images)
+                spellings.setdefault(name, []).append(child.name)
         elif _is_image_name(child):
             top_images.append(child)
         else:
             skipped.append(_key(child, root))
+    merged = [name for name, folders in spellings.items() if len(folders) > 1]
 
     if top_images and class_dirs:
         raise ImportProblem(
@@ -168,8 +180,11 @@ def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress
         )
     items = _validate(entries, root, classes, problems, progress)
     problems.raise_if_any(str(root))
+    notes = [f"the sub-folders {', '.join(repr(shown_name(f)) for f in spellings[name])} spell one name with "
+             f"different Unicode code points (an accent as its own character or not): they are one class {name!r}"
+             for name in merged]
     return ImportResult(data_root=root, classes=list(classes), items=items,
-                        skipped=sorted(shown_name(k) for k in skipped))
+                        skipped=sorted(shown_name(k) for k in skipped), warnings=notes)
 
 
 def _images_below(folder: Path, root: Path, problems: _Problems, skipped: list[str]) -> list[Path]:
@@ -214,7 +229,16 @@ def shown_name(name: str) -> str:
         name.encode("utf-8")
         return name
     except UnicodeEncodeError:
+        pass
+    try:
         return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to (a JSON manifest's "\\ud800")
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def class_name(name: str) -> str:
+    """A class name as the project stores it: Unicode NFC (see the module doc)."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _name_problem(name: str) -> str | None:
@@ -245,11 +269,12 @@ def read_manifest(
     "none of these" (an empty cell is unlabeled): use JSONL for that.
 
     CSV: a header row with `path` and optionally `label` and `split` (other columns are ignored); a label is one
-    class name. JSONL: one object per line with `path`, optional `label` (a class name, a list of names for
-    multi-label, or null) and optional `split`. Paths are relative to `data_root` (default: the manifest's folder)
-    or absolute inside it; backslashes are read as folder separators. An empty label means unlabeled; spaces
-    around a label are dropped unless the label with them is one of the given `classes`. `split` is
-    empty, 'pool' or 'eval'. Classes are the sorted distinct labels unless `classes` is given, in which case any
+    class name. Columns are separated by ',' or, when the header has a `path` column only that way, by ';', a
+    tab or '|' (CSV_DELIMITERS). JSONL: one object per line with `path`, optional `label` (a class name, a list
+    of names for multi-label, or null) and optional `split`. Paths are relative to `data_root` (default: the
+    manifest's folder) or absolute inside it; backslashes are read as folder separators; a folder or file name
+    over NAME_MAX_BYTES bytes is refused. An empty label means unlabeled; spaces around a label are dropped
+    unless the label with them is one of the given `classes`. `split` is empty, 'pool' or 'eval'. Classes are the sorted distinct labels unless `classes` is given, in which case any
     other label is an error. CSV cells written by our exporters with a formula-guard apostrophe are read back
     without it (see `unguard_cell`). CSV row numbers count the header as row 1, as spreadsheets do.
     """
@@ -263,7 +288,7 @@ def read_manifest(
     if not root_given.is_dir():
         raise ImportProblem(f"{root_given}: data root is not a folder (or it does not exist)")
     if classes is not None:
-        _check_classes(classes)
+        classes = _check_classes(classes)
     try:
         # Bytes decoded as they are: read_text's newline translation would turn a CR LF inside a quoted CSV
         # cell (a class name with a line break) into LF, and the name would not round-trip.
@@ -290,11 +315,10 @@ def read_manifest(
             problems.add(where, located)
             continue
         file_path, key = located
-        shown = key if len(key) <= 120 else key[:100] + "..." + key[-17:]  # a hostile path can be kilobytes long
-        entries.append(_Entry(f"{where} ({shown!r})", file_path, key, labels, split))
+        entries.append(_Entry(f"{where} ({_shorten(key)!r})", file_path, key, labels, split))
 
     if classes is None:
-        classes = sorted({label.strip() for e in entries for label in e.labels or []})
+        classes = sorted({class_name(label).strip() for e in entries for label in e.labels or []})
     items = _validate(entries, root, classes, problems, progress)
     problems.raise_if_any(str(path))
     return ImportResult(data_root=root, classes=list(classes), items=items)
@@ -303,17 +327,34 @@ def read_manifest(
 _Row = tuple[str, str, list[str] | None, str | None]  # where, path, labels (None: unlabeled), split
 
 
+def _csv_header(path: Path, text: str) -> tuple[str, list[str], list[str]]:
+    """(delimiter, header cells, their column names) of the first of CSV_DELIMITERS whose header row has a `path`
+    column; a worded ImportProblem when none has, saying which separator the header looks like it uses."""
+    headers: dict[str, list[str]] = {}
+    for delimiter in CSV_DELIMITERS:
+        try:
+            header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        except StopIteration:
+            raise ImportProblem(f"{path}: the manifest is empty (expected a header row with a 'path' column)") from None
+        except csv.Error as e:
+            if delimiter == ",":
+                raise ImportProblem(f"{path}: row 1: not valid CSV ({e})") from e
+            continue
+        columns = [unguard_cell(h).strip().lower() for h in header]
+        if "path" in columns:
+            return delimiter, header, columns
+        headers[delimiter] = header
+    names = {",": "','", ";": "';'", "\t": "a tab", "|": "'|'"}
+    looks = max(headers, key=lambda d: len(headers[d]))  # the separator that splits the header into most columns
+    how = f"; it looks {names[looks]}-separated, with the columns {headers[looks]}" if looks != "," else ""
+    raise ImportProblem(f"{path}: row 1: the header {headers[',']} has no 'path' column{how} (a manifest needs a "
+                        f"'path' column; columns may be separated by {', '.join(names.values())})")
+
+
 def _csv_rows(path: Path, text: str, multi_label: bool = False) -> list[_Row]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportProblem(f"{path}: the manifest is empty (expected a header row with a 'path' column)") from None
-    except csv.Error as e:
-        raise ImportProblem(f"{path}: row 1: not valid CSV ({e})") from e
-    columns = [unguard_cell(h).strip().lower() for h in header]
-    if "path" not in columns:
-        raise ImportProblem(f"{path}: row 1: the header {header} has no 'path' column")
+    delimiter, header, columns = _csv_header(path, text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    next(reader)
     at = {name: columns.index(name) for name in ("path", "label", "split") if name in columns}
 
     def cell(values: list[str], name: str) -> str:
@@ -410,7 +451,22 @@ def _locate(raw: str, root: Path, root_abs: Path) -> tuple[Path, str] | str:
         relative = posix
     if not relative.parts:
         return "path names the data root itself, not a file"
+    too_long = [part for part in relative.parts if _bytes(part) > NAME_MAX_BYTES]
+    if too_long:
+        return (f"the name {_shorten(too_long[0])!r} in this path is {_bytes(too_long[0])} bytes long; "
+                f"file systems allow {NAME_MAX_BYTES} bytes per folder or file name")
     return root.joinpath(*relative.parts), relative.as_posix()
+
+
+def _bytes(name: str) -> int:
+    """The length of `name` in a file system's UTF-8 bytes."""
+    return len(name.encode("utf-8", "surrogatepass"))
+
+
+def _shorten(text: str) -> str:
+    """`text` as a message shows it: a hostile name can be kilobytes long."""
+    text = shown_name(text)
+    return text if len(text) <= 120 else text[:100] + "..." + text[-17:]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -430,7 +486,7 @@ def _validate(
         if (bad := _name_problem(entry.key)) is not None:
             problems.add(entry.where, bad)
             continue
-        labels = [label if label in index else label.strip() for label in entry.labels or []]
+        labels = [_class_of(label, index) for label in entry.labels or []]
         unknown = [label for label in labels if label not in index]
         if unknown:
             problems.add(entry.where, f"unknown label {unknown[0]!r}; classes are {classes}")
@@ -474,6 +530,12 @@ def _validate(
     return items
 
 
+def _class_of(label: str, index: dict[str, int]) -> str:
+    """The class a source's label names: NFC, and without the spaces around it unless a class has them."""
+    label = class_name(label)
+    return label if label in index else label.strip()
+
+
 def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
     """(sha256 hex of the bytes, None) for a good image, else (None, what is wrong).
 
@@ -510,14 +572,18 @@ def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
     return digest.hexdigest(), None
 
 
-def _check_classes(classes: Iterable[str]) -> None:
-    names = list(classes)
-    bad = [c for c in names if not isinstance(c, str) or not c.strip()]
+def _check_classes(classes: Iterable[str]) -> list[str]:
+    """The given class names in NFC, or a worded ImportProblem (an empty name, one given twice)."""
+    given = list(classes)
+    bad = [c for c in given if not isinstance(c, str) or not c.strip()]
     if bad:
         raise ImportProblem(f"class names must be non-empty strings, got {bad[0]!r}")
+    names = [class_name(c) for c in given]
     duplicates = sorted({c for c in names if names.count(c) > 1})
     if duplicates:
-        raise ImportProblem(f"class names must be unique; repeated: {duplicates}")
+        raise ImportProblem(f"class names must be unique (two Unicode spellings of one name are one name); "
+                            f"repeated: {duplicates}")
+    return names
 
 
 def unguard_cell(value: str) -> str:

@@ -13,6 +13,7 @@ from storage.models import Annotation, Item, QueueEntry, Round, utcnow
 
 DEFAULT_LEASE_SECONDS = 60  # the Label page renews what it holds (app.settings.Settings.lease_seconds)
 OPEN_STATES = ("pending", "claimed")
+CLOSED_ROUND_STATES = ("training", "done")
 
 
 class QueueError(StorageError, RuntimeError):
@@ -219,41 +220,88 @@ def _answer(
 
 
 def undo_last(session: Session, project_id: int, annotator: str, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Annotation | None:
-    """Retract the annotator's latest label or skip (adding a 'retract' row) and hand its item back to them.
-
-    Returns the retracted annotation, or None when there is nothing to undo. If the item's round is still being
-    labeled, its queue entry is claimed again by the same annotator so it is the next item they see.
-    """
+    """Retract the annotator's latest label or skip and hand its item back to them (`retract`, the one rule of
+    every undo); returns the retracted annotation, or None when there is nothing to undo."""
     last = session.scalars(live_answers(project_id, annotator).order_by(Annotation.id.desc()).limit(1)).first()
     if last is None:
         return None
-    session.add(
-        Annotation(
-            project_id=project_id,
-            item_id=last.item_id,
-            annotator=annotator,
-            kind="retract",
-            value=None,
-            replaces_id=last.id,
-            round_id=last.round_id,
-            queue_entry_id=last.queue_entry_id,
-        )
-    )
-    if last.queue_entry_id is not None:
-        entry = _lock_entry(session, last.queue_entry_id)
-        round_ = _lock_round(session, entry.round_id) if entry else None
-        if entry is not None and round_ is not None and round_.state == "labeling":
-            hold(entry, annotator, lease_seconds)
-    session.flush()
+    retract(session, last, annotator, lease_seconds)
     return last
 
 
+def retract(session: Session, answer: Annotation, annotator: str, lease_seconds: int) -> Annotation:
+    """The one rule of an undo (Workbench.undo and the label surface's): a 'retract' row withdraws `answer`
+    (append-only) and its queue entry is held by `annotator` again, whatever its round's state, so the item is
+    the next one they see and the label they give replaces the retracted one (storage.labels.current_labels).
+
+    When the answer closed its round (the round went to training, or is done), the round stays closed: the
+    reopened entry comes first for that annotator (`claim_reopened`, storage.answers.claim_ahead), the label
+    given then is used by the next training, and if its lease runs out unanswered the entry is dropped
+    (`drop_expired_reopened`), its item unlabeled and free to be picked again, as after an early close. An answer
+    given outside the queue (no entry) is only retracted. Returns the retract row; raises QueueError when another
+    annotator holds the entry now.
+    """
+    entry = _lock_entry(session, answer.queue_entry_id) if answer.queue_entry_id is not None else None
+    round_ = _lock_round(session, entry.round_id) if entry is not None else None
+    if entry is not None and entry.state == "claimed" and entry.claimed_by not in (None, annotator):
+        raise QueueError(f"item {entry.id} is held by {entry.claimed_by} now; your answer on it stays")
+    row = Annotation(
+        project_id=answer.project_id, item_id=answer.item_id, annotator=annotator, kind="retract", value=None,
+        replaces_id=answer.id, round_id=answer.round_id, queue_entry_id=answer.queue_entry_id,
+    )
+    session.add(row)
+    if entry is not None and round_ is not None:
+        hold(entry, annotator, lease_seconds)
+    session.flush()
+    return row
+
+
+def claim_reopened(session: Session, project_id: int, annotator: str,
+                   lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Claim | None:
+    """The entry an undo handed back to `annotator` in a closed round of the project (the oldest round's first),
+    its lease renewed; None when they hold none. Expired ones are dropped first (`drop_expired_reopened`)."""
+    now = utcnow()
+    drop_expired_reopened(session, project_id, now)
+    entry = session.scalars(
+        select(QueueEntry)
+        .join(Round, Round.id == QueueEntry.round_id)
+        .where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES),
+               QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
+        .order_by(Round.index, QueueEntry.position)
+        .limit(1)
+        .with_for_update(key_share=True, of=QueueEntry)
+        .execution_options(populate_existing=True)
+    ).first()
+    if entry is None:
+        return None
+    entry.lease_expires = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    return claim_of(entry)
+
+
+def drop_expired_reopened(session: Session, project_id: int, now: datetime) -> int:
+    """Entries an undo reopened in a closed round and left unanswered past their lease: dropped (the round is
+    closed, so nobody else would take them; their items have no label and may be picked again)."""
+    closed_rounds = select(Round.id).where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES))
+    result = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.round_id.in_(closed_rounds), QueueEntry.state == "claimed", QueueEntry.lease_expires < now)
+        .values(state="dropped", claimed_by=None, lease_expires=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
 def release(session: Session, entry_id: int, annotator: str) -> None:
-    """Give a claimed item back to the queue (annotator leaves)."""
+    """Give a claimed item back to the queue (annotator leaves); one an undo reopened in a closed round is dropped
+    instead, as when its lease runs out (`retract`)."""
+    round_state = session.scalar(
+        select(Round.state).join(QueueEntry, QueueEntry.round_id == Round.id).where(QueueEntry.id == entry_id))
     session.execute(
         update(QueueEntry)
         .where(QueueEntry.id == entry_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
-        .values(state="pending", claimed_by=None, lease_expires=None)
+        .values(state="dropped" if round_state in CLOSED_ROUND_STATES else "pending", claimed_by=None,
+                lease_expires=None)
     )
 
 

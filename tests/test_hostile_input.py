@@ -16,8 +16,9 @@ Projects page and `python -m app import` call) unless the case lives elsewhere.
 | manifest (CSV and JSONL): '../x.png', 'a/../../x.png', '..\\x'  | refused: "<manifest> row/line N: path contains '..'"                     |
 | manifest: an absolute path outside the data root               | refused: "... absolute path is outside the data root <root>"            |
 | manifest: a symlink leaving the data root                      | refused: "... resolves to <target>, outside the data root (a symlink?)" |
-| manifest: a NUL byte / a 5000-character name / a named pipe     | refused: "path contains a NUL character" / "unusable path (File name    |
-|                                                               | too long)" / "not a regular file" (these crashed or could hang before)   |
+| manifest: a NUL byte / a 5000-character name / a named pipe     | refused: "path contains a NUL character" / "the name ... is 5004 bytes  |
+|                                                               | long; file systems allow 255 bytes per folder or file name" / "not a     |
+|                                                               | regular file" (these crashed or could hang before)                       |
 | a .zip given as the source; a zip inside an image folder       | zips are never opened or extracted anywhere: the source is refused as    |
 |                                                               | "unknown manifest type '.zip'"; in a folder it is ignored and listed as  |
 |                                                               | skipped; a zip named .png is "not an image"                              |
@@ -282,7 +283,7 @@ def test_paths_leaving_the_data_root_in_a_folder(wb: Workbench, tmp_path: Path) 
         ("OUTSIDE", "absolute path is outside the data root"),
         ("link.png", "outside.png, outside the data root"),
         ("nul\x00.png", "path contains a NUL character"),
-        ("x" * 5000 + ".png", "unusable path (File name too long)"),
+        ("x" * 5000 + ".png", "is 5004 bytes long; file systems allow 255 bytes per folder or file name"),
         ("pipe.png", "not a regular file (a pipe, socket or device)"),
     ],
     ids=["dotdot", "dotdot-inside", "backslashes", "absolute", "symlink", "nul", "too-long", "pipe"],
