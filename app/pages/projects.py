@@ -11,11 +11,13 @@ from app.project_admin import SettingsChange
 from app.workbench import ProjectConfig, WorkbenchError
 from learners.catalog import HEAD_KINDS, METHOD_NAMES, TRAINING_METHODS, WARM_START_METHODS, SSLConfig, help_text
 from learners.strategies import Param, strategy_class
-from storage.importers import ImportProblem
+from storage.demo import MNIST_CLASSES, MNIST_DEMO, MNIST_TITLE, mnist_demo_folder
+from storage.errors import StorageError
 
 SOURCES = {
     "demo": "Demo: handwritten digits",
     "demo-tags": "Demo: digit tags (multi-label)",
+    MNIST_DEMO: MNIST_TITLE,
     "folder": "Image folder",
     "manifest": "Manifest (CSV / JSONL)",
 }
@@ -341,9 +343,13 @@ if st.button("Create project", type="primary", key="create_project"):
             bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
         source = source_kind if source_kind.startswith("demo") else source_path.strip()
+        import_warnings: list[str] = []
         try:
-            new_id = wb.create_project(config, source, progress=report)
-        except (WorkbenchError, ImportProblem) as error:
+            if source_kind == MNIST_DEMO:  # written out as an image folder, one sub-folder (gold label) per digit
+                bar.progress(0.0, text="writing the MNIST scans as PNG files")
+                source, config.classes = mnist_demo_folder(wb.settings.home), list(MNIST_CLASSES)
+            new_id = wb.create_project(config, source, progress=report, on_warning=import_warnings.append)
+        except (WorkbenchError, StorageError) as error:  # an ImportProblem is a StorageError
             bar.empty()
             st.error(ui.text(f"Could not create the project (nothing was stored): {error}"))
         else:
@@ -353,4 +359,6 @@ if st.button("Create project", type="primary", key="create_project"):
                 f"Created project {config.name!r}. The worker embeds the images and selects round 0; "
                 "then it is ready on the Label page.",
             )
+            if import_warnings:  # drawn as text by ui.show_flash: they quote file and class names
+                ui.flash("warning", "The import says:\n" + "\n".join(f"- {w}" for w in import_warnings))
             st.rerun()
