@@ -10,6 +10,8 @@
    both features and penultimate features, softmax probabilities, `--labeled` items labeled), default arms, budget
    `--budget`: each arm's ranking time, the Thompson fill on those rankings, and two runs of the full `select`
    (both parts plus arm building and the reward).
+3. A follow-up selection of update="answer" (what the app runs after each answer): the strategy holding the round's
+   `--budget` picks, half of them answered, selects 2 more from the posterior plus those answers.
 --threads sets torch's intra-op threads (default: torch's own choice).
 """
 from __future__ import annotations
@@ -100,6 +102,17 @@ def bench_select(items: int, classes: int, hidden: int, labeled_count: int, budg
         times.append(time.perf_counter() - start)
     print(f"  full select           {' s, '.join(f'{t:.2f}' for t in times)} s (two runs) -> {len(selection)} picks; "
           f"{selection.note}")
+
+    strategy = get_strategy("tailor")
+    picks = strategy.select(inputs, budget, np.random.default_rng(5))
+    answered = picks.positions[: len(picks) // 2]
+    follow_up = StrategyInputs(np.setdiff1d(candidates, picks.positions), probs=probs, features=feats,
+                               penultimate=feats, labeled=np.r_[labeled, answered], labels=y[np.r_[labeled, answered]],
+                               step=len(picks))
+    start = time.perf_counter()
+    more = strategy.select(follow_up, 2, np.random.default_rng(6))
+    print(f"  follow-up select (update=answer, 2 picks, {len(answered)} answers of the round): "
+          f"{time.perf_counter() - start:.2f} s; {more.note}")
 
 
 def main() -> None:

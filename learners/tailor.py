@@ -4,7 +4,8 @@ Thompson-sampling fill of a batch. The arms themselves (registered strategies an
 
 - Posterior (`TailorPosterior`): stats (2, M, K). Multi-class: theta_m ~ Dirichlet(stats[0, m] + 1). Multi-label:
   theta_m,k ~ Beta(stats[0, m, k], stats[1, m, k]). Update: stats = decay * stats + new, new[0, m] += y,
-  new[1, m] += 1 - y over the labeled picks of arm m.
+  new[1, m] += 1 - y over the labeled picks of arm m (`pick_counts`). Within a round, `plus` gives the posterior
+  with the round's answers so far added (no decay, nothing recorded): what TAILOR draws from between answers.
 - Reward (`reward_vector`): `div` (class diversity) or `pos` (all ones: find positives, multi-label).
 - Filling (`thompson_fill`): the posterior is fixed for the round; draws are made in blocks of slots, all arms at
   once, so B = 1000 slots x M = 200 arms x K = 10 classes takes well under a second.
@@ -126,14 +127,9 @@ class TailorPosterior:
         """(M,) each arm's posterior expected reward E[theta_m] . v."""
         return self.expected_theta() @ np.asarray(reward, dtype=np.float64)
 
-    def update(self, arm_index: np.ndarray, labels: np.ndarray, decay: float = 0.9,
-               round_id: int | None = None) -> bool:
-        """Fold in one round's labeled picks: pick i was made by arm `arm_index[i]` and got label vector `labels[i]`
-        (0/1, one-hot for multi-class; pass only labeled picks). new[0, m] += y, new[1, m] += 1 - y;
-        stats = decay * stats + new. With `round_id` already in `folded_rounds` nothing changes and False is
-        returned; otherwise the round id (if given) is recorded and True returned."""
-        if round_id is not None and round_id in self.folded_rounds:
-            return False
+    def pick_counts(self, arm_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """new (2, M, K) for labeled picks: pick i was made by arm `arm_index[i]` and got label vector `labels[i]`
+        (0/1, one-hot for multi-class; pass only labeled picks); new[0, m] += y, new[1, m] += 1 - y."""
         arm_index = np.asarray(arm_index, dtype=np.int64).reshape(-1)
         labels = np.asarray(labels, dtype=np.float64)
         if labels.size == 0:
@@ -143,15 +139,31 @@ class TailorPosterior:
                              f"got shape {labels.shape}")
         if len(arm_index) and (arm_index.min() < 0 or arm_index.max() >= len(self.arm_names)):
             raise ValueError(f"arm indices must lie in [0, {len(self.arm_names)}) (filter out non-arm picks)")
-        if not 0.0 < decay <= 1.0:
-            raise ValueError(f"decay must lie in (0, 1], got {decay}")
         new = np.zeros_like(self.stats)
         np.add.at(new[0], arm_index, labels)
         np.add.at(new[1], arm_index, 1.0 - labels)
+        return new
+
+    def update(self, arm_index: np.ndarray, labels: np.ndarray, decay: float = 0.9,
+               round_id: int | None = None) -> bool:
+        """Fold in one round's labeled picks (`pick_counts`): stats = decay * stats + new. With `round_id` already
+        in `folded_rounds` nothing changes and False is returned; otherwise the round id (if given) is recorded
+        and True returned."""
+        if round_id is not None and round_id in self.folded_rounds:
+            return False
+        new = self.pick_counts(arm_index, labels)
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must lie in (0, 1], got {decay}")
         self.stats = decay * self.stats + new
         if round_id is not None:
             self.folded_rounds.append(int(round_id))
         return True
+
+    def plus(self, arm_index: np.ndarray, labels: np.ndarray) -> TailorPosterior:
+        """A new posterior with these labeled picks added (stats + new, `pick_counts`): no decay, no round
+        recorded, this one unchanged. The round's decay comes once, when the round is folded by `update`."""
+        return TailorPosterior(self.arm_names, self.stats + self.pick_counts(arm_index, labels), self.multi_label,
+                               list(self.folded_rounds))
 
     def sample_rewards(self, reward: np.ndarray, slots: int, rng: np.random.Generator) -> np.ndarray:
         """(slots, M) independent draws of theta_m . v, all arms at once."""

@@ -59,7 +59,7 @@ def test_the_tag_demo_imports_sets_including_none_of_these(settings: Settings) -
 def test_multi_label_rounds_train_sigmoid_heads_and_measure_map(settings: Settings) -> None:
     wb = Workbench(settings)
     pid = wb.create_project(ProjectConfig(name="Tags", task="multi_label", strategy="tailor",
-                                          strategy_params={"reward": "pos"}, round_size=20, eval_size=40, pick_ahead=0),
+                                          strategy_params={"reward": "pos", "update": "round"}, round_size=20, eval_size=40, pick_ahead=0),
                             "demo-tags")  # counts per round as without pick-ahead (test_round_boundary.py)
     gold = tag_gold(wb, pid)
     drain(Worker(settings, device="cpu"))

@@ -370,7 +370,7 @@ def test_dashboard_draws_each_point_with_its_interval_and_says_when_changes_are_
 
 
 def test_dashboard_shows_tailors_arms(wb: Workbench, demo_id: int) -> None:
-    wb.set_strategy(demo_id, "tailor", {"arms": ["margin", "most_likely*", "coreset"]})
+    wb.set_strategy(demo_id, "tailor", {"arms": ["margin", "most_likely*", "coreset"], "update": "round"})
     label_whole_round(wb, demo_id)
     _run_worker()  # trains round 0; TAILOR chooses round 1
     at = open_page("dashboard")
