@@ -20,8 +20,19 @@ from storage import people
 from storage.errors import StorageError
 from storage.models import Annotation, SignInLink, utcnow
 from tests.conftest import answer, surface
-from tests.test_access import ADMIN_TOKEN, ADMIN_PAGES, ANNOTATOR_PAGES, USER_TOKEN, app, go, page_is_open
-from tests.test_access import no_tokens_from_outside, shows_only_login, sign_in, wb  # noqa: F401 (fixtures)
+from tests.test_access import (  # noqa: F401 (fixtures)
+    ADMIN_PAGES,
+    ADMIN_TOKEN,
+    ANNOTATOR_PAGES,
+    USER_TOKEN,
+    app,
+    go,
+    no_tokens_from_outside,
+    page_is_open,
+    shows_only_login,
+    sign_in,
+    wb,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
