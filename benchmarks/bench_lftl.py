@@ -11,7 +11,7 @@ On the target, through `app.simulation` (a seed round chosen by the source head,
 - and the two halves: lftl + none, margin + lftl_vpa
 
 Printed: the source head's accuracy on the source and the shifted eval sets, then per variant the accuracy per
-label spent (mean ± standard error over seeds) and the area under the curve.
+label spent and the area under the curve (both mean ± standard error over seeds).
 
 Run: .venv/bin/python benchmarks/bench_lftl.py [--seeds 3] [--round-size 10] [--rounds 8]
 """
@@ -34,7 +34,7 @@ from app.settings import Settings  # noqa: E402
 from app.simulation import SimulationConfig, run_simulation  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
 from app.worker import Worker, job_runner  # noqa: E402
-from learners.efficiency import summarize  # noqa: E402
+from learners.efficiency import auc, summarize  # noqa: E402
 from storage.demo import DEMO_CLASSES, write_demo  # noqa: E402
 from storage.models import Item  # noqa: E402
 
@@ -60,6 +60,16 @@ def label_everything(wb: Workbench, pid: int) -> None:
         gold = {i.id: i.gold for i in s.scalars(select(Item).where(Item.project_id == pid))}
     while (task := wb.next_assignment(pid, "oracle")) is not None:
         wb.submit(pid, task.entry_id, "oracle", gold[task.item_id])
+
+
+def auc_per_seed(result: dict, strategy: str) -> np.ndarray:
+    """The area under each seed's own accuracy curve (learners.efficiency.auc), for a standard error over seeds."""
+    points = [p for p in result["points"] if p["strategy"] == strategy]
+    areas = []
+    for seed in sorted({p["seed"] for p in points}):
+        curve = sorted((p["labels"], p["accuracy"]) for p in points if p["seed"] == seed)
+        areas.append(auc(*map(np.array, zip(*curve))))
+    return np.array(areas)
 
 
 def main() -> None:
@@ -117,10 +127,11 @@ def main() -> None:
     labels = curves[config.strategies[0]]["labels"]
     print("\n| variant | " + " | ".join(f"{x:.0f} labels" for x in labels) + " | AUC |")
     print("|---" * (len(labels) + 2) + "|")
-    auc = {row["strategy"]: row["auc"] for row in summary["table"]}
     for name, curve in curves.items():
         cells = " | ".join(f"{m:.3f} ± {e:.3f}" for m, e in zip(curve["mean"], curve["se"]))
-        print(f"| {name} | {cells} | {auc[name]:.3f} |")
+        areas = auc_per_seed(result, name)
+        se = areas.std(ddof=1) / np.sqrt(len(areas)) if len(areas) > 1 else 0.0
+        print(f"| {name} | {cells} | {areas.mean():.3f} ± {se:.3f} |")
 
 
 if __name__ == "__main__":

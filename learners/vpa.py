@@ -13,14 +13,22 @@ Per step, with a labeled batch and an unlabeled batch (`vpa_loss`):
 - L_vpa: for each unlabeled f, a softmax over its cosine similarities to every anchor memory (1e-8 added to the
   norms); the mean entropy of those distributions. Pulls unlabeled items toward one anchor.
 
-Optimiser: SGD, momentum 0.9, Nesterov, with lr_t = lr (1 + 10 t / T)^-0.75 for steps t = 1..T of one call (one
-round), as the reference code schedules it. Optional mixup (`mixup_pass`): after an epoch, the labeled rows drawn
+Epochs and batches as the reference defines them (lyumengyao/lftl, `train_one_round_with_unlabel`): an epoch is one
+pass over the unlabeled rows, ceil(U / batch) steps (`steps_per_epoch`); the labeled rows are cycled alongside, in
+shuffled passes that run on across epochs (`PassBatches`). Both batches have `batch` rows (64), the last batch of a
+pass is shorter. The reference skips a step whose batch has one row (its BatchNorm refuses it); the bottleneck head
+here normalises such a batch with its running statistics, so no step is skipped. Optimiser: SGD, momentum 0.9,
+Nesterov, with lr_t = lr (1 + 10 t / T)^-0.75 for steps t = 1..T, T = epochs x steps per epoch, of one call (one
+round), as the reference schedules it; no warm-up. Optional mixup (`mixup_pass`): after an epoch, the labeled rows drawn
 during it are mixed in pairs in feature space (lambda ~ Beta(0.75, 0.75), taken >= 0.5 as the reference does) and
 trained on with soft targets, at the current learning rate.
 
 Everything here works on tensors already on the device; nothing reads a database or files.
 """
 from __future__ import annotations
+
+import math
+from collections import deque
 
 import numpy as np
 import torch
@@ -32,6 +40,29 @@ SHOT_EPS = 1e-5
 SGD_MOMENTUM = 0.9
 LR_GAMMA, LR_POWER = 10.0, 0.75
 MIXUP_ALPHA = 0.75
+
+
+class PassBatches:
+    """Endless seeded mini-batches of positions 0..n-1, as a shuffling DataLoader without drop_last that is
+    restarted whenever it runs out: each pass is a fresh permutation cut into batches of `size`, the last one
+    shorter; a batch never spans two passes."""
+
+    def __init__(self, n: int, size: int, generator: torch.Generator) -> None:
+        self.n, self.size, self.generator = n, size, generator
+        self.pending: deque[np.ndarray] = deque()
+
+    def take(self) -> np.ndarray:
+        if not self.pending:
+            order = torch.randperm(self.n, generator=self.generator).numpy()
+            self.pending.extend(order[start:start + self.size] for start in range(0, self.n, self.size))
+        return self.pending.popleft()
+
+
+def steps_per_epoch(labeled: int, unlabeled: int, batch: int) -> int:
+    """ceil(U / batch): one pass over the unlabeled rows. The reference requires U >= L; where the labeled rows
+    are more (or there are no unlabeled rows) an epoch is one pass over them instead, so every label is still
+    seen once per epoch."""
+    return math.ceil(max(labeled, unlabeled) / batch)
 
 
 def update_anchor_memory(memory: torch.Tensor | None, fresh: torch.Tensor,

@@ -146,7 +146,7 @@ def digits() -> dict[str, np.ndarray]:
 
 def vpa_head(d, x=None, init=None, eval_rows=True, **settings) -> TrainedHead:
     config = HeadConfig(epochs=settings.pop("epochs", 3), seed=settings.pop("seed", 0))
-    ssl = SSLConfig("lftl_vpa", **{"min_steps_per_epoch": 3, **settings})
+    ssl = SSLConfig("lftl_vpa", **settings)
     x = d["x"] if x is None else x
     return train_head_ssl(x, d["labeled"], d["y"][d["labeled"]], 10, config, ssl,
                           eval_excluded=d["eval"] if eval_rows else None, init=init)
@@ -220,7 +220,7 @@ def test_vpa_losses_on_hand_checked_inputs() -> None:
 
 def test_vpa_loss_decreases_and_reports_progress(digits) -> None:
     messages: list[tuple[float, str]] = []
-    config, ssl = HeadConfig(epochs=8, seed=0), SSLConfig("lftl_vpa", vpa_lr=1e-2, min_steps_per_epoch=5)
+    config, ssl = HeadConfig(epochs=8, seed=0), SSLConfig("lftl_vpa", vpa_lr=1e-2)
     d = digits
     head = train_head_ssl(d["x"], d["labeled"], d["y"][d["labeled"]], 10, config, ssl, eval_excluded=d["eval"],
                           progress=lambda f, m: messages.append((f, m)))
@@ -229,14 +229,67 @@ def test_vpa_loss_decreases_and_reports_progress(digits) -> None:
     assert losses[-1] < losses[0] - 0.5, losses
     assert head.kind == "bottleneck"
     accuracy = (head.predict_proba(d["x_test"]).argmax(1) == d["y_test"]).mean()
-    assert accuracy > 0.5, accuracy  # 40 labels, 40 steps
+    assert accuracy > 0.5, accuracy  # 40 labels, 8 epochs of ceil(480 unlabeled / 64) = 8 steps
+
+
+def test_labeled_batches_cycle_in_passes_like_a_restarted_loader() -> None:
+    batches = vpa.PassBatches(100, 64, torch.Generator().manual_seed(0))
+    drawn = [batches.take() for _ in range(6)]
+    assert [len(b) for b in drawn] == [64, 36] * 3  # the last batch of a pass is short, never topped up
+    passes = [np.concatenate(drawn[i:i + 2]) for i in (0, 2, 4)]
+    for rows in passes:
+        np.testing.assert_array_equal(np.sort(rows), np.arange(100))
+    assert not np.array_equal(passes[0], passes[1])  # every pass is shuffled afresh
+    fewer = vpa.PassBatches(50, 64, torch.Generator().manual_seed(0))
+    for _ in range(3):  # fewer rows than a batch: each batch is all of them, in a new order
+        np.testing.assert_array_equal(np.sort(fewer.take()), np.arange(50))
+
+
+def test_an_epoch_is_one_pass_over_the_unlabeled_rows() -> None:
+    assert vpa.steps_per_epoch(50, 2000, 64) == 32
+    assert vpa.steps_per_epoch(50, 100_000, 64) == 1563
+    assert vpa.steps_per_epoch(50, 128, 64) == 2
+    assert vpa.steps_per_epoch(50, 129, 64) == 3
+    assert vpa.steps_per_epoch(200, 30, 64) == 4  # more labels than unlabeled rows: one pass over the labels
+    assert vpa.steps_per_epoch(40, 0, 64) == 1
+
+
+def epoch_reports(d, epochs: int, **settings) -> list[tuple[int, float]]:
+    """(steps, learning rate at the epoch's last step) per epoch, from the training's progress messages."""
+    messages: list[str] = []
+    train_head_ssl(d["x"], d["labeled"], d["y"][d["labeled"]], 10, HeadConfig(epochs=epochs, seed=0),
+                   SSLConfig("lftl_vpa", **settings), eval_excluded=d["eval"], progress=lambda f, m: messages.append(m))
+    reports = [m.split("(")[1].split(")")[0] for m in messages]  # "8 steps, lr 0.000573"
+    return [(int(r.split(" steps")[0]), float(r.split("lr ")[1])) for r in reports]
+
+
+def test_vpa_steps_and_schedule_follow_the_unlabeled_pool(digits) -> None:
+    # 600 rows - 40 labeled - 80 evaluation = 480 unlabeled: ceil(480 / 64) = 8 steps per epoch, 24 in all; the
+    # floor the other methods put on steps does not apply
+    reports = epoch_reports(digits, 3, min_steps_per_epoch=50)
+    assert [steps for steps, _ in reports] == [8, 8, 8]
+    # lr at step t of T = 3 x 8 is 1e-3 (1 + 10 t / T)^-0.75: after epoch e, t = 8 e, so t / T = e / 3
+    for epoch, (_, lr) in enumerate(reports, start=1):
+        assert lr == pytest.approx(1e-3 * (1 + 10 * epoch / 3) ** -0.75, rel=1e-2)
+    assert [steps for steps, _ in epoch_reports(digits, 2, vpa_batch=100)] == [5, 5]
+
+
+def test_vpa_without_unlabeled_rows_makes_one_pass_over_the_labels(digits) -> None:
+    d = digits
+    everything_else = np.setdiff1d(np.arange(len(d["x"])), d["labeled"])
+    messages: list[str] = []
+    head = train_head_ssl(d["x"], d["labeled"], d["y"][d["labeled"]], 10, HeadConfig(epochs=2, seed=0),
+                          SSLConfig("lftl_vpa", vpa_batch=16), eval_excluded=everything_else,
+                          progress=lambda f, m: messages.append(m))
+    assert all("(3 steps, " in m and "im 0.0000, vpa 0.0000" in m for m in messages), messages  # ceil(40 / 16)
+    assert head.kind == "bottleneck"
 
 
 def test_vpa_trains_a_bottleneck_head_whatever_the_kind_and_mixup_runs(digits) -> None:
     messages: list[str] = []
     d = digits
     head = train_head_ssl(d["x"], d["labeled"], d["y"][d["labeled"]], 10, HeadConfig(kind="mlp", epochs=2),
-                          SSLConfig("lftl_vpa", mixup=True, min_steps_per_epoch=2),
+                          SSLConfig("lftl_vpa", mixup=True),
                           progress=lambda f, m: messages.append(m))
     assert head.kind == "bottleneck" and "mixup" in messages[-1]
 
@@ -270,7 +323,7 @@ def test_warm_start_starts_from_the_given_head(digits) -> None:
     def distance(head: TrainedHead) -> float:
         return max(np.abs(head.state_arrays()[name] - before[name]).max() for name in trainable)
 
-    one_step = dict(epochs=1, min_steps_per_epoch=1, vpa_batch=128, vpa_lr=1e-7)
+    one_step = dict(epochs=1, vpa_batch=128, vpa_lr=1e-7)
     warm = vpa_head(digits, init=source, **one_step)
     fresh = vpa_head(digits, **one_step)
     assert distance(warm) < 1e-5 < 0.1 < distance(fresh)
