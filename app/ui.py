@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 # strikethrough, tables, the :color[...] directive); a backslash before each makes it literal. At a line's start,
 # also the block openers (headings, lists, quotes).
 _MARKDOWN_SPECIAL = set("\\`*_[]<>$~|")
-_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])", re.MULTILINE)
+_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|(\d+)[.)])", re.MULTILINE)
 
 
 def text(value: object) -> str:
@@ -53,8 +53,16 @@ def text(value: object) -> str:
     Streamlit element that renders Markdown (st.markdown, captions, messages, button and expander labels):
     `![t](http://host/x.png)` shows as typed and fetches nothing, `**bold**` keeps its stars."""
     escaped = "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in str(value))
-    escaped = _BLOCK_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+    escaped = _BLOCK_START.sub(_escape_block_start, escaped)
     return escaped.replace("\n", "  \n")  # a line break stays a line break, never a Markdown block
+
+
+def _escape_block_start(m: re.Match) -> str:
+    """A backslash before a block opener; for a numbered-list opener ("12." or "3)") before its dot or parenthesis,
+    since Markdown does not take a backslash before a digit as an escape (it would show)."""
+    if m.group(3) is not None:
+        return m.group(1) + m.group(3) + "\\" + m.group(2)[-1]
+    return m.group(1) + "\\" + m.group(2)
 
 
 def lines_text(value: str) -> str:

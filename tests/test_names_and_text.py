@@ -111,6 +111,9 @@ def test_ui_text_escapes_every_markdown_construct() -> None:
     assert "![t](" not in shown and "**" not in shown and "<b>" not in shown and "$x$" not in shown
     assert shown.replace("\\", "") == HOSTILE  # nothing but the escapes is added
     assert ui.lines_text("done\n- **a**") == "done\n- \\*\\*a\\*\\*" and ui.text("# x") == "\\# x"
+    # a file name that opens like a numbered list: the backslash goes before the dot (Markdown shows one before a
+    # digit as typed)
+    assert ui.text("0217.png") == "0217\\.png" and ui.text("3) x") == "3\\) x"
 
 
 def _all_markdown(at) -> list[str]:
