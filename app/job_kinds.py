@@ -44,6 +44,8 @@ JOB_KINDS: dict[str, JobKind] = {
                      "compute and cache the project's features (and augmented views when its method needs them)"),
     "simulate": JobKind("app.jobs.simulate:simulate", 15, True,
                         "run the loop with an oracle answering from gold labels, per strategy and seed"),
+    "review": JobKind("app.jobs.review:review", 12, True,
+                      "find labeled pool items whose label is likely wrong (out-of-fold probabilities, cleanlab)"),
 }
 
 

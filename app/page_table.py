@@ -15,7 +15,7 @@ class PageSpec:
     file: str  # relative to the repository root
     title: str
     icon: str
-    role: str  # "annotator" or "admin"
+    role: str  # "annotator", "reviewer" or "admin"
 
 
 PAGES = (
@@ -24,6 +24,9 @@ PAGES = (
     PageSpec("rounds", "app/pages/rounds.py", "Rounds", ":material/autorenew:", "annotator"),
     PageSpec("dashboard", "app/pages/dashboard.py", "Dashboard", ":material/monitoring:", "annotator"),
     PageSpec("jobs", "app/pages/jobs.py", "Jobs", ":material/work_history:", "annotator"),
+    PageSpec("review", "app/pages/review.py", "Review", ":material/fact_check:", "reviewer"),
+    PageSpec("agreement", "app/pages/agreement.py", "Agreement", ":material/handshake:", "reviewer"),
+    PageSpec("adjudicate", "app/pages/adjudicate.py", "Adjudicate", ":material/gavel:", "reviewer"),
     PageSpec("simulate", "app/pages/simulate.py", "Simulate", ":material/science:", "admin"),
     PageSpec("export", "app/pages/export.py", "Export", ":material/download:", "admin"),
 )
