@@ -265,7 +265,7 @@ def cmd_project(args: argparse.Namespace) -> int:
         project = wb.project(pid)
         print(f"{project.name} (project {pid})")
         for key in ("task", "backbone", "head", "training", "strategy", "strategy_params", "round_size", "eval_size",
-                    "pick_ahead", "seed"):
+                    "pick_ahead", "overlap", "overlap_eval", "overlap_k", "seed"):
             print(f"  {key}: {getattr(project, key)}")
         history = wb.settings_history(pid)
         print("  settings history:" if history else "  settings history: no change since creation")
@@ -283,7 +283,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         backbone = json.loads(args.backbone) if args.backbone.startswith("{") else {"name": args.backbone}
     change = SettingsChange(backbone=backbone, head=args.head, ssl=args.ssl, warm_start=args.warm_start,
                             strategy=args.strategy, strategy_params=params, round_size=args.round_size,
-                            eval_size=args.eval_size, pick_ahead=args.pick_ahead)
+                            eval_size=args.eval_size, pick_ahead=args.pick_ahead, overlap=args.overlap,
+                            overlap_eval=args.overlap_eval, overlap_k=args.overlap_k)
     lines = wb.change_settings(pid, change)
     for line in lines or ["nothing to change: the project already has these settings"]:
         print(line)
@@ -446,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int, default=None,
                    help="set: grow by random unlabeled pool items, or shrink by unlabeled eval items only")
     p.add_argument("--pick-ahead", type=int, default=None, help="set: " + PICK_AHEAD_HELP)
+    p.add_argument("--overlap", type=float, default=None,
+                   help="set: the share of each round's pool items (0 to 1, e.g. 0.1) answered by --overlap-k "
+                        "different annotators; differing answers wait for a reviewer (Adjudicate page)")
+    p.add_argument("--overlap-eval", default=None, action=argparse.BooleanOptionalAction,
+                   help="set: whether every evaluation item goes to --overlap-k different annotators")
+    p.add_argument("--overlap-k", type=int, default=None, help="set: annotators per overlap item (2 or more)")
     p.add_argument("--yes", action="store_true", help="delete: confirm the deletion")
     p.set_defaults(func=cmd_project)
 

@@ -53,12 +53,14 @@ def _predictions(session: Session, project: Project) -> bytes:
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat(
         "csv", "Labels (CSV)", "_labels.csv", "text/csv",
-        "One row per labeled item: path, label, split, annotator, labeled_at (a multi-label item's tags joined by ';').",
+        "One row per labeled item, its final label: path, label, split, annotator, labeled_at (a multi-label item's "
+        "tags joined by ';'); an item whose annotators disagree comes once a reviewer adjudicated it.",
         lambda s, p: exporters.to_csv(exporters.labeled_rows(s, p.id)),
     ),
     ExportFormat(
         "jsonl", "Labels (JSONL)", "_labels.jsonl", "application/x-ndjson",
-        "The same rows as JSON lines (a multi-label item's tags as a list; [] is 'none of these').",
+        "The same rows as JSON lines (a multi-label item's tags as a list; [] is 'none of these'), each with "
+        "whether it was adjudicated and every answer it was given (annotator, kind, value, time).",
         lambda s, p: exporters.to_jsonl(exporters.labeled_rows(s, p.id), multi_label=p.task == "multi_label"),
     ),
     ExportFormat(

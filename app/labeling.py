@@ -5,6 +5,10 @@ which applies the answers exactly once (storage.answers) and runs the round stat
 then `surface_data` to build the component's next data: the entries held for the annotator (claimed ahead), each
 with its image, the round's progress, the model's guess, the class keys and the annotator's last answers.
 
+The Adjudicate page mounts the same component on the review queue (`review_data`, `receive_review`): the disputed
+items (storage.labels), each captioned with the answers given and who gave them; a class key stores the reviewer's
+final label exactly once (storage.answers.apply_adjudications), u undoes it, s leaves the item for later.
+
 No SQL here: the queries are storage.answers'; images are read and encoded once (a small in-process cache).
 """
 from __future__ import annotations
@@ -24,14 +28,15 @@ from app.read_models import prediction_rows
 from app.settings import Settings
 from app.ui import image_problem, load_for_display, shortcut_keys
 from learners.images import read_image
-from learners.strategies import strategy_class
 from storage import answers, queue
 from storage.db import Database
 from storage.files import latest_artifact
+from storage.labels import ItemLabel
 from storage.models import Project, QueueEntry, Round
 from storage.rounds import latest_round
 
 HISTORY_SIZE = 20
+REVIEW_AHEAD = 10  # disputed items the review surface is given at once
 THUMB_SIDE = 72
 GUESS_TOP = 3
 JPEG_QUALITY = 88
@@ -80,16 +85,8 @@ def receive(db: Database, project_id: int, annotator: str, batch: dict,
     anyone else. The leases of `held` are renewed for `annotator`. Returns
     {"acked_seq": int, "outcomes": [Outcome.as_dict()], "renewed": [entry ids]}.
     """
-    client_id = str(batch.get("client_id") or "").strip()[:64]
-    if not client_id:
-        raise ValueError("the label surface sent a batch without its client id")
-    groups: dict[tuple[int, str], list[dict]] = {}
-    for raw in batch.get("answers") or []:
-        if not isinstance(raw, dict):
-            continue
-        claimed = annotator if signed_in else (raw.get("annotator") or annotator)
-        where = (int(raw.get("project_id") or project_id), _name(claimed))
-        groups.setdefault(where, []).append(raw)
+    client_id = _client_id(batch)
+    groups = _groups(batch, project_id, annotator, signed_in)
     outcomes: list[dict] = []
     with db.write() as s:
         renewed = answers.renew_leases(s, _name(annotator), _ids(batch.get("held")), options.lease_seconds)
@@ -101,17 +98,44 @@ def receive(db: Database, project_id: int, annotator: str, batch: dict,
     return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"]), "renewed": renewed}
 
 
+def _client_id(batch: dict) -> str:
+    client_id = str(batch.get("client_id") or "").strip()[:64]
+    if not client_id:
+        raise ValueError("the label surface sent a batch without its client id")
+    return client_id
+
+
+def _groups(batch: dict, project_id: int, annotator: str, signed_in: bool) -> dict[tuple[int, str], list[dict]]:
+    """The batch's answers by the (project, annotator) each is applied under (see `receive`)."""
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for raw in batch.get("answers") or []:
+        if not isinstance(raw, dict):
+            continue
+        claimed = annotator if signed_in else (raw.get("annotator") or annotator)
+        where = (int(raw.get("project_id") or project_id), _name(claimed))
+        groups.setdefault(where, []).append(raw)
+    return groups
+
+
+def receive_review(db: Database, project_id: int, reviewer: str, batch: dict, signed_in: bool = False) -> dict:
+    """Apply a batch from the review queue's surface (the Adjudicate page), as `receive` does for the Label page:
+    each answer exactly once, under `reviewer` when `signed_in`. Returns {"acked_seq", "outcomes", "renewed": []}."""
+    client_id = _client_id(batch)
+    outcomes: list[dict] = []
+    with db.write() as s:
+        for (pid, name), group in _groups(batch, project_id, reviewer, signed_in).items():
+            result = answers.apply_adjudications(s, pid, name, client_id, group)
+            outcomes.extend(o.as_dict() for o in result.outcomes)
+        acked = answers.last_acked_seq(s, answers.review_client(client_id))
+    return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"]), "renewed": []}
+
+
 def _after_answer(s, entry: QueueEntry) -> None:
     """The round state machine after a label or skip (a sequential round asks for its next pick; the last answer of
     a round sends it to training), as Workbench.submit does."""
     round_ = s.get(Round, entry.round_id)
     project = s.get(Project, round_.project_id)
-    rounds.after_answer(s, round_, project, sequential=_sequential(round_.strategy))
-
-
-@lru_cache(maxsize=64)
-def _sequential(strategy: str) -> bool:
-    return strategy != "random" and bool(strategy_class(strategy).sequential)
+    rounds.after_answer(s, round_, project, sequential=rounds.is_sequential(round_.strategy, round_.strategy_params))
 
 
 def _ids(values) -> list[int]:
@@ -159,6 +183,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         arm_of = answers.arms(s, [c.entry_id for c in claims])
         labeling = queue.labeling_round(s, project_id)
         counts = queue.round_counts(s, labeling.id) if labeling is not None else None
+        waiting = queue.waiting_for_others(s, labeling.id, annotator) if labeling is not None and not claims else 0
         latest = latest_round(s, project_id) if labeling is None else labeling
         latest_view = None if latest is None else (latest.index, latest.state, latest.strategy)
         predictions = latest_artifact(s, project_id, "predictions")
@@ -214,7 +239,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         "classes": [{"index": k, "name": name, "key": keys[k]} for k, name in enumerate(classes)],
         "items": items,
         "round": round_view,
-        "empty_reason": None if items else _empty_reason(latest_view),
+        "empty_reason": None if items else _empty_reason(latest_view, waiting),
         "history": history,  # newest first
         "client_id": client_id,
         "acked_seq": acked,
@@ -222,6 +247,72 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         "settings": options.browser_settings(),
         "error": error,
     }
+
+
+def review_data(db: Database, project_id: int, reviewer: str, client_id: str | None = None,
+                options: SurfaceOptions = SurfaceOptions(), instance: str = "review_surface",
+                error: str | None = None) -> dict:
+    """The label surface's data for the review queue (the contract of app/label_surface/__init__.py): the
+    disputed items, the longest disputed first (those this reviewer skipped last), each item's `entry_id` its item
+    id and its caption the answers given with who gave them; the history is the reviewer's adjudications."""
+    reviewer = _name(reviewer)
+    review_client = answers.review_client(client_id)
+    with db.read() as s:
+        project = s.get(Project, project_id)
+        if project is None:
+            raise ValueError(f"project {project_id} does not exist")
+        classes, task, data_root = list(project.classes), project.task, project.data_root
+        waiting = answers.review_queue(s, project_id, reviewer)
+        files = answers.item_files(s, [state.item_id for state in waiting[:REVIEW_AHEAD]])
+        predictions = latest_artifact(s, project_id, "predictions")
+        past = answers.review_history(s, project_id, reviewer, options.history)
+        past_files = answers.item_files(s, [h.item_id for h in past])
+        acked = answers.last_acked_seq(s, review_client)
+        refused = answers.refusals(s, review_client)
+    probs = prediction_rows(predictions)
+    keys = shortcut_keys(classes)
+    items = []
+    for state in waiting[:REVIEW_AHEAD]:
+        key, split = files[state.item_id]
+        path = Path(data_root) / key
+        image_url, thumb_url, problem = _urls(path, image_problem(path, data_root))
+        item = {"entry_id": state.item_id, "item_id": state.item_id,
+                "caption": f"{Path(key).name} · answers: {answers_caption(state, classes)}",
+                "image": image_url, "thumb": thumb_url, "problem": problem, "split": split, "round_index": None,
+                "reopened": False, "chosen_by": None, "guess": None, "guess_tags": None}
+        if probs is not None:
+            item["guess"], item["guess_tags"] = _guess(probs, state.item_id, task)
+        items.append(item)
+    history = []
+    for h in past:
+        key = past_files.get(h.item_id, ("", ""))[0]
+        path = Path(data_root) / key
+        history.append({
+            "entry_id": h.item_id, "kind": "label", "value": h.value, "label": _value_words(h.value, classes),
+            "caption": Path(key).name, "thumb": _urls(path, image_problem(path, data_root), image=False)[1],
+            "project_id": project_id, "annotator": reviewer,
+        })
+    return {
+        "instance": instance, "project_id": project_id, "annotator": reviewer, "task": task,
+        "classes": [{"index": k, "name": name, "key": keys[k]} for k, name in enumerate(classes)],
+        "items": items, "round": None,
+        "progress": f"{len(waiting)} disputed item{'s' if len(waiting) != 1 else ''} to adjudicate",
+        "empty_reason": None if items else ("No disputed item is waiting: every item answered by several "
+                                            "annotators agrees or was adjudicated."),
+        "history": history, "client_id": client_id, "acked_seq": acked,
+        "refusals": [o.as_dict() for o in refused], "settings": options.browser_settings(), "error": error,
+    }
+
+
+def answers_caption(state: ItemLabel, classes: list[str]) -> str:
+    """The answers an item was given, with who gave them: "alice: cat · bob: dog"."""
+    given = [f"{a.annotator}: {'skipped' if a.kind == 'skip' else _value_words(a.value, classes)}"
+             for a in state.answers if a.kind in ("label", "skip")]
+    return " · ".join(given)
+
+
+def _value_words(value: list[int] | None, classes: list[str]) -> str:
+    return ", ".join(classes[k] for k in value or [] if 0 <= k < len(classes)) or "none of these"
 
 
 def _chosen_by(split: str, arm: str, strategy: str) -> str:
@@ -238,7 +329,7 @@ def can_claim(db: Database, project_id: int, annotator: str) -> bool:
         return answers.can_claim(s, project_id, _name(annotator))
 
 
-def _empty_reason(latest: tuple[int, str, str] | None) -> str:
+def _empty_reason(latest: tuple[int, str, str] | None, waiting_for_others: int = 0) -> str:
     if latest is None:
         return "This project has no round yet."
     index, state, strategy = latest
@@ -246,6 +337,9 @@ def _empty_reason(latest: tuple[int, str, str] | None) -> str:
         return f"Round {index} is being selected ({strategy}); items appear once it is queued."
     if state == "training":
         return f"Round {index} is closed: the model is training on the labels so far."
+    if state == "labeling" and waiting_for_others:
+        return (f"The rest of round {index} is for other annotators: {waiting_for_others} item(s) go to several "
+                "people each, and you already answered (or hold) them. The round closes once they are answered.")
     if state == "labeling":
         return f"Every item of round {index} is taken by another annotator; free items will show up here."
     return f"Round {index} is done."

@@ -10,6 +10,8 @@ What each change invalidates, and what is done about it (the sentences returned 
 - head kind, training method, warm start: the next training uses them; it warm-starts only from a head of the
   same kind and sizes (the train job's own check).
 - strategy and its parameters, round size: from the next selection; a round already selected keeps its queue.
+- overlap (share, evaluation items, annotators per item): from the next round queued; the round being labeled
+  keeps its queue (an evaluation item added to it now gets its copies).
 - eval-set size: grown by random pool items never answered and in no queue (seeded), queued at once in the round
   being labeled (later rounds queue open evaluation items themselves); shrunk only by evaluation items never
   answered and not held by an annotator: labeled evaluation items are never given back.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from app import job_kinds
 from app.errors import WorkbenchError
-from app.project_settings import check_sizes, check_strategy, check_training
+from app.project_settings import check_overlap, check_sizes, check_strategy, check_training
 from app.rounds import send_to_training
 from app.settings import Settings
 from learners.catalog import HEAD_KINDS, REQUIRED_VIEWS, TRAINING_METHODS, SSLConfig
@@ -74,6 +76,9 @@ class SettingsChange:
     round_size: int | None = None
     eval_size: int | None = None
     pick_ahead: int | None = None
+    overlap: float | None = None
+    overlap_eval: bool | None = None
+    overlap_k: int | None = None
 
 
 def check_backbone(spec: dict | str) -> dict:
@@ -121,7 +126,8 @@ def _warm(training: dict | None) -> bool:
 def _settings_of(project: Project) -> dict:
     return {"backbone": dict(project.backbone), "head": dict(project.head), "training": dict(project.training or {}),
             "strategy": project.strategy, "strategy_params": dict(project.strategy_params or {}),
-            "round_size": project.round_size, "eval_size": project.eval_size, "pick_ahead": project.pick_ahead}
+            "round_size": project.round_size, "eval_size": project.eval_size, "pick_ahead": project.pick_ahead,
+            "overlap": project.overlap, "overlap_eval": project.overlap_eval, "overlap_k": project.overlap_k}
 
 
 def _checked(project: Project, change: SettingsChange) -> dict:
@@ -164,7 +170,26 @@ def _checked(project: Project, change: SettingsChange) -> dict:
         if int(change.pick_ahead) < 0:
             raise WorkbenchError(f"pick-ahead must be a whole number >= 0 (0 turns it off), not {change.pick_ahead}")
         new["pick_ahead"] = int(change.pick_ahead)
+    overlap = (project.overlap, project.overlap_eval, project.overlap_k)
+    wanted = tuple(now if given is None else given
+                   for now, given in zip(overlap, (change.overlap, change.overlap_eval, change.overlap_k)))
+    check_overlap(*wanted)
+    for name, now, then in zip(("overlap", "overlap_eval", "overlap_k"), overlap, wanted):
+        if then != now:
+            new[name] = then
     return new
+
+
+def _overlap_line(project: Project, new: dict) -> str:
+    def words(share: float, evals: bool, k: int) -> str:
+        parts = ([f"{share:.0%} of each round's pool items"] if share else []) + (["every evaluation item"] if evals else [])
+        return f"{' and '.join(parts)} to {k} annotators each" if parts else "no overlap"
+
+    before = words(project.overlap, project.overlap_eval, project.overlap_k)
+    after = words(new.get("overlap", project.overlap), new.get("overlap_eval", project.overlap_eval),
+                  new.get("overlap_k", project.overlap_k))
+    return (f"overlap: {before} -> {after}: from the next round queued (the round being labeled keeps its queue); "
+            "differing answers make an item disputed until a reviewer adjudicates it")
 
 
 def _describe_params(params: dict) -> str:
@@ -194,6 +219,8 @@ def plan(project: Project, change: SettingsChange) -> list[str]:
         lines.append(f"round size {project.round_size} -> {new['round_size']}: from the next selection")
     if "pick_ahead" in new:
         lines.append(_pick_ahead_line(project.pick_ahead, new["pick_ahead"]))
+    if {"overlap", "overlap_eval", "overlap_k"} & set(new):
+        lines.append(_overlap_line(project, new))
     if "eval_size" in new and new["eval_size"] != project.eval_size:
         lines.append(f"eval-set size {project.eval_size} -> {new['eval_size']}: grown by random unlabeled pool items, or shrunk by "
                      "unlabeled evaluation items only (labeled ones are always kept)")
@@ -248,6 +275,11 @@ def change_settings(db: Database, settings: Settings, project_id: int, change: S
         if "pick_ahead" in new:
             lines.append(_pick_ahead_line(project.pick_ahead, new["pick_ahead"]))
             project.pick_ahead = new["pick_ahead"]
+        if {"overlap", "overlap_eval", "overlap_k"} & set(new):
+            lines.append(_overlap_line(project, new))
+            for name in ("overlap", "overlap_eval", "overlap_k"):
+                if name in new:
+                    setattr(project, name, new[name])
         if "eval_size" in new:
             lines.append(_new_eval_size(s, project, new["eval_size"]))
         if round_ is not None and round_.state != "selecting":  # a selection writes its own note
@@ -296,8 +328,11 @@ def _new_eval_size(s, project: Project, size: int) -> str:
             line += f" (asked for {size}: no more unlabeled pool items are free)"
         if labeling is not None and added:
             start = queue.next_position(s, labeling.id)
+            copies = max(2, project.overlap_k) if project.overlap_eval else 1
             for position, item_id in enumerate(added, start=start):
-                s.add(QueueEntry(round_id=labeling.id, item_id=item_id, position=position, arm="eval"))
+                for copy_index in range(copies):
+                    s.add(QueueEntry(round_id=labeling.id, item_id=item_id, position=position, arm="eval",
+                                     copy_index=copy_index))
             line += f", queued in round {labeling.index} for labeling"
         elif added:
             line += ", queued by the next round's selection"

@@ -24,6 +24,19 @@ def check_sizes(round_size: int, eval_size: int | None) -> None:
         raise WorkbenchError("round size must be at least 1 and eval-set size at least 0")
 
 
+def check_overlap(overlap: float, overlap_eval: bool, overlap_k: int) -> None:
+    """Several annotators on the same items: `overlap` a share of each round's pool items (0 to 1), `overlap_eval`
+    whether every evaluation item too, `overlap_k` how many different annotators each (2 or more)."""
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap <= 1:
+        raise WorkbenchError(f"overlap is a share of each round's items from 0 to 1 (0.1: one in ten goes to "
+                             f"several annotators), not {overlap!r}")
+    if not isinstance(overlap_eval, bool):
+        raise WorkbenchError(f"overlap_eval is true or false, not {overlap_eval!r}")
+    if isinstance(overlap_k, bool) or not isinstance(overlap_k, int) or overlap_k < 2:
+        raise WorkbenchError(f"overlap_k is how many different annotators answer an overlap item: a whole number "
+                             f">= 2, not {overlap_k!r}")
+
+
 def check_task(task: str) -> None:
     if task not in TASKS:
         raise WorkbenchError(f"unknown task {task!r}; use {' or '.join(TASKS)}")

@@ -31,14 +31,24 @@ When the next round does not open ahead (it opens as before, after the training)
   picks begin round 1 while the first head trains.
 
 At most round_size - 1 items are taken ahead: the new head always chooses part of the round.
+
+Overlap (project settings `overlap`, `overlap_eval`, `overlap_k`): once a round's picks are known its overlap items
+get their further copies (`queue_copies`, storage.queue.add_copies), each for another annotator; the round is
+answered when every copy is. A batch round copies when it starts labeling; a round opened ahead copies its
+evaluation items at once and its pool picks once its own selection filled it (`selection_filled`); a sequential
+round copies its pool picks once the last one is queued (`after_answer`). Copies are added after the picks they
+copy, so they never take a place of the round's size.
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 import numpy as np
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app import job_kinds
-from learners.strategies import strategy_class
+from learners.strategies import get_strategy
 from storage import jobs, queue
 from storage.files import latest_artifact
 from storage.labels import current_labels
@@ -94,6 +104,34 @@ def start_labeling(round_: Round, note: str | None) -> None:
     round_.note = note
     round_.labeling_at = utcnow()
     round_.state = "labeling"
+    s = object_session(round_)
+    if s is not None:
+        queue_copies(s, round_, s.get(Project, round_.project_id))
+
+
+def queue_copies(s: Session, round_: Round, project: Project) -> int:
+    """The copies of the round's overlap items its picks call for now (the module doc); returns how many were
+    added. Pool picks are copied only once the round has all of them."""
+    if round_.awaiting_selection:
+        pool = False
+    elif is_sequential(round_.strategy, round_.strategy_params):
+        pool = queue.pool_picks(s, round_.id) >= project.round_size
+    else:
+        pool = True
+    return queue.add_copies(s, round_, project, pool=pool)
+
+
+def is_sequential(strategy: str, params: dict | None = None) -> bool:
+    """Whether a round of `strategy` with `params` picks one item after each label (GALAXY, DIRECT; TAILOR unless
+    update="round"): read from an instance, since a parameter may decide it."""
+    if strategy == COLD_START:
+        return False
+    return _sequential(strategy, json.dumps(params or {}, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _sequential(strategy: str, params_json: str) -> bool:
+    return bool(get_strategy(strategy, **json.loads(params_json)).sequential)
 
 
 def end_without_picks(round_: Round, note: str | None) -> None:
@@ -117,7 +155,7 @@ def open_ahead(s: Session, project: Project, round_: Round) -> Round | None:
     if not ranked or not project.auto_next_round or next_round_index(s, project.id) != round_.index + 1:
         return None
     strategy, params = project.strategy, dict(project.strategy_params or {})
-    if strategy_class(strategy).sequential:
+    if is_sequential(strategy, params):
         return None
     cold = round_.index == 0 and round_.strategy == COLD_START
     if not cold and (round_.strategy, dict(round_.strategy_params or {})) != (strategy, params):
@@ -131,11 +169,11 @@ def open_ahead(s: Session, project: Project, round_: Round) -> Round | None:
     evals = [(item_id, "eval", None) for item_id in eval_order(project, next_.index, open_items(s, project.id, "eval"))]
     add_entries(s, next_.id, evals + picks)
     whose = round_.strategy + (": no model yet" if cold else "")
-    start_labeling(next_, f"{len(picks)} items picked ahead from round {round_.index}'s ranking ({whose}), "
-                          f"labeled while round {round_.index} trains")
     next_.picked_ahead = len(picks)
     next_.picked_ahead_by = round_.index
-    next_.awaiting_selection = True
+    next_.awaiting_selection = True  # before start_labeling: its pool picks are copied once the round is filled
+    start_labeling(next_, f"{len(picks)} items picked ahead from round {round_.index}'s ranking ({whose}), "
+                          f"labeled while round {round_.index} trains")
     return next_
 
 
@@ -144,6 +182,7 @@ def selection_filled(s: Session, round_: Round, note: str | None) -> None:
     round_.awaiting_selection = False
     if note:
         round_.note = (round_.note + "; " if round_.note else "") + note
+    queue_copies(s, round_, s.get(Project, round_.project_id))
     if queue.open_entries(s, round_.id) == 0:
         send_to_training(s, round_)
 
@@ -178,5 +217,7 @@ def after_answer(s: Session, round_: Round, project: Project, sequential: bool) 
         if not jobs.is_queued(s, round_.id, "select"):
             job_kinds.enqueue(s, "select", project.id, round_.id, {"next": True})
         return
+    if sequential:  # its last pick is queued: now its overlap items are known
+        queue_copies(s, round_, project)
     if queue.open_entries(s, round_.id) == 0 and not round_.awaiting_selection:
         send_to_training(s, round_)

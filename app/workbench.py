@@ -15,11 +15,18 @@ import numpy as np
 from app import job_kinds, project_admin, read_models, strategy_state
 from app.errors import WorkbenchError
 from app.exports import FORMATS, refusal
-from app.project_settings import check_sizes, check_strategy, check_task, check_training, default_eval_size
-from app.rounds import after_answer, open_round, send_to_training
+from app.project_settings import (
+    check_overlap,
+    check_sizes,
+    check_strategy,
+    check_task,
+    check_training,
+    default_eval_size,
+)
+from app.rounds import after_answer, is_sequential, open_round, send_to_training
 from app.settings import Settings
 from learners.catalog import METHOD_NAMES
-from learners.strategies import Panel, available_strategies, strategy_class
+from learners.strategies import Panel, available_strategies
 from storage import importers, jobs, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
@@ -47,6 +54,12 @@ class ProjectConfig:
     # Items each batch round ranks beyond its size: the next round starts with them while the head trains, so
     # labeling never waits at a round boundary (app.rounds); 0: the next round opens after the training.
     pick_ahead: int = 5
+    # Several annotators on the same items (storage.queue.add_copies): a share of each round's pool items, and with
+    # overlap_eval every evaluation item, goes to overlap_k different annotators; answers that differ make the item
+    # disputed until a reviewer adjudicates it (storage.labels, the Adjudicate page).
+    overlap: float = 0.0
+    overlap_eval: bool = False
+    overlap_k: int = 2
     seed: int = 0
     task: str = "single_label"
     source_head: str | None = None  # a head file exported from another project: it chooses round 0
@@ -74,7 +87,6 @@ class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
-        self._sequential: dict[str, bool] = {"random": False}
 
     # ----- projects -----------------------------------------------------------------------------------------------
     def create_project(self, config: ProjectConfig, source: str | Path, progress=None,
@@ -89,6 +101,7 @@ class Workbench:
         if not isinstance(config.pick_ahead, int) or config.pick_ahead < 0:
             raise WorkbenchError(f"pick_ahead must be a whole number >= 0 (0 turns it off), not {config.pick_ahead!r}")
         check_sizes(config.round_size, config.eval_size)
+        check_overlap(config.overlap, config.overlap_eval, config.overlap_k)
         check_task(config.task)
         check_strategy(config.strategy, config.strategy_params, config.task)
         check_training(config.training, config.task)
@@ -117,6 +130,9 @@ class Workbench:
                            if config.eval_size is None else config.eval_size),
                 auto_next_round=config.auto_next_round,
                 pick_ahead=config.pick_ahead,
+                overlap=float(config.overlap),
+                overlap_eval=config.overlap_eval,
+                overlap_k=config.overlap_k,
                 seed=config.seed,
             )
             s.add(project)
@@ -325,12 +341,7 @@ class Workbench:
         entry = s.get(QueueEntry, entry_id)
         round_ = s.get(Round, entry.round_id)
         project = s.get(Project, round_.project_id)
-        after_answer(s, round_, project, sequential=self._is_sequential(round_.strategy))
-
-    def _is_sequential(self, strategy: str) -> bool:
-        if strategy not in self._sequential:
-            self._sequential[strategy] = strategy_class(strategy).sequential
-        return self._sequential[strategy]
+        after_answer(s, round_, project, sequential=is_sequential(round_.strategy, round_.strategy_params))
 
     def undo(self, project_id: int, annotator: str) -> Annotation | None:
         """Retract the annotator's latest answer; its item is theirs again, first, also when that answer closed

@@ -20,6 +20,16 @@ label any more and may be picked again).
 
 Leases are short (DEFAULT_LEASE_SECONDS): the surface heartbeats while its page is visible (`renew_leases`, and
 every `claim_ahead` renews what the annotator holds), so a closed tab's items return to the queue within a minute.
+
+Overlap items (storage.queue's module doc) are claimed with the same rule: never two copies of one item to one
+annotator, also ahead and in two tabs.
+
+Adjudication (`apply_adjudications`): the Adjudicate page's surface answers the review queue, the disputed items
+(storage.labels), with the same exactly-once receipts. Its answers name an item (`entry_id` is the item's id) and
+its client id is kept as `review:<client id>` (`review_client`), so its receipts never mix with the Label page's.
+A label is stored as an 'adjudicate' row by the reviewer (append-only; every earlier answer stays) while the item
+is still disputed; an undo retracts the reviewer's adjudication (the item is disputed again); a skip writes
+nothing but the receipt and moves the item to the end of that reviewer's review queue.
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import queue
+from storage.labels import ADJUDICATE, DISPUTED, ItemLabel, disputed_items, item_labels
 from storage.models import Annotation, AnswerReceipt, Item, Project, QueueEntry, Round, utcnow
 
 DEFAULT_LEASE_SECONDS = queue.DEFAULT_LEASE_SECONDS
@@ -39,7 +50,10 @@ DEFAULT_AHEAD = 5
 KINDS = ("label", "skip", "undo")
 CLOSED_ROUND_STATES = queue.CLOSED_ROUND_STATES
 
+REVIEW_CLIENT_PREFIX = "review:"
+
 AfterAnswer = Callable[[Session, QueueEntry], None]
+Applier = Callable[[Session, Project, str, dict], tuple[int | None, str | None]]
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,8 @@ def claim_ahead(
         select(QueueEntry)
         .join(Round, Round.id == QueueEntry.round_id)
         .where(Round.project_id == project_id, QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
-        .order_by(case((Round.state == "labeling", 1), else_=0), Round.index, QueueEntry.position)
+        .order_by(case((Round.state == "labeling", 1), else_=0), Round.index, QueueEntry.position,
+                  QueueEntry.copy_index)
         .with_for_update(key_share=True, of=QueueEntry)
         .execution_options(populate_existing=True)
     ))
@@ -178,12 +193,15 @@ def apply_answers(
     answers: Iterable[dict],
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     after_answer: AfterAnswer | None = None,
+    applier: Applier | None = None,
 ) -> BatchResult:
     """Apply a batch of answers (see the module doc) in seq order, each exactly once.
 
     `after_answer(session, entry)` runs after each applied label or skip, inside its savepoint (the app's round
     state machine: the last answer of a round sends it to training). An undo's entry is held again for
-    `lease_seconds`. Returns one Outcome per answer and the highest contiguous acknowledged seq of this client.
+    `lease_seconds`. `applier(session, project, annotator, answer) -> (annotation id, note)` applies one new
+    answer instead of the queue's rule (the review queue's `_adjudicate`); it raises AnswerRefused to refuse.
+    Returns one Outcome per answer and the highest contiguous acknowledged seq of this client.
     """
     client_id = str(client_id or "").strip()[:64]
     if not client_id:
@@ -191,10 +209,13 @@ def apply_answers(
     project = session.get(Project, project_id)
     if project is None:
         raise ValueError(f"project {project_id} does not exist")
+    if applier is None:
+        def applier(s: Session, p: Project, name: str, answer: dict) -> tuple[int | None, str | None]:
+            return _apply(s, p, name, answer, lease_seconds, after_answer)
     parsed = [_parse(raw) for raw in answers]
     outcomes = []
     for answer in sorted(parsed, key=lambda a: a["seq"]):
-        outcomes.append(_apply_once(session, project, annotator, client_id, answer, lease_seconds, after_answer))
+        outcomes.append(_apply_once(session, project, annotator, client_id, answer, applier))
     return BatchResult(outcomes, last_acked_seq(session, client_id))
 
 
@@ -232,8 +253,7 @@ def _parse(raw: dict) -> dict:
 
 
 def _apply_once(
-    session: Session, project: Project, annotator: str, client_id: str, answer: dict, lease_seconds: int,
-    after_answer: AfterAnswer | None,
+    session: Session, project: Project, annotator: str, client_id: str, answer: dict, applier: Applier,
 ) -> Outcome:
     seq, entry_id, kind = answer["seq"], answer["entry_id"], answer["kind"]
     receipt = _receipt(session, annotator, client_id, seq)
@@ -245,7 +265,7 @@ def _apply_once(
                 if answer["problem"]:
                     raise AnswerRefused(answer["problem"])
                 with session.begin_nested():  # a refusal undoes whatever the answer had begun
-                    annotation_id, note = _apply(session, project, annotator, answer, lease_seconds, after_answer)
+                    annotation_id, note = applier(session, project, annotator, answer)
                 status, reason = "applied", None
             except AnswerRefused as refusal:
                 annotation_id, note, status, reason = None, None, "refused", str(refusal)
@@ -298,12 +318,7 @@ def _apply(
     if entry.state != "claimed" or entry.claimed_by != annotator:
         raise AnswerRefused(_not_held(entry, annotator))
     if kind == "label":
-        value = answer["value"]
-        bad = [v for v in value if not 0 <= v < len(project.classes)]
-        if bad:
-            raise AnswerRefused(f"label {value} names no class of {list(project.classes)}")
-        if project.task == "single_label" and len(value) != 1:
-            raise AnswerRefused(f"label {value} must name exactly one class (a single-label project)")
+        value = _checked_value(project, answer["value"])
         row = queue.submit_label(session, project.id, entry.id, annotator, value, answer["seconds"])
     else:
         row = queue.skip(session, project.id, entry.id, annotator, answer["seconds"])
@@ -313,6 +328,15 @@ def _apply(
     if after_answer is not None:
         after_answer(session, entry)
     return row.id, note
+
+
+def _checked_value(project: Project, value: list[int]) -> list[int]:
+    bad = [v for v in value if not 0 <= v < len(project.classes)]
+    if bad:
+        raise AnswerRefused(f"label {value} names no class of {list(project.classes)}")
+    if project.task == "single_label" and len(value) != 1:
+        raise AnswerRefused(f"label {value} must name exactly one class (a single-label project)")
+    return value
 
 
 def _not_held(entry: QueueEntry, annotator: str) -> str:
@@ -431,5 +455,91 @@ def can_claim(session: Session, project_id: int, annotator: str) -> bool:
     round_ = queue.labeling_round(session, project_id)
     if round_ is None:
         return False
-    free = select(QueueEntry.id).where(QueueEntry.round_id == round_.id, queue.is_free(utcnow()))
+    free = select(QueueEntry.id).where(QueueEntry.round_id == round_.id, queue.is_free(utcnow()),
+                                       queue.not_a_copy_of_mine(annotator))
     return session.scalars(free.limit(1)).first() is not None
+
+
+# ----- adjudication: the review queue of disputed items -----------------------------------------------------------------
+def review_client(client_id: str | None) -> str | None:
+    """The client id the review queue's receipts are kept under (module doc)."""
+    client_id = str(client_id or "").strip()
+    return (REVIEW_CLIENT_PREFIX + client_id)[:64] if client_id else None
+
+
+def apply_adjudications(session: Session, project_id: int, reviewer: str, client_id: str,
+                        answers: Iterable[dict]) -> BatchResult:
+    """Apply a batch from the review queue's surface exactly once (module doc); `client_id` is the tab's own."""
+    return apply_answers(session, project_id, reviewer, review_client(client_id) or "", answers, applier=_adjudicate)
+
+
+def _adjudicate(session: Session, project: Project, reviewer: str, answer: dict) -> tuple[int | None, str | None]:
+    item_id, kind = answer["entry_id"], answer["kind"]
+    # A row lock on the item orders two reviewers' answers on it (PostgreSQL): the second sees the first's.
+    item = session.get(Item, item_id, populate_existing=True, with_for_update={"key_share": True})
+    if item is None or item.project_id != project.id:
+        raise AnswerRefused(f"item {item_id} is not an item of this project")
+    name = item.key.rsplit("/", 1)[-1]
+    state = item_labels(session, project.id, item_ids=[item.id]).get(item.id)
+    if kind == "undo":
+        mine = [a for a in (state.answers if state else ()) if a.kind == ADJUDICATE and a.annotator == reviewer]
+        if mine:
+            row = Annotation(project_id=project.id, item_id=item.id, annotator=reviewer, kind="retract",
+                             replaces_id=mine[-1].annotation_id)
+            session.add(row)
+            session.flush()
+            return row.id, f"{name} is disputed again"
+        if _last_review_answer(session, project.id, reviewer, item.id) == "skip":
+            return None, None  # a skip taken back: the item is no longer last in the queue
+        raise AnswerRefused(f"{name} has no adjudication of yours to undo")
+    if kind == "skip":
+        return None, None
+    if state is None or state.status != DISPUTED:
+        if state is not None and state.label is not None and state.label.adjudicated:
+            raise AnswerRefused(f"{name} was adjudicated by {state.label.annotator} meanwhile; yours was not stored")
+        raise AnswerRefused(f"{name} is no longer disputed (an answer was withdrawn or agrees now); "
+                            "yours was not stored")
+    row = Annotation(project_id=project.id, item_id=item.id, annotator=reviewer, kind=ADJUDICATE,
+                     value=_checked_value(project, answer["value"]), seconds=answer["seconds"])
+    session.add(row)
+    session.flush()
+    return row.id, None
+
+
+def _review_receipts(project_id: int, reviewer: str):
+    return select(AnswerReceipt).where(
+        AnswerReceipt.project_id == project_id, AnswerReceipt.annotator == reviewer, AnswerReceipt.status == "applied",
+        AnswerReceipt.client_id.startswith(REVIEW_CLIENT_PREFIX, autoescape=True))
+
+
+def _last_review_answer(session: Session, project_id: int, reviewer: str, item_id: int) -> str | None:
+    return session.scalar(_review_receipts(project_id, reviewer).with_only_columns(AnswerReceipt.kind)
+                          .where(AnswerReceipt.entry_id == item_id).order_by(AnswerReceipt.id.desc()).limit(1))
+
+
+def review_queue(session: Session, project_id: int, reviewer: str) -> list[ItemLabel]:
+    """The disputed items in the order the reviewer is shown them: the longest disputed first, those the reviewer
+    skipped (their latest review answer on it) last, in the order skipped."""
+    items = disputed_items(session, project_id)
+    last: dict[int, tuple[int, str]] = {}
+    for receipt_id, item_id, kind in session.execute(
+            _review_receipts(project_id, reviewer).with_only_columns(
+                AnswerReceipt.id, AnswerReceipt.entry_id, AnswerReceipt.kind).order_by(AnswerReceipt.id)):
+        last[item_id] = (receipt_id, kind)
+    skipped = {item_id: receipt_id for item_id, (receipt_id, kind) in last.items() if kind == "skip"}
+    return ([state for state in items if state.item_id not in skipped]
+            + sorted((state for state in items if state.item_id in skipped), key=lambda s: skipped[s.item_id]))
+
+
+def review_history(session: Session, project_id: int, reviewer: str, limit: int = 20) -> list[HistoryEntry]:
+    """The reviewer's live adjudications in the project, newest first (entry_id: the item's id)."""
+    retracted = select(Annotation.replaces_id).where(
+        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None))
+    rows = session.execute(
+        select(Annotation, Item.key).join(Item, Item.id == Annotation.item_id)
+        .where(Annotation.project_id == project_id, Annotation.annotator == reviewer, Annotation.kind == ADJUDICATE,
+               Annotation.id.not_in(retracted))
+        .order_by(Annotation.id.desc()).limit(limit)
+    ).all()
+    return [HistoryEntry(a.id, a.item_id, a.item_id, key, "label", list(a.value or []), None, a.created_at)
+            for a, key in rows]

@@ -13,7 +13,7 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
 from storage.importers import FORMULA_PREFIXES, MULTI_LABEL_SEPARATOR, NAME_MAX_BYTES, unguard_cell
-from storage.labels import current_labels
+from storage.labels import ADJUDICATED, current_labels, item_labels
 from storage.models import Item, Project
 
 CSV_COLUMNS = ["path", "label", "split", "annotator", "labeled_at"]
@@ -40,22 +40,38 @@ class ExportProblem(StorageError, ValueError):
 
 
 @dataclass
+class ExportedAnswer:
+    """One answer an item was given (JSONL's `answers`): an annotator's label or skip, a reviewer's adjudication."""
+
+    annotator: str
+    kind: str  # "label", "skip", "adjudicate", "relabel" or "confirm" (storage.labels.Answer)
+    labels: list[str] | None  # class names (None for a skip)
+    at: datetime
+
+
+@dataclass
 class LabeledRow:
     item_id: int
     key: str
     split: str
-    labels: list[str]  # class names
-    annotator: str
+    labels: list[str]  # class names: the final label (storage.labels.current_labels)
+    annotator: str  # who gave it (the reviewer, when adjudicated)
     labeled_at: datetime
+    adjudicated: bool = False
+    answers: list[ExportedAnswer] = field(default_factory=list)  # every live answer of the item, oldest first
 
 
 def labeled_rows(session: Session, project_id: int) -> list[LabeledRow]:
-    """Every item's current label (retracted labels excluded), in the order the labels were given."""
+    """Every item's final label (storage.labels' rule: retracted answers excluded, several annotators' answers
+    agreeing or adjudicated; a disputed item has none yet), in the order the labels were given, each with every
+    answer the item was given."""
     project = session.get(Project, project_id)
     if project is None:
         raise ExportProblem(f"project {project_id} does not exist")
     classes = list(project.classes)
-    current = sorted(current_labels(session, project_id).values(), key=lambda c: c.annotation_id)
+    states = item_labels(session, project_id)
+    current = sorted((state.label for state in states.values() if state.label is not None),
+                     key=lambda c: c.annotation_id)
     items = {
         item_id: (key, split)
         for item_id, key, split in session.execute(
@@ -69,7 +85,11 @@ def labeled_rows(session: Session, project_id: int) -> list[LabeledRow]:
         if bad:
             raise ExportProblem(f"{key}: stored label index {bad[0]} is not a class of {project.name!r} ({classes})")
         names = [classes[i] for i in label.value]
-        rows.append(LabeledRow(label.item_id, key, split, names, label.annotator, label.created_at))
+        given = [ExportedAnswer(a.annotator, a.kind, None if a.value is None else
+                                [classes[i] if 0 <= i < len(classes) else str(i) for i in a.value], a.created_at)
+                 for a in states[label.item_id].answers]
+        rows.append(LabeledRow(label.item_id, key, split, names, label.annotator, label.created_at,
+                               states[label.item_id].status == ADJUDICATED, given))
     return rows
 
 
@@ -103,21 +123,30 @@ def to_csv(rows: list[LabeledRow], paths: list[str] | None = None) -> bytes:
 
 
 def to_jsonl(rows: list[LabeledRow], multi_label: bool = False) -> bytes:
-    """UTF-8 JSON lines with path, label, split, annotator, labeled_at (ensure_ascii=False).
+    """UTF-8 JSON lines with path, label (the final label), split, annotator, labeled_at, adjudicated, answers
+    (ensure_ascii=False).
 
     `label` is the class name for single-label projects (null when an item has no class, a list when a
-    single-label project somehow holds several); with `multi_label` it is always a list of names.
+    single-label project somehow holds several); with `multi_label` it is always a list of names. `adjudicated`:
+    whether a reviewer chose the label after several annotators disagreed. `answers`: every answer the item was
+    given, oldest first, as {"annotator", "kind" ("label", "skip", "adjudicate", "relabel", "confirm"), "value"
+    (written as `label` is; null for a skip), "at"}.
     """
     lines = []
     for row in rows:
-        if multi_label or len(row.labels) > 1:
-            label: str | list[str] | None = list(row.labels)
-        else:
-            label = row.labels[0] if row.labels else None
-        obj = {"path": row.key, "label": label, "split": row.split, "annotator": row.annotator,
-               "labeled_at": _iso(row.labeled_at)}
+        obj = {"path": row.key, "label": _json_label(row.labels, multi_label), "split": row.split,
+               "annotator": row.annotator, "labeled_at": _iso(row.labeled_at), "adjudicated": row.adjudicated,
+               "answers": [{"annotator": a.annotator, "kind": a.kind,
+                            "value": None if a.labels is None else _json_label(a.labels, multi_label),
+                            "at": _iso(a.at)} for a in row.answers]}
         lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
     return "".join(lines).encode("utf-8")
+
+
+def _json_label(labels: list[str], multi_label: bool) -> str | list[str] | None:
+    if multi_label or len(labels) > 1:
+        return list(labels)
+    return labels[0] if labels else None
 
 
 def to_parquet(rows: list[LabeledRow], multi_label: bool = False) -> bytes:

@@ -1,4 +1,16 @@
-"""The current label of each item, read from the append-only annotation log."""
+"""The current label of each item, read from the append-only annotation log: the one rule that training, the
+evaluation metrics, selection, the review scan and the exports read (`current_labels`).
+
+Rows that a 'retract' row names do not count. Of an item's other rows:
+1. A decision settles the item: an 'adjudicate' row (a reviewer's final label of a disputed item, the Adjudicate
+   page: storage.answers.apply_adjudications), or a label given outside the queue (no queue entry: a review's
+   relabel, storage.reviews, or a lead's correction). The latest one is the item's label.
+2. Otherwise each annotator's latest 'label' row given through the queue is their answer. When every answer has
+   the same value, that is the label (given by the latest of those rows); when they differ the item is
+   *disputed*: it has no label, so it does not train, is not counted by the evaluation metrics and is not
+   exported, until a reviewer adjudicates it.
+With one annotator per item this is what it always was: the latest label row that no retraction withdrew.
+"""
 from __future__ import annotations
 
 from collections import Counter
@@ -11,35 +23,115 @@ from sqlalchemy.orm import Session
 
 from storage.models import Annotation, Item
 
+LABELED, DISPUTED, ADJUDICATED = "labeled", "disputed", "adjudicated"
+ADJUDICATE = "adjudicate"  # the Annotation kind of a reviewer's final label of a disputed item
+
 
 @dataclass(frozen=True)
 class CurrentLabel:
     item_id: int
     value: list[int]
-    annotator: str
+    annotator: str  # who gave the row the label comes from (the adjudicator of an adjudicated item)
     annotation_id: int
+    created_at: datetime
+    adjudicated: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One live row of an item: an annotator's label or skip, a reviewer's adjudication, relabel or confirm."""
+
+    annotation_id: int
+    annotator: str
+    kind: str  # "label", "skip", "adjudicate", "relabel" (storage.reviews), "confirm" (storage.reviews)
+    value: list[int] | None
     created_at: datetime
 
 
-def current_labels(session: Session, project_id: int, split: str | None = None) -> dict[int, CurrentLabel]:
-    """item id -> its current label: the latest label row that no retraction withdrew."""
+@dataclass(frozen=True)
+class ItemLabel:
+    """An item's state under the rule of the module doc; `label` is None when it is disputed."""
+
+    item_id: int
+    status: str  # LABELED, DISPUTED or ADJUDICATED
+    label: CurrentLabel | None
+    answers: tuple[Answer, ...]  # every live row of the item, oldest first
+
+    def labels_given(self) -> dict[str, list[int]]:
+        """annotator -> the value of their latest live label (the answers the rule compares)."""
+        return {a.annotator: list(a.value or []) for a in self.answers if a.kind == "label"}
+
+
+def item_labels(session: Session, project_id: int, split: str | None = None,
+                item_ids: list[int] | None = None) -> dict[int, ItemLabel]:
+    """item id -> its state (module doc), for every item (of `split`, of `item_ids` when given) with a live label
+    or adjudication."""
     stmt = select(Annotation).where(Annotation.project_id == project_id).order_by(Annotation.id)
+    if item_ids is not None:
+        stmt = stmt.where(Annotation.item_id.in_([int(i) for i in item_ids]))
     if split is not None:
         stmt = stmt.join(Item, Item.id == Annotation.item_id).where(Item.split == split)
-    live: dict[int, list[Annotation]] = {}
-    retracted: set[int] = set()
     rows = session.scalars(stmt).all()
+    retracted = {row.replaces_id for row in rows if row.kind == "retract" and row.replaces_id is not None}
+    live: dict[int, list[Annotation]] = {}
     for row in rows:
-        if row.kind == "retract" and row.replaces_id is not None:
-            retracted.add(row.replaces_id)
-    for row in rows:
-        if row.kind == "label" and row.id not in retracted:
+        if row.kind != "retract" and row.id not in retracted:
             live.setdefault(row.item_id, []).append(row)
-    return {
-        item_id: CurrentLabel(item_id, list(rows[-1].value or []), rows[-1].annotator, rows[-1].id, rows[-1].created_at)
-        for item_id, rows in live.items()
-    }
+    states = {}
+    for item_id, item_rows in live.items():
+        state = _state(item_id, item_rows)
+        if state is not None:
+            states[item_id] = state
+    return states
 
+
+def _state(item_id: int, rows: list[Annotation]) -> ItemLabel | None:
+    answers = tuple(Answer(r.id, r.annotator, _kind(r), None if r.value is None else list(r.value), r.created_at)
+                    for r in rows)
+    decisions = [r for r in rows if r.kind == ADJUDICATE or (r.kind == "label" and r.queue_entry_id is None)]
+    if decisions:
+        row = decisions[-1]
+        status = ADJUDICATED if row.kind == ADJUDICATE else LABELED
+        return ItemLabel(item_id, status, _label(row, adjudicated=row.kind == ADJUDICATE), answers)
+    latest: dict[str, Annotation] = {}
+    for row in rows:
+        if row.kind == "label":
+            latest[row.annotator] = row
+    if not latest:
+        return None  # skips only
+    values = {tuple(sorted(row.value or [])) for row in latest.values()}
+    if len(values) > 1:
+        return ItemLabel(item_id, DISPUTED, None, answers)
+    return ItemLabel(item_id, LABELED, _label(max(latest.values(), key=lambda r: r.id)), answers)
+
+
+def _kind(row: Annotation) -> str:
+    return "relabel" if row.kind == "label" and row.replaces_id is not None else row.kind
+
+
+def _label(row: Annotation, adjudicated: bool = False) -> CurrentLabel:
+    return CurrentLabel(row.item_id, list(row.value or []), row.annotator, row.id, row.created_at, adjudicated)
+
+
+def current_labels(session: Session, project_id: int, split: str | None = None) -> dict[int, CurrentLabel]:
+    """item id -> its current label (module doc); disputed items have none."""
+    return {item_id: state.label for item_id, state in item_labels(session, project_id, split).items()
+            if state.label is not None}
+
+
+def disputed_items(session: Session, project_id: int) -> list[ItemLabel]:
+    """The project's disputed items (the review queue of the Adjudicate page), the longest disputed first."""
+    found = [state for state in item_labels(session, project_id).values() if state.status == DISPUTED]
+    return sorted(found, key=lambda state: max(a.annotation_id for a in state.answers if a.kind == "label"))
+
+
+def answered_item_ids(project_id: int):
+    """A select of the items with a live label or adjudication row (labeled or disputed): never picked again."""
+    retracted = select(Annotation.replaces_id).where(
+        Annotation.project_id == project_id, Annotation.kind == "retract", Annotation.replaces_id.is_not(None))
+    return select(Annotation.item_id).where(
+        Annotation.project_id == project_id, Annotation.kind.in_(("label", ADJUDICATE)),
+        Annotation.id.not_in(retracted))
 
 
 def items_per_split(session: Session, project_id: int) -> dict[str, int]:

@@ -45,6 +45,12 @@ class Project(Base):
     # Items a batch round's selection ranks beyond its size, queued at once in the next round when this one goes
     # to training (app.rounds: no waiting at a round boundary); 0 turns it off.
     pick_ahead: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+    # Several annotators on the same items (storage.queue.add_copies): the share of each round's pool items, and
+    # whether every evaluation item, goes to `overlap_k` different annotators; their answers agree, or the item is
+    # disputed until a reviewer adjudicates it (storage.labels).
+    overlap: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    overlap_eval: Mapped[bool] = mapped_column(default=False, server_default=false())
+    overlap_k: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     seed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -95,7 +101,8 @@ class Round(Base):
 
 
 class Annotation(Base):
-    """Append-only. kind='label' gives a value; kind='retract' withdraws the row named by `replaces_id`."""
+    """Append-only. kind='label' gives a value; kind='retract' withdraws the row named by `replaces_id`;
+    kind='adjudicate' is a reviewer's final label of a disputed item (storage.labels)."""
 
     __tablename__ = "annotations"
     __table_args__ = (
@@ -119,7 +126,7 @@ class Annotation(Base):
 class QueueEntry(Base):
     __tablename__ = "queue_entries"
     __table_args__ = (
-        UniqueConstraint("round_id", "item_id"),
+        UniqueConstraint("round_id", "item_id", "copy_index", name="uq_queue_entries_round_item_copy"),
         Index("ix_queue_round_state_position", "round_id", "state", "position"),
     )
 
@@ -133,6 +140,9 @@ class QueueEntry(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # 0 for every item; 1.. for the further copies of an overlap item, each answered by another annotator
+    # (storage.queue: nobody takes two copies of one item).
+    copy_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Job(Base):

@@ -1,19 +1,34 @@
-"""The labeling queue: atomic claims with leases, label / skip / undo as append-only annotations."""
+"""The labeling queue: atomic claims with leases, label / skip / undo as append-only annotations.
+
+Overlap (several annotators on the same items, project settings `overlap`, `overlap_eval`, `overlap_k`): an overlap
+item has `overlap_k` entries in its round, copies 0, 1, ... (`add_copies`), at the same queue position. Nobody
+takes two copies of one item: a claim refuses an entry whose item has another copy in the round that the annotator
+holds or answered (`not_a_copy_of_mine`; the entry they answered stays theirs, claimed_by, whatever its state, so
+neither a skip, an undo, an expired lease nor a look-ahead claim hands them the other copy). Two claims of one
+annotator at once (two tabs, two processes) are serialised on PostgreSQL by a transaction-scoped advisory lock on
+the name (`_lock_annotator`), so each sees what the other took; SQLite's write transaction is serialised anyway.
+A round is answered when every copy is: its open entries count them all.
+"""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+import numpy as np
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage.errors import StorageError
-from storage.models import Annotation, Item, QueueEntry, Round, utcnow
+from storage.labels import answered_item_ids
+from storage.models import Annotation, Item, Project, QueueEntry, Round, utcnow
 
 DEFAULT_LEASE_SECONDS = 60  # the Label page renews what it holds (app.settings.Settings.lease_seconds)
 OPEN_STATES = ("pending", "claimed")
 CLOSED_ROUND_STATES = ("training", "done")
+HOLDING_STATES = ("claimed", "labeled", "skipped")  # an entry in these keeps its annotator (claimed_by)
+OVERLAP_STREAM = 2  # a seed stream of its own (app.rounds uses 1 for the evaluation order)
+ANNOTATOR_LOCK_SPACE = 0x51554555  # pg_advisory_xact_lock's first key for claims by one annotator ("QUEU")
 
 
 class QueueError(StorageError, RuntimeError):
@@ -60,7 +75,7 @@ def claim_next(
             QueueEntry.claimed_by == annotator,
             QueueEntry.lease_expires >= now,
         )
-        .order_by(QueueEntry.position)
+        .order_by(QueueEntry.position, QueueEntry.copy_index)
         .limit(1)
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
@@ -76,6 +91,23 @@ def claim_next(
 def is_free(now: datetime):
     """The condition of an entry anyone may take: pending, or claimed with a lease that ran out before `now`."""
     return or_(QueueEntry.state == "pending", and_(QueueEntry.state == "claimed", QueueEntry.lease_expires < now))
+
+
+def not_a_copy_of_mine(annotator: str):
+    """The condition of an entry `annotator` may take: no other copy of its item in its round is held or was
+    answered by them (module doc)."""
+    other = aliased(QueueEntry)
+    return ~exists().where(
+        other.round_id == QueueEntry.round_id, other.item_id == QueueEntry.item_id, other.id != QueueEntry.id,
+        other.claimed_by == annotator, other.state.in_(HOLDING_STATES),
+    )
+
+
+def _lock_annotator(session: Session, annotator: str) -> None:
+    """Serialise the claims of one annotator (PostgreSQL; until the transaction ends): two tabs of one person never
+    take two copies of one item, as each claim's check then sees the other's committed claim."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(ANNOTATOR_LOCK_SPACE, func.hashtext(annotator))))
 
 
 def hold(entry: QueueEntry, annotator: str, lease_seconds: int) -> None:
@@ -101,14 +133,16 @@ def live_answers(project_id: int, annotator: str):
 
 
 def claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
-    """The round's first free entry (pending, or claimed with an expired lease), claimed for `annotator`: a row
-    lock that skips rows being taken, then an UPDATE that succeeds only while the row is still free."""
+    """The round's first free entry (pending, or claimed with an expired lease) that is no copy of an item they
+    hold or answered, claimed for `annotator`: a row lock that skips rows being taken, then an UPDATE that succeeds
+    only while the row is still free."""
+    _lock_annotator(session, annotator)
     free = is_free(now)
     for _attempt in range(20):
         candidate = session.scalars(
             select(QueueEntry.id)
-            .where(QueueEntry.round_id == round_id, free)
-            .order_by(QueueEntry.position)
+            .where(QueueEntry.round_id == round_id, free, not_a_copy_of_mine(annotator))
+            .order_by(QueueEntry.position, QueueEntry.copy_index)
             .limit(1)
             .with_for_update(skip_locked=True)
         ).first()
@@ -177,6 +211,53 @@ def skip(session: Session, project_id: int, entry_id: int, annotator: str, secon
     return row
 
 
+def add_copies(session: Session, round_: Round, project: Project, pool: bool = True) -> int:
+    """Queue the further copies (1 .. overlap_k - 1) of the round's overlap items; returns how many entries were
+    added. Overlap items: with `overlap_eval` every evaluation item; with `pool` a share `overlap` of the round's
+    pool picks (rounded half up), drawn at random (seeded by the project, the round and its number of picks).
+    Idempotent: items with copies keep them, and only the missing part of the share is drawn (a round filled in
+    steps). Each copy sits at its item's queue position, so two annotators get it at about the same time."""
+    k, share = max(2, int(project.overlap_k or 2)), float(project.overlap or 0)
+    if not (project.overlap_eval or (pool and share > 0)):
+        return 0
+    rows = session.execute(
+        select(QueueEntry, Item.split).join(Item, Item.id == QueueEntry.item_id)
+        .where(QueueEntry.round_id == round_.id, QueueEntry.copy_index == 0, QueueEntry.state != "dropped")
+        .order_by(QueueEntry.position)
+    ).all()
+    copied = set(session.scalars(select(QueueEntry.item_id).where(
+        QueueEntry.round_id == round_.id, QueueEntry.copy_index > 0)))
+    chosen = [entry for entry, split in rows if split == "eval" and entry.item_id not in copied] \
+        if project.overlap_eval else []
+    if pool and share > 0:
+        picks = [entry for entry, split in rows if split == "pool"]
+        want = int(share * len(picks) + 0.5) - sum(1 for entry in picks if entry.item_id in copied)
+        fresh = [entry for entry in picks if entry.item_id not in copied and entry.state != "skipped"]
+        if want > 0 and fresh:
+            rng = np.random.default_rng([project.seed, round_.index, OVERLAP_STREAM, len(picks)])
+            chosen += [fresh[i] for i in sorted(rng.permutation(len(fresh))[:want])]
+    for entry in chosen:
+        for copy_index in range(1, k):
+            session.add(QueueEntry(round_id=round_.id, item_id=entry.item_id, position=entry.position, arm=entry.arm,
+                                   score=entry.score, copy_index=copy_index))
+    session.flush()
+    return len(chosen) * (k - 1)
+
+
+def pool_picks(session: Session, round_id: int) -> int:
+    """The round's pool picks (copy 0 of each pool item queued, dropped ones left out): what its size counts."""
+    return session.scalar(select(func.count()).select_from(QueueEntry).join(Item, Item.id == QueueEntry.item_id).where(
+        QueueEntry.round_id == round_id, QueueEntry.copy_index == 0, QueueEntry.state != "dropped",
+        Item.split == "pool"))
+
+
+def waiting_for_others(session: Session, round_id: int, annotator: str) -> int:
+    """Free entries of the round that `annotator` may not take (copies of items they hold or answered): they
+    wait for other annotators."""
+    return session.scalar(select(func.count()).select_from(QueueEntry).where(
+        QueueEntry.round_id == round_id, is_free(utcnow()), ~not_a_copy_of_mine(annotator)))
+
+
 def _replace_eval_item(session: Session, project_id: int, skipped: Item, round_id: int) -> Item | None:
     labeled = select(Annotation.item_id).where(Annotation.project_id == project_id)
     queued = select(QueueEntry.item_id).join(Round, Round.id == QueueEntry.round_id).where(
@@ -190,8 +271,12 @@ def _replace_eval_item(session: Session, project_id: int, skipped: Item, round_i
     # Seeded by the skipped item: the same history gives the same evaluation set.
     replacement = session.get(Item, free[random.Random(skipped.id).randrange(len(free))])
     replacement.split = "eval"
-    session.add(QueueEntry(round_id=round_id, item_id=replacement.id, position=next_position(session, round_id),
-                           arm="eval"))
+    project = session.get(Project, project_id)
+    copies = max(2, int(project.overlap_k or 2)) if project.overlap_eval else 1
+    position = next_position(session, round_id)
+    for copy_index in range(copies):
+        session.add(QueueEntry(round_id=round_id, item_id=replacement.id, position=position, arm="eval",
+                               copy_index=copy_index))
     session.flush()
     return replacement
 
@@ -267,7 +352,7 @@ def claim_reopened(session: Session, project_id: int, annotator: str,
         .join(Round, Round.id == QueueEntry.round_id)
         .where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES),
                QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
-        .order_by(Round.index, QueueEntry.position)
+        .order_by(Round.index, QueueEntry.position, QueueEntry.copy_index)
         .limit(1)
         .with_for_update(key_share=True, of=QueueEntry)
         .execution_options(populate_existing=True)
@@ -331,12 +416,13 @@ def drop_open_entries(session: Session, round_id: int) -> int:
 
 
 def queued_item_ids(session: Session, project_id: int) -> set[int]:
-    """Items waiting in or held by any of the project's queues (pending, claimed or skipped): not to be picked again."""
+    """Items waiting in or held by any of the project's queues (pending, claimed or skipped), or answered (labeled,
+    or disputed: waiting for adjudication, storage.labels): not to be picked again."""
     return set(session.scalars(
         select(QueueEntry.item_id)
         .join(Round, Round.id == QueueEntry.round_id)
         .where(Round.project_id == project_id, QueueEntry.state.in_(("pending", "claimed", "skipped")))
-    ))
+    )) | set(session.scalars(answered_item_ids(project_id)))
 
 
 def next_position(session: Session, round_id: int) -> int:

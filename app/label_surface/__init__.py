@@ -11,7 +11,9 @@ Use from a page (what app/pages/label.py needs):
 `show_label_surface(db, project_id, annotator, options=SurfaceOptions(), key="label_surface") -> dict` registers a
 callback that applies the component's batch (app.labeling.receive) before the page body runs, builds the data
 (app.labeling.surface_data) and mounts the component. It returns the data it mounted with. Use one key per page.
-The lower-level `mount(data, key, on_sync)` mounts the component with any data of the shape below.
+`show_review_surface(db, project_id, reviewer, ...)` does the same for the review queue of disputed items (the
+Adjudicate page: app.labeling.review_data / receive_review). The lower-level `mount(data, key, on_sync)` mounts
+the component with any data of the shape below.
 
 The data the component takes (app.labeling.surface_data builds it):
 
@@ -22,6 +24,7 @@ The data the component takes (app.labeling.surface_data builds it):
                 "chosen_by" (the strategy / arm, or the evaluation set, in words),
                 "guess": [{"class": int, "p": float}] (top 3) | None, "guess_tags": [int] | None}],  # held, in order
      "round": {"index", "state", "done", "total"} | None, "empty_reason": str | None,
+     "progress": str (optional: the top line's text instead of the round's progress),
      "history": [{"entry_id", "kind", "value", "label", "caption", "thumb", "project_id", "annotator"}],  # newest first
      "client_id": str | None, "acked_seq": int, "refusals": [Outcome dicts], "error": str | None,
      "settings": {"guard_ms": 120, "repress_ms": 350, "heartbeat_ms": 15000, "resend_ms": 2500,
@@ -49,7 +52,7 @@ from typing import Callable
 import streamlit as st
 from sqlalchemy.exc import OperationalError
 
-from app.labeling import SurfaceOptions, receive, surface_data
+from app.labeling import SurfaceOptions, receive, receive_review, review_data, surface_data
 from storage.db import Database, is_busy
 from storage.errors import StorageError
 
@@ -93,6 +96,36 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
     in this run already acknowledges it. A database that is busy or down leaves the answers unacknowledged: the
     component keeps them and sends them again.
     """
+    def apply(batch: dict) -> None:
+        receive(db, project_id, annotator, batch, options, signed_in=signed_in)
+
+    def build(client_id: str | None, error: str | None) -> dict:
+        return surface_data(db, project_id, annotator, client_id=client_id, options=options, instance=key,
+                            error=error)
+
+    return _show(key, apply, build)
+
+
+def show_review_surface(db: Database, project_id: int, reviewer: str, options: SurfaceOptions = SurfaceOptions(),
+                        key: str = "review_surface", signed_in: bool = False,
+                        may_answer: Callable[[], str | None] | None = None) -> dict:
+    """Draw the label surface on the project's review queue (the disputed items) for `reviewer`; returns the data
+    it was mounted with. `may_answer()` runs before a batch is applied (the page's role, checked again: callbacks
+    run before the page's own check) and returns why not, or None; a refused batch is kept by the tab."""
+
+    def apply(batch: dict) -> None:
+        refused = may_answer() if may_answer is not None else None
+        if refused:
+            raise StorageError(refused)
+        receive_review(db, project_id, reviewer, batch, signed_in=signed_in)
+
+    def build(client_id: str | None, error: str | None) -> dict:
+        return review_data(db, project_id, reviewer, client_id=client_id, options=options, instance=key, error=error)
+
+    return _show(key, apply, build)
+
+
+def _show(key: str, apply: Callable[[dict], None], build: Callable[[str | None, str | None], dict]) -> dict:
     client_key = f"_{key}_client_id"
     error_key = f"_{key}_error"
 
@@ -102,7 +135,7 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
             return
         st.session_state[client_key] = str(batch.get("client_id") or "")[:64] or None
         try:
-            receive(db, project_id, annotator, batch, options, signed_in=signed_in)
+            apply(batch)
             st.session_state.pop(error_key, None)
         except (OperationalError, StorageError, ValueError) as error:
             # Nothing of the batch was committed, so nothing is acknowledged: the tab keeps the answers and resends.
@@ -116,10 +149,9 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
                 said = "The server could not store your answers yet; they are kept and resent."
             st.session_state[error_key] = said
 
-    data = surface_data(db, project_id, annotator, client_id=st.session_state.get(client_key), options=options,
-                        instance=key, error=st.session_state.pop(error_key, None))
+    data = build(st.session_state.get(client_key), st.session_state.pop(error_key, None))
     mount(data, key=key, on_sync=on_sync)
     return data
 
 
-__all__ = ["SurfaceOptions", "last_batch", "mount", "show_label_surface"]
+__all__ = ["SurfaceOptions", "last_batch", "mount", "show_label_surface", "show_review_surface"]

@@ -432,7 +432,7 @@ class Surface {
     const el = this.el;
     if (!el || !d) return;
     const r = d.round;
-    el.progress.textContent = r ? `round ${r.index}: ${r.done} of ${r.total}` : "";
+    el.progress.textContent = d.progress ?? (r ? `round ${r.index}: ${r.done} of ${r.total}` : "");
     const unsent = this.outbox.length;
     el.unsent.textContent = unsent ? `${unsent} unsent` : "";
     this.root.dataset.unsent = String(unsent);

@@ -95,6 +95,22 @@ wb, _, _ = ui.open_page("projects", needs_project=False)
 PICK_AHEAD_HELP = ("Items the strategy ranks beyond each round: labeling goes on with them while the round trains, "
                    "so nobody waits at a round boundary (they were chosen by the previous round's model). "
                    "0: wait for each training.")
+OVERLAP_HELP = ("The share of each round's pool items that several annotators answer (0.1: one in ten), each "
+                "by a different person; differing answers make the item disputed: it does not train until a "
+                "reviewer adjudicates it (Adjudicate page). 0: every item is answered once.")
+
+
+def overlap_inputs(prefix: str, overlap: float = 0.0, overlap_eval: bool = False, k: int = 2) -> tuple[float, bool, int]:
+    """The overlap settings' inputs: (share of pool items, every evaluation item too, annotators per item)."""
+    share = st.number_input("Overlap (share of pool items)", min_value=0.0, max_value=1.0, value=float(overlap),
+                            step=0.05, format="%.2f", key=f"{prefix}_overlap", help=OVERLAP_HELP)
+    evals = st.checkbox("Every eval item to several annotators", value=bool(overlap_eval), key=f"{prefix}_overlap_eval",
+                        help="Each evaluation item is answered by that many different annotators; the metrics count "
+                             "it once they agree or it is adjudicated.")
+    count = st.number_input("Annotators per overlap item", min_value=2, value=int(k), step=1, key=f"{prefix}_overlap_k")
+    return float(share), bool(evals), int(count)
+
+
 ui.show_flash()
 
 # ----- the list ---------------------------------------------------------------------------------------------------
@@ -169,11 +185,14 @@ def settings_section(project_id: int) -> None:
         eval_size = st.number_input(
             "Eval-set size", min_value=0, value=int(eval_now), step=1, key=f"{prefix}_eval_size",
             help=f"Now {eval_now} items, {status.labeled_eval} of them labeled: labeled ones are never given back.")
+        overlap, overlap_eval, overlap_k = overlap_inputs(prefix, project.overlap, project.overlap_eval,
+                                                          project.overlap_k)
     change = SettingsChange(backbone=backbone, head=head, ssl=ssl, warm_start=None if warm == warm_now else warm,
                             strategy=strategy,
                             strategy_params=params, round_size=int(round_size),
                             eval_size=None if int(eval_size) == eval_now else int(eval_size),
-                            pick_ahead=int(pick_ahead))
+                            pick_ahead=int(pick_ahead), overlap=overlap, overlap_eval=overlap_eval,
+                            overlap_k=overlap_k)
     try:
         planned = wb.settings_plan(project_id, change)
     except WorkbenchError as error:
@@ -294,6 +313,7 @@ with col3:
     warm_start = st.checkbox("Warm start", value=False, key="new_warm_start",
                              help="Each training starts from the latest head instead of a fresh one "
                                   f"({', '.join(WARM_START_METHODS)} always does).")
+    overlap, overlap_eval, overlap_k = overlap_inputs("new")
 source_head = st.file_uploader(
     "Start from a source head (optional)", type=["safetensors"], key="new_source_head",
     help="A head exported from another project (Export page) with the same backbone and classes: it chooses the "
@@ -332,6 +352,9 @@ if st.button("Create project", type="primary", key="create_project"):
             round_size=int(round_size),
             eval_size=None if eval_size is None else int(eval_size),
             pick_ahead=int(pick_ahead),
+            overlap=overlap,
+            overlap_eval=overlap_eval,
+            overlap_k=overlap_k,
             auto_next_round=bool(auto_next),
             seed=int(seed),
             task=task,
