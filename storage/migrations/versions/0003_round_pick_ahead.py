@@ -15,13 +15,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('projects', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('pick_ahead', sa.Integer(), server_default='5', nullable=False))
-    with op.batch_alter_table('rounds', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('ranked_ahead', sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column('picked_ahead', sa.Integer(), server_default='0', nullable=False))
-        batch_op.add_column(sa.Column('picked_ahead_by', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('awaiting_selection', sa.Boolean(), server_default=sa.false(), nullable=False))
+    # Plain ALTER TABLE ... ADD COLUMN with constant defaults: a batch operation (or a sa.false() default) makes
+    # SQLite rebuild the table, and dropping the old `rounds` table cascades to its queue entries and jobs.
+    op.add_column('projects', sa.Column('pick_ahead', sa.Integer(), server_default='5', nullable=False))
+    op.add_column('rounds', sa.Column('ranked_ahead', sa.JSON(), nullable=True))
+    op.add_column('rounds', sa.Column('picked_ahead', sa.Integer(), server_default='0', nullable=False))
+    op.add_column('rounds', sa.Column('picked_ahead_by', sa.Integer(), nullable=True))
+    op.add_column('rounds', sa.Column('awaiting_selection', sa.Boolean(), server_default=sa.text('false'),
+                                      nullable=False))
 
 
 def downgrade() -> None:
