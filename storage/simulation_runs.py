@@ -55,7 +55,8 @@ def labeled_picks_per_arm(session: Session, project_id: int) -> dict[int, dict[s
         select(Round.index, QueueEntry.arm, func.count())
         .join(Round, Round.id == QueueEntry.round_id)
         .join(Item, Item.id == QueueEntry.item_id)
-        .where(Round.project_id == project_id, QueueEntry.state == "labeled", Item.split == "pool")
+        .where(Round.project_id == project_id, QueueEntry.state == "labeled", Item.split == "pool",
+               QueueEntry.copy_index == 0)
         .group_by(Round.index, QueueEntry.arm)
     ):
         pulls.setdefault(index, {})[arm] = count

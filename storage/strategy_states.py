@@ -42,7 +42,8 @@ def labeled_picks(s: Session, project_id: int, round_id: int) -> list[tuple[str,
     return [(arm, labels[item_id].value) for item_id, arm in s.execute(
         select(QueueEntry.item_id, QueueEntry.arm)
         .join(Item, Item.id == QueueEntry.item_id)
-        .where(QueueEntry.round_id == round_id, QueueEntry.state == "labeled", Item.split == "pool")
+        .where(QueueEntry.round_id == round_id, QueueEntry.state == "labeled", Item.split == "pool",
+               QueueEntry.copy_index == 0)  # an overlap copy is not another pick
         .order_by(QueueEntry.position)
     ) if item_id in labels]
 
@@ -56,7 +57,8 @@ def strategy_picks(s: Session, project_id: int, strategy: str) -> list[tuple[int
                 select(Round.index, QueueEntry.item_id, QueueEntry.arm, QueueEntry.state)
                 .join(Round, Round.id == QueueEntry.round_id)
                 .join(Item, Item.id == QueueEntry.item_id)
-                .where(Round.project_id == project_id, Round.strategy == strategy, Item.split == "pool")
+                .where(Round.project_id == project_id, Round.strategy == strategy, Item.split == "pool",
+                       QueueEntry.copy_index == 0)
                 .order_by(Round.index, QueueEntry.position)
             )]
 

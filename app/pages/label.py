@@ -61,8 +61,9 @@ def waiting_view() -> None:
             then = ", then the next round is selected" if wb.project(project_id).auto_next_round else ""
             st.info(f"Round {round_.index} is closed: the model is training on the labels so far{then}.")
         elif round_.state == "labeling":
-            st.info(f"Every item of round {round_.index} is taken by another annotator; free items will show up "
-                    "here (an item held by a closed tab comes back when its hold runs out).")
+            st.info(f"Every item of round {round_.index} left for you is taken by another annotator, or is an "
+                    "overlap copy of an item you answered (it goes to someone else); free items will show up here "
+                    "(an item held by a closed tab comes back when its hold runs out).")
         else:
             st.success(f"Round {round_.index} is closed and done.")
             ui.page_link("rounds", "Start the next round on the Rounds page")
