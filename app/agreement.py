@@ -3,13 +3,17 @@
 learners.agreement; the figures are only defined where two or more people answered the same item."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Mapping
+
+from sqlalchemy.orm import Session
 
 from app.errors import WorkbenchError
 from learners import agreement as measures
 from storage.agreement_data import current_answers
 from storage.db import Database
+from storage.labels import current_labels
 from storage.models import Project
 
 
@@ -37,19 +41,34 @@ class AgreementView:
 
 def agreement(db: Database, project_id: int, adjudicated: Mapping[int, object] | None = None,
               split: str | None = None) -> AgreementView:
-    """The project's agreement figures; `adjudicated`: item id -> its final label, where one was decided."""
+    """The project's agreement figures; `adjudicated`: item id -> its final label, where one was decided (by
+    default the adjudications stored)."""
     with db.read() as s:
         project = s.get(Project, project_id)
         if project is None:
             raise WorkbenchError(f"project {project_id} does not exist")
-        rows = current_answers(s, project_id, split)
-        name, task, classes = project.name, project.task, list(project.classes)
-    report = measures.agreement(rows, len(classes), task == "multi_label", adjudicated)
+        return agreement_in(s, project, adjudicated, split)
+
+
+def agreement_in(s: Session, project: Project, adjudicated: Mapping[int, object] | None = None,
+                 split: str | None = None) -> AgreementView:
+    """`agreement` inside an open session (the export of the summary reads it so)."""
+    rows = current_answers(s, project.id, split)
+    if adjudicated is None:  # the reviewers' final labels of disputed items (storage.labels)
+        adjudicated = {item_id: label.value for item_id, label in current_labels(s, project.id, split).items()
+                       if label.adjudicated}
+    classes = list(project.classes)
+    report = measures.agreement(rows, len(classes), project.task == "multi_label", adjudicated)
     return AgreementView(
-        project_id=project_id, project=name, task=task, classes=classes, annotators=report.annotators,
-        overlap_items=report.overlap_items, alpha=report.alpha, pairs=report.pairs, tag_alphas=report.tag_alphas,
-        confusion=report.confusion, per_annotator=report.per_annotator,
+        project_id=project.id, project=project.name, task=project.task, classes=classes,
+        annotators=report.annotators, overlap_items=report.overlap_items, alpha=report.alpha, pairs=report.pairs,
+        tag_alphas=report.tag_alphas, confusion=report.confusion, per_annotator=report.per_annotator,
     )
+
+
+def summary_json(s: Session, project: Project) -> bytes:
+    """The agreement summary as a JSON file (the `agreement` export format)."""
+    return json.dumps(agreement_in(s, project).as_dict(), indent=2, default=str).encode("utf-8")
 
 
 def summary_lines(view: AgreementView) -> list[str]:

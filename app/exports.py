@@ -11,6 +11,7 @@ from typing import Callable
 
 from sqlalchemy.orm import Session
 
+from app.agreement import summary_json
 from storage import exporters, source_heads
 from storage.exporters import ExportProblem
 from storage.files import latest_artifact, load_matrix, load_tensors
@@ -62,6 +63,12 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
         "The same rows as JSON lines (a multi-label item's tags as a list; [] is 'none of these'), each with "
         "whether it was adjudicated and every answer it was given (annotator, kind, value, time).",
         lambda s, p: exporters.to_jsonl(exporters.labeled_rows(s, p.id), multi_label=p.task == "multi_label"),
+    ),
+    ExportFormat(
+        "agreement", "Agreement summary (JSON)", "_agreement.json", "application/json",
+        "How far the annotators agree (Krippendorff's alpha, Cohen's kappa per pair, the class confusion between "
+        "annotators, each with its n) and each annotator's pace and agreement with the others and the final label.",
+        summary_json,
     ),
     ExportFormat(
         "parquet", "Labels (Parquet)", "_labels.parquet", "application/vnd.apache.parquet",

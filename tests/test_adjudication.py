@@ -214,6 +214,16 @@ def test_disputed_items_train_and_count_only_once_adjudicated_and_the_export_has
         "A", "B"]
     _, csv_data = wb.export(pid, "csv")
     assert {r["path"]: r["label"] for r in read_csv_labels(csv_data)} == {keys[i]: str(gold[i]) for i in queued}
+    # Agreement with the final label, from the stored adjudications: A gave the gold label on both, B on neither.
+    from app.agreement import agreement
+
+    per = {a.annotator: a for a in agreement(wb.db, pid).per_annotator}
+    assert (per["A"].adjudicated, per["A"].adjudicated_n) == (1.0, 2)
+    assert (per["B"].adjudicated, per["B"].adjudicated_n) == (0.0, 2)
+    _, summary = wb.export(pid, "agreement")  # the summary travels with the labels
+    summary = json.loads(summary)
+    assert summary["overlap_items"] >= 2 and {a["annotator"] for a in summary["per_annotator"]} == {"A", "B"}
+    assert [(p["first"], p["second"]) for p in summary["pairs"]] == [("A", "B")]
     wb.db.dispose()
 
 
