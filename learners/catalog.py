@@ -9,10 +9,10 @@ from typing import Any
 
 from learners.settings_dict import from_settings
 
-# Head kinds and their help (learners.heads builds them).
+# Head kinds and their help (learners.heads builds and trains them).
 HEAD_KINDS: dict[str, str] = {
-    "linear": "one linear layer on the features.",
-    "mlp": "one hidden layer of 512 units.",
+    "linear": "one linear layer on the features: L2 logistic regression (C = 1), fit to convergence with L-BFGS.",
+    "mlp": "one hidden layer of 512 units, L2-regularised (C = 10), fit with full-batch L-BFGS.",
     "bottleneck": "Linear-256-BatchNorm + weight-normalised classifier (LFTL's head).",
 }
 

@@ -213,7 +213,7 @@ def test_worker_killed_while_embedding_the_job_is_claimed_again_and_embeds_once(
 
 def test_worker_killed_while_training_the_round_trains_once_and_the_next_round_opens_once(settings: Settings, digits: Path, tmp_path: Path) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="slow train", head={"kind": "mlp", "epochs": TRAIN_EPOCHS}, round_size=10,
+    pid = wb.create_project(ProjectConfig(name="slow train", head={"kind": "mlp", "solver": "adam", "epochs": TRAIN_EPOCHS}, round_size=10,
                                           eval_size=10, pick_ahead=0), digits / "subset.csv")
     # counts per round as without pick-ahead (test_round_boundary.py)
     _drain(Worker(settings, device="cpu", quiet=True))  # round 0 selected, the pool embedded
