@@ -70,6 +70,18 @@ def _wait_for_the_lock(job, ctx) -> str:
     return "finished under a held lock"
 
 
+def _one_answer(wb: Workbench) -> tuple[int, int, dict]:
+    """A project with a labeling round, and the batch a tab would send to label its first held item:
+    (project id, item id, batch)."""
+    pid, _ = make_round(wb.db, 4)
+    data = labeling.surface_data(wb.db, pid, "ann", client_id="tab")
+    entry, item = data["items"][0]["entry_id"], data["items"][0]["item_id"]
+    batch = {"client_id": "tab", "held": [i["entry_id"] for i in data["items"]],
+             "answers": [{"seq": 1, "entry_id": entry, "kind": "label", "value": [1], "seconds": 1.0,
+                          "project_id": pid, "annotator": "ann"}]}
+    return pid, item, batch
+
+
 def _db_path(settings: Settings) -> Path:
     return Path(settings.db_url.removeprefix("sqlite:///"))
 
@@ -79,12 +91,7 @@ def test_a_held_write_lock_neither_kills_the_worker_nor_loses_a_job_or_an_answer
     monkeypatch.setitem(job_kinds.JOB_KINDS, "wait_lock", JobKind(f"{__name__}:_wait_for_the_lock", 0, False, "test"))
     wb = Workbench(busy_settings)
     path = _db_path(busy_settings)
-    pid, _ = make_round(wb.db, 4)
-    data = labeling.surface_data(wb.db, pid, "ann", client_id="tab")
-    entry, item = data["items"][0]["entry_id"], data["items"][0]["item_id"]
-    batch = {"client_id": "tab", "held": [i["entry_id"] for i in data["items"]],
-             "answers": [{"seq": 1, "entry_id": entry, "kind": "label", "value": [1], "seconds": 1.0,
-                          "project_id": pid, "annotator": "ann"}]}
+    pid, item, batch = _one_answer(wb)
     worker = Worker(busy_settings, name="w1", device="cpu", quiet=True)
 
     # the poll meets the lock: it backs off and says so, it does not raise
@@ -150,12 +157,7 @@ def test_a_held_lock_on_postgresql_neither_kills_the_worker_nor_loses_an_answer(
     monkeypatch.setenv("WORKBENCH_BUSY_TIMEOUT_MS", str(BUSY_MS))
     settings = Settings(home=tmp_path / "home", db_url=pg_url)
     wb = Workbench(settings)
-    pid, _ = make_round(wb.db, 4)
-    data = labeling.surface_data(wb.db, pid, "ann", client_id="tab")
-    entry, item = data["items"][0]["entry_id"], data["items"][0]["item_id"]
-    batch = {"client_id": "tab", "held": [i["entry_id"] for i in data["items"]],
-             "answers": [{"seq": 1, "entry_id": entry, "kind": "label", "value": [1], "seconds": 1.0,
-                          "project_id": pid, "annotator": "ann"}]}
+    pid, item, batch = _one_answer(wb)
     worker = Worker(settings, name="w1", device="cpu", quiet=True)
     plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
     holder = subprocess.Popen([sys.executable, "-c", PG_HOLDER, plain, str(HOLD_SECONDS)], stdout=subprocess.PIPE,
