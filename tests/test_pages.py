@@ -443,7 +443,8 @@ def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
 def test_export_page_offers_predictions_after_training(wb: Workbench, trained: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
-    assert set(buttons) == {"download_csv", "download_jsonl", "download_parquet", "download_predictions", "download_head"}
+    assert set(buttons) == {"download_csv", "download_jsonl", "download_agreement", "download_parquet",
+                            "download_predictions", "download_head"}
     assert not any(b.disabled for b in buttons.values())
 
 
@@ -451,7 +452,8 @@ def test_export_page_offers_no_zip_for_a_multi_label_project(wb: Workbench, tmp_
     tags = wb.create_project(ProjectConfig(name="Tags", eval_size=2, task="multi_label"), write_pngs(tmp_path / "tags"))
     at = open_page("export", project_id=tags)
     assert {b.key for b in at.get("download_button")} == {
-        "download_csv", "download_jsonl", "download_parquet", "download_predictions", "download_head"}
+        "download_csv", "download_jsonl", "download_agreement", "download_parquet", "download_predictions",
+        "download_head"}
     assert "build_zip" not in {b.key for b in at.button}
     assert any("ImageFolder zip is not offered" in c.value and "cannot hold tags" in c.value for c in at.caption)
 
