@@ -309,16 +309,20 @@ def test_bait_multi_label_matches_greedy_on_the_dense_objective(seed, lam, class
     info = [np.kron(np.diag(p * (1 - p)), np.outer(xi, xi)) for p, xi in zip(probs, x)]
     fisher = sum(info) / n
 
+    lab, cands = list(range(labeled)), list(range(labeled, n))
+
     def objective(members: list[int]) -> float:
-        a = lam * np.eye(len(fisher)) + sum((info[i] for i in members), np.zeros_like(fisher)) / (labeled + budget)
+        """The original's design matrix: a batch item weighs `budget` times a labeled one."""
+        zero = np.zeros_like(fisher)
+        a = (lam * np.eye(len(fisher)) + sum((info[i] for i in lab), zero) / (labeled + budget)
+             + sum((info[i] for i in members), zero) * budget / (labeled + budget))
         return float(np.trace(np.linalg.solve(a, fisher)))
 
-    lab, cands = list(range(labeled)), list(range(labeled, n))
     batch: list[int] = []
     for _ in range(2 * budget):
-        batch.append(min((c for c in cands if c not in batch), key=lambda c: objective(lab + batch + [c])))
+        batch.append(min((c for c in cands if c not in batch), key=lambda c: objective(batch + [c])))
     while len(batch) > budget:
-        batch.remove(min(batch, key=lambda b: objective(lab + [i for i in batch if i != b])))
+        batch.remove(min(batch, key=lambda b: objective([i for i in batch if i != b])))
     inputs = StrategyInputs(np.array(cands), probs=probs, penultimate=feats, labeled=np.array(lab, dtype=int),
                             labels=(g.random((labeled, classes)) < 0.5).astype(int), multi_label=True)
     picks = get_strategy("bait", dim=dim, lam=lam).select(inputs, budget, rng())
