@@ -9,7 +9,9 @@ import sys
 import time
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -95,28 +97,34 @@ def item_of_entry(wb: Workbench, entry_id: int) -> int:
         return s.get(QueueEntry, entry_id).item_id
 
 
-@pytest.fixture
-def workbench_server(tmp_path: Path, request: pytest.FixtureRequest):
-    """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
-    extra = getattr(request, "param", [])
+@contextmanager
+def app_server(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
+    """`python -m app start --port <free> *args` with `env`, its output in `log_path`; yields its address once the
+    server answers, and stops it (as Ctrl-C does: the launcher stops its worker too) on the way out."""
     port = _free_port()
-    home = tmp_path / "home"
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "start", "--port", str(port), *extra], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "start", "--port", str(port), *args], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 90, "the Streamlit server")
-        yield f"http://127.0.0.1:{port}", Settings(home=home, db_url=env["WORKBENCH_DB_URL"]), tmp_path / "server.log"
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()  # what Ctrl-C does: the launcher stops the worker and the server
+        proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def workbench_server(tmp_path: Path, request: pytest.FixtureRequest):
+    """`python -m app start` (what ./workbench.sh runs) on a free port, with its own home folder."""
+    extra = getattr(request, "param", [])
+    home = tmp_path / "home"
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
+    with app_server(env, tmp_path / "server.log", *extra) as url:
+        yield url, Settings(home=home, db_url=env["WORKBENCH_DB_URL"]), tmp_path / "server.log"
 
 
 def test_label_the_demo_with_the_keyboard_then_chart_and_zip(workbench_server, tmp_path: Path) -> None:

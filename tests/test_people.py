@@ -194,9 +194,9 @@ def test_a_person_opens_their_one_time_link_and_labels_under_their_name(tmp_path
 
     from app.settings import Settings
     from app.workbench import DEMO_PROJECT, ProjectConfig
-    from tests.test_browser import _free_port, _http_ok, _open_page, _wait, painted_entry
+    from tests.test_browser import _open_page, _wait, app_server, painted_entry
 
-    port, home = _free_port(), tmp_path / "home"
+    home = tmp_path / "home"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DB_URL": f"sqlite:///{home / 'wb.sqlite'}"}
     for name in ("WORKBENCH_TOKEN", "WORKBENCH_ADMIN_TOKEN"):
         env.pop(name, None)
@@ -205,36 +205,27 @@ def test_a_person_opens_their_one_time_link_and_labels_under_their_name(tmp_path
     assert added.returncode == 0, added.stderr
     wb = Workbench(Settings(home=home, db_url=env["WORKBENCH_DB_URL"]))
     pid = wb.create_project(ProjectConfig(name=DEMO_PROJECT, round_size=4, eval_size=2), "demo")
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "start", "--no-demo", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 90, "the Streamlit server")
-        _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0 selected by the server's worker")
-        made = subprocess.run([sys.executable, "-m", "app", "people", "link", "dana", "--url",
-                               f"http://127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=120)
-        link = made.stdout.strip().splitlines()[-1]
-        with sync_playwright() as pw:
-            browser, page = _open_page(pw)
-            page.goto(link.replace("/?", "/label?") + "&annotator=mallory")
-            expect(page.get_by_text("Signed in as dana (annotator).")).to_be_visible(timeout=60_000)
-            _wait(lambda: "signin=" not in page.url and "annotator=" not in page.url, 10, "a clean address bar")
-            assert page.get_by_label("Annotator").count() == 0
-            painted_entry(page)
-            page.keyboard.press("1")
-            _wait(lambda: len(wb.labels(pid)) == 1, 30, "the label in the database")
-            assert _answers(wb) == [("label", "dana")]
-            other = browser.new_page()
-            other.goto(link)
-            expect(other.get_by_text("used already")).to_be_visible(timeout=60_000)
-            assert other.get_by_text("Signed in as").count() == 0
-            browser.close()
+        with app_server(env, tmp_path / "server.log", "--no-demo") as url:
+            _wait(lambda: wb.rounds(pid)[0].state == "labeling", 90, "round 0 selected by the server's worker")
+            made = subprocess.run([sys.executable, "-m", "app", "people", "link", "dana", "--url",
+                                   url], cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            link = made.stdout.strip().splitlines()[-1]
+            with sync_playwright() as pw:
+                browser, page = _open_page(pw)
+                page.goto(link.replace("/?", "/label?") + "&annotator=mallory")
+                expect(page.get_by_text("Signed in as dana (annotator).")).to_be_visible(timeout=60_000)
+                _wait(lambda: "signin=" not in page.url and "annotator=" not in page.url, 10, "a clean address bar")
+                assert page.get_by_label("Annotator").count() == 0
+                painted_entry(page)
+                page.keyboard.press("1")
+                _wait(lambda: len(wb.labels(pid)) == 1, 30, "the label in the database")
+                assert _answers(wb) == [("label", "dana")]
+                other = browser.new_page()
+                other.goto(link)
+                expect(other.get_by_text("used already")).to_be_visible(timeout=60_000)
+                assert other.get_by_text("Signed in as").count() == 0
+                browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         wb.db.dispose()
