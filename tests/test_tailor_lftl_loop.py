@@ -25,8 +25,10 @@ from tests.test_loop import drain, gold_of, label_round
 
 def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settings: Settings) -> None:
     wb = Workbench(settings)
-    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", strategy_params={"update": "round"},
-                                          round_size=12, eval_size=10, pick_ahead=0),
+    pid = wb.create_project(ProjectConfig(name="Tailor digits", strategy="tailor", round_size=12,
+                                          strategy_params={"update": "round",  # per-class arms: the panel names them
+                                                           "arms": ["galaxy*", "confidence", "badge", "margin",
+                                                                    "coreset"]}, eval_size=10, pick_ahead=0),
                             "demo")  # counts per round as without pick-ahead (test_round_boundary.py)
     gold = gold_of(wb, pid)
     drain(Worker(settings, device="cpu"))
@@ -39,7 +41,7 @@ def test_tailor_posterior_survives_restarts_and_is_updated_once_per_round(settin
         arms = [arm for arm, in s.execute(select(QueueEntry.arm).where(QueueEntry.round_id == round1.id))]
         posterior = TailorPosterior.from_dict(strategy_states.stored_state(s, pid, "tailor")["posterior"])
     assert len(arms) == 12 and set(arms) <= set(posterior.arm_names)
-    assert len(posterior.arm_names) == 10 + 4  # galaxy per class, confidence, badge, margin, coreset
+    assert len(posterior.arm_names) == 10 + 4  # galaxy per class, confidence, badge, margin, coreset (set above)
     assert np.array_equal(posterior.stats, np.ones((2, 14, 10))) and posterior.folded_rounds == []
     assert "TAILOR" in round1.note
 
