@@ -42,6 +42,12 @@ def _head(session: Session, project: Project) -> bytes:
                                         project_name=project.name)
 
 
+def _items_parquet(session: Session, project: Project) -> bytes:
+    artifact = latest_artifact(session, project.id, "predictions")
+    rows = exporters.item_rows(session, project.id, load_matrix(artifact) if artifact is not None else None)
+    return exporters.to_parquet(rows, Path(project.data_root), multi_label=project.task == "multi_label")
+
+
 def _predictions(session: Session, project: Project) -> bytes:
     artifact = latest_artifact(session, project.id, "predictions")
     if artifact is None:
@@ -71,15 +77,34 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
         summary_json,
     ),
     ExportFormat(
-        "parquet", "Labels (Parquet)", "_labels.parquet", "application/vnd.apache.parquet",
-        "The same rows as a Parquet table (a multi-label item's tags as a list; labeled_at a UTC timestamp).",
-        lambda s, p: exporters.to_parquet(exporters.labeled_rows(s, p.id), multi_label=p.task == "multi_label"),
+        "parquet", "Items (Parquet)", "_items.parquet", "application/vnd.apache.parquet",
+        "Every item, labeled or not, one row each: path, absolute_path, split, label (null when none; a "
+        "multi-label item's tags as a list), status, annotator, labeled_at, annotators (who answered), and the "
+        "latest model's prediction and confidence (null before the first training).",
+        _items_parquet,
     ),
     ExportFormat(
         "zip", "ImageFolder zip", "_imagefolder.zip", "application/zip",
         "The labeled images, one folder per class (train/ for pool labels, eval/ for the eval set).",
         lambda s, p: exporters.to_imagefolder_zip(exporters.labeled_rows(s, p.id), Path(p.data_root)),
         multi_label=False, refusal="an ImageFolder zip holds one class folder per image, so it cannot hold tags",
+        build_on_click=True,
+    ),
+    ExportFormat(
+        "hf", "Hugging Face imagefolder zip", "_hf_imagefolder.zip", "application/zip",
+        "The labeled images with a metadata.parquet per split (train/ for pool labels, eval/ for the eval set): "
+        "datasets.load_dataset(\"imagefolder\", data_dir=<unzipped>) loads each image's label (a multi-label "
+        "item's tags as a list) and who gave it.",
+        lambda s, p: exporters.to_imagefolder_zip(exporters.labeled_rows(s, p.id), Path(p.data_root),
+                                                  hugging_face=True, multi_label=p.task == "multi_label"),
+        build_on_click=True,
+    ),
+    ExportFormat(
+        "order", "Label order (JSONL)", "_label_order.jsonl", "application/x-ndjson",
+        "Every answer in the order it was given (seq, time, path, kind, label, annotator, round, the arm that "
+        "chose the item, the answer an undo retracts): storage.exporters.replay_label_order replays it into "
+        "another model, step by step, ending at the current labels.",
+        lambda s, p: exporters.to_order_jsonl(exporters.label_order(s, p.id), multi_label=p.task == "multi_label"),
         build_on_click=True,
     ),
     ExportFormat(
