@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.util import identity_key
 
 from storage.errors import StorageError
 from storage.labels import answered_item_ids
 from storage.models import Annotation, Item, Project, QueueEntry, Round, utcnow
+
+# Arms of queue entries a person chose (storage/hand_picks.py: the grid page, nearest neighbours, the map): not an
+# active-learning sample, so they count neither towards a round's size nor as a strategy's picks.
+HAND_ARMS = ("grid", "like", "map")
 
 DEFAULT_LEASE_SECONDS = 60  # the Label page renews what it holds (app.settings.Settings.lease_seconds)
 OPEN_STATES = ("pending", "claimed")
@@ -51,9 +56,7 @@ def claim_of(entry: QueueEntry) -> Claim:
 
 
 def labeling_round(session: Session, project_id: int) -> Round | None:
-    return session.scalars(
-        select(Round).where(Round.project_id == project_id, Round.state == "labeling").order_by(Round.index.desc())
-    ).first()
+    return session.scalars(_LABELING_ROUND, {"project_id": project_id}).first()
 
 
 def claim_next(
@@ -67,25 +70,18 @@ def claim_next(
     """
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
-    held = session.scalars(
-        select(QueueEntry)
-        .where(
-            QueueEntry.round_id == round_id,
-            QueueEntry.state == "claimed",
-            QueueEntry.claimed_by == annotator,
-            QueueEntry.lease_expires >= now,
-        )
-        .order_by(QueueEntry.position, QueueEntry.copy_index)
-        .limit(1)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).first()
+    held = session.scalars(_HELD, {"round_id": round_id, "annotator": annotator, "now": now}).first()
     if held is not None:
         held.lease_expires = lease
         session.flush()
         return claim_of(held)
-    entry = claim_free(session, round_id, annotator, now, lease)
-    return None if entry is None else claim_of(entry)
+    taken = _take_free(session, round_id, annotator, now, lease)
+    if taken is None:
+        return None
+    stale = session.identity_map.get(identity_key(QueueEntry, taken.id))
+    if stale is not None:  # the UPDATE went around the session
+        session.expire(stale)
+    return Claim(taken.id, taken.round_id, taken.item_id, taken.position, taken.arm, taken.score, lease)
 
 
 def is_free(now: datetime):
@@ -136,26 +132,20 @@ def claim_free(session: Session, round_id: int, annotator: str, now: datetime, l
     """The round's first free entry (pending, or claimed with an expired lease) that is no copy of an item they
     hold or answered, claimed for `annotator`: a row lock that skips rows being taken, then an UPDATE that succeeds
     only while the row is still free."""
+    taken = _take_free(session, round_id, annotator, now, lease)
+    return None if taken is None else session.get(QueueEntry, taken.id, populate_existing=True)
+
+
+def _take_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime):
+    """claim_free's claim: the row (id, round_id, item_id, position, arm, score) of the entry it took, or None."""
     _lock_annotator(session, annotator)
-    free = is_free(now)
     for _attempt in range(20):
-        candidate = session.scalars(
-            select(QueueEntry.id)
-            .where(QueueEntry.round_id == round_id, free, not_a_copy_of_mine(annotator))
-            .order_by(QueueEntry.position, QueueEntry.copy_index)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
+        candidate = session.execute(_FREE_CANDIDATE, {"round_id": round_id, "annotator": annotator, "now": now}).first()
         if candidate is None:
             return None
-        result = session.execute(
-            update(QueueEntry)
-            .where(QueueEntry.id == candidate, free)
-            .values(state="claimed", claimed_by=annotator, lease_expires=lease, claimed_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        result = session.execute(_TAKE, {"candidate": candidate.id, "now": now, "who": annotator, "until": lease})
         if result.rowcount == 1:
-            return session.get(QueueEntry, candidate, populate_existing=True)
+            return candidate
     raise QueueError("could not claim an item after 20 attempts (heavy contention)")
 
 
@@ -245,10 +235,11 @@ def add_copies(session: Session, round_: Round, project: Project, pool: bool = T
 
 
 def pool_picks(session: Session, round_id: int) -> int:
-    """The round's pool picks (copy 0 of each pool item queued, dropped ones left out): what its size counts."""
+    """The round's pool picks (copy 0 of each pool item queued, dropped and hand-picked ones left out): what its
+    size counts."""
     return session.scalar(select(func.count()).select_from(QueueEntry).join(Item, Item.id == QueueEntry.item_id).where(
         QueueEntry.round_id == round_id, QueueEntry.copy_index == 0, QueueEntry.state != "dropped",
-        Item.split == "pool"))
+        Item.split == "pool", QueueEntry.arm.not_in(HAND_ARMS)))
 
 
 def waiting_for_others(session: Session, round_id: int, annotator: str) -> int:
@@ -346,17 +337,10 @@ def claim_reopened(session: Session, project_id: int, annotator: str,
     """The entry an undo handed back to `annotator` in a closed round of the project (the oldest round's first),
     its lease renewed; None when they hold none. Expired ones are dropped first (`drop_expired_reopened`)."""
     now = utcnow()
+    if session.execute(_ANY_REOPENED, {"project_id": project_id}).first() is None:
+        return None  # no entry of a closed round is held by anyone: nothing to drop, nothing to renew
     drop_expired_reopened(session, project_id, now)
-    entry = session.scalars(
-        select(QueueEntry)
-        .join(Round, Round.id == QueueEntry.round_id)
-        .where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES),
-               QueueEntry.state == "claimed", QueueEntry.claimed_by == annotator)
-        .order_by(Round.index, QueueEntry.position, QueueEntry.copy_index)
-        .limit(1)
-        .with_for_update(key_share=True, of=QueueEntry)
-        .execution_options(populate_existing=True)
-    ).first()
+    entry = session.scalars(_REOPENED, {"project_id": project_id, "annotator": annotator}).first()
     if entry is None:
         return None
     entry.lease_expires = now + timedelta(seconds=lease_seconds)
@@ -367,14 +351,7 @@ def claim_reopened(session: Session, project_id: int, annotator: str,
 def drop_expired_reopened(session: Session, project_id: int, now: datetime) -> int:
     """Entries an undo reopened in a closed round and left unanswered past their lease: dropped (the round is
     closed, so nobody else would take them; their items have no label and may be picked again)."""
-    closed_rounds = select(Round.id).where(Round.project_id == project_id, Round.state.in_(CLOSED_ROUND_STATES))
-    result = session.execute(
-        update(QueueEntry)
-        .where(QueueEntry.round_id.in_(closed_rounds), QueueEntry.state == "claimed", QueueEntry.lease_expires < now)
-        .values(state="dropped", claimed_by=None, lease_expires=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    return session.execute(_DROP_EXPIRED_REOPENED, {"project_id": project_id, "now": now}).rowcount
 
 
 def release(session: Session, entry_id: int, annotator: str) -> None:
@@ -391,18 +368,14 @@ def release(session: Session, entry_id: int, annotator: str) -> None:
 
 
 def round_counts(session: Session, round_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(QueueEntry.state, func.count()).where(QueueEntry.round_id == round_id).group_by(QueueEntry.state)
-    ).all()
+    rows = session.execute(_ROUND_COUNTS, {"round_id": round_id}).all()
     counts = {"pending": 0, "claimed": 0, "labeled": 0, "skipped": 0, "dropped": 0}
     counts.update({state: n for state, n in rows})
     return counts
 
 
 def open_entries(session: Session, round_id: int) -> int:
-    return session.scalar(
-        select(func.count()).select_from(QueueEntry).where(QueueEntry.round_id == round_id, QueueEntry.state.in_(OPEN_STATES))
-    )
+    return session.scalar(_OPEN_ENTRIES, {"round_id": round_id})
 
 
 def drop_open_entries(session: Session, round_id: int) -> int:
@@ -430,3 +403,63 @@ def next_position(session: Session, round_id: int) -> int:
     return session.scalar(
         select(func.coalesce(func.max(QueueEntry.position) + 1, 0)).where(QueueEntry.round_id == round_id)
     )
+
+
+# The statements every claim and answer runs, built once: building a statement costs more than running it on
+# SQLite, and a simulation runs them for every label.
+_LABELING_ROUND = (select(Round).where(Round.project_id == bindparam("project_id"), Round.state == "labeling")
+                   .order_by(Round.index.desc()))
+_HELD = (
+    select(QueueEntry)
+    .where(QueueEntry.round_id == bindparam("round_id"), QueueEntry.state == "claimed",
+           QueueEntry.claimed_by == bindparam("annotator"), QueueEntry.lease_expires >= bindparam("now"))
+    .order_by(QueueEntry.position, QueueEntry.copy_index)
+    .limit(1)
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
+)
+_FREE_CANDIDATE = (
+    select(QueueEntry.id, QueueEntry.round_id, QueueEntry.item_id, QueueEntry.position, QueueEntry.arm,
+           QueueEntry.score)
+    .where(QueueEntry.round_id == bindparam("round_id"), is_free(bindparam("now")),
+           not_a_copy_of_mine(bindparam("annotator")))
+    .order_by(QueueEntry.position, QueueEntry.copy_index)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_TAKE = (
+    update(QueueEntry)
+    .where(QueueEntry.id == bindparam("candidate"), is_free(bindparam("now")))
+    .values(state="claimed", claimed_by=bindparam("who"), lease_expires=bindparam("until"),
+            claimed_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+_REOPENED = (
+    select(QueueEntry)
+    .join(Round, Round.id == QueueEntry.round_id)
+    .where(Round.project_id == bindparam("project_id"), Round.state.in_(CLOSED_ROUND_STATES),
+           QueueEntry.state == "claimed", QueueEntry.claimed_by == bindparam("annotator"))
+    .order_by(Round.index, QueueEntry.position, QueueEntry.copy_index)
+    .limit(1)
+    .with_for_update(key_share=True, of=QueueEntry)
+    .execution_options(populate_existing=True)
+)
+_ANY_REOPENED = (
+    select(QueueEntry.id)
+    .join(Round, Round.id == QueueEntry.round_id)
+    .where(Round.project_id == bindparam("project_id"), Round.state.in_(CLOSED_ROUND_STATES),
+           QueueEntry.state == "claimed")
+    .limit(1)
+)
+_DROP_EXPIRED_REOPENED = (
+    update(QueueEntry)
+    .where(QueueEntry.round_id.in_(select(Round.id).where(Round.project_id == bindparam("project_id"),
+                                                          Round.state.in_(CLOSED_ROUND_STATES))),
+           QueueEntry.state == "claimed", QueueEntry.lease_expires < bindparam("now"))
+    .values(state="dropped", claimed_by=None, lease_expires=None)
+    .execution_options(synchronize_session=False)
+)
+_ROUND_COUNTS = (select(QueueEntry.state, func.count()).where(QueueEntry.round_id == bindparam("round_id"))
+                 .group_by(QueueEntry.state))
+_OPEN_ENTRIES = select(func.count()).select_from(QueueEntry).where(
+    QueueEntry.round_id == bindparam("round_id"), QueueEntry.state.in_(OPEN_STATES))

@@ -98,6 +98,52 @@ def test_the_same_seed_gives_the_same_curve(demo) -> None:
     assert first == again
 
 
+# Recorded before the simulation was made cheaper (issue 15: cached labels and features, built-once statements):
+# {(strategy, seed): (accuracy per round, the items the oracle was asked, in order)} for the demo digits with an
+# evaluation set of 200, rounds of 10, 2 rounds after the seed round: a batch strategy on predictions, one on
+# features, a sequential one (a select job after each label) and a semi-supervised method. A speed change must leave
+# them as they are; a deliberate change of what a learner computes re-records them. (Not TAILOR: its default arms
+# are every registered strategy, so adding one changes its picks.)
+RECORDED = {
+    ("margin", 0): ([0.434, 0.53, 0.728],
+        [708, 37, 415, 1783, 1084, 120, 245, 345, 1104, 471, 1687, 1653, 1268, 1691, 1684, 1290, 1690, 1555, 192, 1683, 757, 1001, 1023, 328, 840, 1053, 1717, 1700, 1701, 1437]),
+    ("margin", 1): ([0.474, 0.718, 0.8],
+        [1526, 1406, 1279, 260, 1197, 857, 159, 1791, 1637, 950, 418, 1560, 438, 628, 964, 266, 133, 877, 1506, 57, 538, 1121, 708, 1752, 1607, 584, 1479, 607, 925, 1092]),
+    ("coreset", 0): ([0.434, 0.466, 0.59],
+        [708, 37, 415, 1783, 1084, 120, 245, 345, 1104, 471, 817, 308, 412, 825, 805, 1215, 1774, 1566, 818, 795, 1062, 487, 1364, 812, 647, 1691, 899, 446, 1225, 241]),
+    ("coreset", 1): ([0.474, 0.502, 0.54],
+        [1526, 1406, 1279, 260, 1197, 857, 159, 1791, 1637, 950, 308, 817, 412, 825, 805, 1566, 1774, 1215, 818, 795, 241, 487, 812, 1062, 1310, 647, 979, 1558, 278, 1693]),
+    ("galaxy", 0): ([0.434, 0.54, 0.714],
+        [708, 37, 415, 1783, 1084, 120, 245, 345, 1104, 471, 557, 238, 511, 1744, 324, 887, 990, 136, 1203, 1162, 1023, 430, 1548, 1276, 1057, 1449, 1762, 955, 1387, 332]),
+    ("galaxy", 1): ([0.474, 0.68, 0.8],
+        [1526, 1406, 1279, 260, 1197, 857, 159, 1791, 1637, 950, 1284, 726, 431, 1065, 478, 1508, 1671, 1130, 704, 1070, 406, 1784, 32, 266, 677, 453, 1143, 98, 1538, 52]),
+    ("margin+pseudo_label", 0): ([0.438, 0.604, 0.74],
+        [708, 37, 415, 1783, 1084, 120, 245, 345, 1104, 471, 964, 1342, 1688, 1442, 1318, 1073, 1074, 186, 1321, 1268, 1531, 670, 825, 1480, 1728, 1623, 1722, 1510, 1632, 638]),
+    ("margin+pseudo_label", 1): ([0.48, 0.634, 0.736],
+        [1526, 1406, 1279, 260, 1197, 857, 159, 1791, 1637, 950, 98, 1482, 1487, 1123, 160, 63, 1493, 374, 1608, 1557, 562, 1490, 1570, 1078, 816, 1559, 1465, 431, 725, 1139]),
+}
+
+
+def test_a_fixed_seed_gives_the_results_recorded_before_the_speed_work(demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, pid = demo
+    oracles: list[simulation.Oracle] = []
+
+    class RecordingOracle(simulation.Oracle):
+        def __init__(self, gold):
+            super().__init__(gold)
+            oracles.append(self)
+
+    monkeypatch.setattr(simulation, "Oracle", RecordingOracle)
+    # Several strategies and seeds in one call: what one run leaves in the process's caches must not change the next.
+    config = SimulationConfig(strategies=["margin", "coreset", "galaxy", "margin+pseudo_label"], seeds=[0, 1],
+                              round_size=10, rounds=2)
+    points = run_simulation(settings, pid, config, job_runner("cpu"))["points"]
+    runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
+    found = {run: ([p["accuracy"] for p in points if (p["strategy"], p["seed"]) == run], oracle.asked)
+             for run, oracle in zip(runs, oracles)}
+    assert found == RECORDED
+
+
 def test_a_simulation_job_stores_results_with_a_summary(demo) -> None:
     settings, pid = demo
     wb = Workbench(settings)

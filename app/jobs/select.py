@@ -2,6 +2,7 @@
 predictions, features, labels so far; never gold labels)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,11 +15,12 @@ from app.jobs.heads import load_head
 from learners.embedding import standardize
 from learners.strategies import Selection, Strategy, StrategyInputs, get_strategy
 from storage import queue
-from storage.files import latest_artifacts, load_matrix, project_dir, save_matrix
+from storage.files import latest_artifact, latest_artifacts, load_matrix, project_dir, save_matrix
 from storage.items import item_rows
 from storage.labels import current_labels, label_array
 from storage.models import Job, Project, Round, utcnow
 from storage.rounds import add_entries, open_items, round_picks
+from storage.source_heads import backbone_key
 
 Entry = tuple[int, str, float | None]  # (item id, arm, score)
 
@@ -165,20 +167,48 @@ def _strategy_inputs(ctx: JobContext, view: _RoundView) -> StrategyInputs:
     pool = [it for it in view.items if it.split == "pool"]
     ids = np.array([it.id for it in pool], dtype=np.int64)
     needs = view.strategy.needs | view.strategy.uses
-    labeled = np.array([i for i, it in enumerate(pool) if it.id in labels], dtype=np.int64)
-    inputs = StrategyInputs(candidates=np.array([i for i, it in enumerate(pool) if _open(it.id, view)], dtype=np.int64),
+    is_labeled = np.isin(ids, np.fromiter(labels, dtype=np.int64, count=len(labels)))
+    is_queued = np.isin(ids, np.fromiter(view.queued, dtype=np.int64, count=len(view.queued)))
+    labeled = np.flatnonzero(is_labeled).astype(np.int64)
+    inputs = StrategyInputs(candidates=np.flatnonzero(~is_labeled & ~is_queued).astype(np.int64),  # _open
                             labeled=labeled, step=view.picked, multi_label=project.task == "multi_label", item_ids=ids)
     inputs.labels = label_array([labels[pool[i].id].value for i in labeled], len(project.classes), inputs.multi_label)
     if not len(pool):
         return inputs
     inputs.probs, inputs.previous_probs = _predictions(ctx, project, ids, previous="previous_probs" in needs)
     if needs & {"features", "penultimate"}:
-        features, feature_ids = ensure_features(ctx, project.id)
-        x = standardize(align(features, feature_ids, ids))[0]  # the statistics of the pool rows
+        x = _pool_features(ctx, project, ids)
         inputs.features = x
         head = load_head(ctx.db, project.id) if "penultimate" in needs else None
         inputs.penultimate = head.penultimate(x) if head is not None and head.in_dim == x.shape[1] else x
     return inputs
+
+
+# The pool's standardized features as the last selection read them, keyed by what decides them (the features file
+# and its checksum, the pool's item ids): a sequential strategy selects after every label, and every round and
+# simulated run of a project reads the same ones. One entry; each selection gets its own copy.
+_POOL_FEATURES: dict[tuple, np.ndarray] = {}
+_POOL_FEATURES_LOCK = threading.Lock()
+
+
+def _pool_features(ctx: JobContext, project: Project, ids: np.ndarray) -> np.ndarray:
+    """The features of the pool items `ids`, standardized with the statistics of those rows."""
+    def features_file() -> tuple[str, str] | None:
+        with ctx.db.read() as s:
+            artifact = latest_artifact(s, project.id, "features", backbone=backbone_key(project.backbone))
+        return None if artifact is None else (artifact.path, artifact.sha256)
+
+    key = (features_file(), ids.tobytes())
+    with _POOL_FEATURES_LOCK:
+        x = _POOL_FEATURES.get(key)
+    if x is None:
+        features, feature_ids = ensure_features(ctx, project.id)
+        x = standardize(align(features, feature_ids, ids))[0]
+        key = (features_file(), key[1])  # ensure_features may have written the file it returned
+        with _POOL_FEATURES_LOCK:
+            _POOL_FEATURES.clear()
+            _POOL_FEATURES[key] = x
+    return x.copy()
 
 
 def _predictions(ctx: JobContext, project: Project, ids: np.ndarray,

@@ -3,6 +3,7 @@ evaluated on the evaluation set; a round's train job then closes the round (app.
 selection with the new head (it fills the round opened ahead, or opens the next)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,24 +92,55 @@ def _already_trained(ctx: JobContext, job: Job) -> bool:
 
 
 def _training_data(ctx: JobContext, project_id: int) -> _TrainingData:
-    features, ids = ensure_features(ctx, project_id)
-    ctx.progress(0.05, "features ready")
     with ctx.db.read() as s:
         project = s.get(Project, project_id)
         items = item_rows(s, project.id)
         labels = current_labels(s, project.id)
-    row_of = {int(i): r for r, i in enumerate(ids)}
+        features_file = _features_file(s, project)
+    key = (features_file, np.array([it.id for it in items], dtype=np.int64).tobytes(),
+           np.array([it.split == "pool" for it in items]).tobytes())
+    with _STANDARDIZED_LOCK:
+        cached = _STANDARDIZED.get(key)
+    if cached is None:
+        cached = _standardized(ctx, project_id, items)
+        with ctx.db.read() as s:  # ensure_features may have written the file it returned
+            key = (_features_file(s, project),) + key[1:]
+        with _STANDARDIZED_LOCK:
+            _STANDARDIZED.clear()
+            _STANDARDIZED[key] = cached
+    ids, x, mean, std, row_of = cached
+    ctx.progress(0.05, "features ready")
     items = [it for it in items if it.id in row_of]  # a missing file has no features (app.jobs.features)
     split = {it.id: it.split for it in items}
-    # The statistics of the pool rows only: the evaluation items never shape what trains (nor what selects: the
-    # select job standardizes with the same rows).
-    pool_rows = np.array([row_of[it.id] for it in items if it.split == "pool"], dtype=np.int64)
-    x, mean, std = standardize(features, fit_rows=pool_rows if len(pool_rows) else None)
     return _TrainingData(
         project=project, ids=ids, x=x, mean=mean, std=std, row_of=row_of, labels=labels,
         pool_ids=[i for i in labels if split.get(i) == "pool"], eval_ids=[i for i in labels if split.get(i) == "eval"],
         eval_rows=np.array([row_of[it.id] for it in items if it.split == "eval"], dtype=np.int64),
     )
+
+
+# The features standardized as the last training read them, keyed by what decides them (the features file and its
+# checksum, the item ids, which are pool items): every round of a project, and every simulated run of it, reads the
+# same ones, so they are loaded, checked and standardized once. One entry: the project trained last.
+_STANDARDIZED: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, int]]] = {}
+_STANDARDIZED_LOCK = threading.Lock()
+
+
+def _features_file(s, project: Project) -> tuple[str, str] | None:
+    artifact = latest_artifact(s, project.id, "features", backbone=backbone_key(project.backbone))
+    return None if artifact is None else (artifact.path, artifact.sha256)
+
+
+def _standardized(ctx: JobContext, project_id: int,
+                  items: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+    """(item ids, standardized features, mean, std, row of each item id) of the project's current features."""
+    features, ids = ensure_features(ctx, project_id)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    # The statistics of the pool rows only: the evaluation items never shape what trains (nor what selects: the
+    # select job standardizes with the same rows).
+    pool_rows = np.array([row_of[it.id] for it in items if it.id in row_of and it.split == "pool"], dtype=np.int64)
+    x, mean, std = standardize(features, fit_rows=pool_rows if len(pool_rows) else None)
+    return ids, x, mean, std, row_of
 
 
 def _fit(ctx: JobContext, data: _TrainingData, y_pool: np.ndarray, ssl: SSLConfig) -> tuple[TrainedHead, str]:
