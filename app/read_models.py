@@ -11,13 +11,16 @@ from datetime import datetime
 
 import numpy as np
 
+from learners.forecast import changed_share
 from learners.metrics import wilson_interval
-from storage import jobs, queue
+from storage import jobs
 from storage.db import Database
 from storage.files import DamagedFile, artifacts, latest_artifact, load_json, load_matrix
-from storage.labels import items_per_split, labeled_per_split
+from storage.items import all_projects, label_tallies, labeled_counts, split_counts
 from storage.models import Artifact, Job, Project, Round
-from storage.rounds import latest_round, project_rounds
+from storage.projects import active_jobs_by_project
+from storage.rounds import latest_rounds, project_rounds, queue_counts, round_indices
+from storage.simulation_runs import pool_item_ids, round_predictions
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,13 @@ class SimulationResult:
     human: list[dict]
 
 
-def _round_row(s, round_: Round) -> RoundRow:
+def _round_row(round_: Round, counts: dict[str, int]) -> RoundRow:
     return RoundRow(
         index=round_.index,
         strategy=round_.strategy,
         state=round_.state,
         labels_at_start=round_.labels_at_start,
-        queue=QueueCounts(**queue.round_counts(s, round_.id)),
+        queue=QueueCounts(**counts),
         note=round_.note,
         metrics=round_.metrics or {},
         picked_ahead=round_.picked_ahead or 0,
@@ -128,8 +131,8 @@ def _round_row(s, round_: Round) -> RoundRow:
     )
 
 
-def _job_views(s, project_id: int, rows: list[Job]) -> list[JobView]:
-    index_of = {r.id: r.index for r in project_rounds(s, project_id)}
+def _job_views(index_of: dict[int, int], rows: list[Job]) -> list[JobView]:
+    """`index_of`: round id -> its index, for the rounds the jobs name."""
     return [
         JobView(id=j.id, kind=j.kind, state=j.state, progress=j.progress or 0.0, message=j.message or "", error=j.error,
                 attempts=j.attempts, worker=j.worker, round_index=index_of.get(j.round_id), created_at=j.created_at)
@@ -137,26 +140,64 @@ def _job_views(s, project_id: int, rows: list[Job]) -> list[JobView]:
     ]
 
 
-def project_status(db: Database, project_id: int) -> ProjectStatus:
+def project_statuses(db: Database, project_ids: list[int] | None = None) -> dict[int, ProjectStatus]:
+    """project id -> its status, for the given projects (every project when None), in a few aggregate queries
+    for all of them together: the Projects page's list. The counts are SQL aggregates (storage.items.split_counts,
+    label_tallies): no per-item row reaches Python, so a 1M-item project costs an index scan, not 1M objects."""
     with db.read() as s:
-        project = s.get(Project, project_id)
-        labeled = labeled_per_split(s, project_id)
-        round_ = latest_round(s, project_id)
-        return ProjectStatus(
-            project=project.name,
-            classes=list(project.classes),
-            items=items_per_split(s, project_id),
-            labeled_pool=labeled.get("pool", 0),
-            labeled_eval=labeled.get("eval", 0),
-            round=None if round_ is None else _round_row(s, round_),
-            jobs=_job_views(s, project_id, jobs.active_jobs(s, project_id)),
-        )
+        projects = {p.id: p for p in all_projects(s)}
+        ids = list(projects) if project_ids is None else [int(p) for p in project_ids if int(p) in projects]
+        items = split_counts(s, ids)
+        tallies = label_tallies(s, ids)
+        latest = latest_rounds(s, ids)
+        counts = queue_counts(s, [r.id for r in latest.values()])
+        active = active_jobs_by_project(s, ids)
+        index_of = round_indices(s, ids)
+        statuses = {}
+        for pid in ids:
+            labeled = labeled_counts(tallies[pid])
+            round_ = latest.get(pid)
+            statuses[pid] = ProjectStatus(
+                project=projects[pid].name,
+                classes=list(projects[pid].classes),
+                items=items[pid],
+                labeled_pool=labeled.get("pool", 0),
+                labeled_eval=labeled.get("eval", 0),
+                round=None if round_ is None else _round_row(round_, counts[round_.id]),
+                jobs=_job_views(index_of, active[pid]),
+            )
+        return statuses
+
+
+def project_status(db: Database, project_id: int) -> ProjectStatus:
+    return project_statuses(db, [project_id])[project_id]
+
+
+def active_jobs(db: Database, project_id: int) -> list[JobView]:
+    """The project's queued and running jobs, oldest first (what `ProjectStatus.jobs` holds), alone: a page that
+    polls its jobs reads only these."""
+    with db.read() as s:
+        return _job_views(round_indices(s, [project_id]), active_jobs_by_project(s, [project_id])[project_id])
+
+
+def labels_per_class(db: Database, project_id: int) -> dict[tuple[int, str], int]:
+    """(class index, split) -> items of the split with a current label holding that class (a multi-label item
+    counts once per tag), counted in SQL (storage.items.label_tallies): the Dashboard's labels per class."""
+    with db.read() as s:
+        tally = label_tallies(s, [project_id])[project_id]
+    counts: dict[tuple[int, str], int] = {}
+    for (split, value), n in tally.items():
+        for k in value:
+            counts[(k, split)] = counts.get((k, split), 0) + n
+    return counts
 
 
 def round_table(db: Database, project_id: int) -> list[RoundRow]:
     """One row per round, oldest first."""
     with db.read() as s:
-        return [_round_row(s, r) for r in project_rounds(s, project_id)]
+        rounds = project_rounds(s, project_id)
+        counts = queue_counts(s, [r.id for r in rounds])
+        return [_round_row(r, counts[r.id]) for r in rounds]
 
 
 def chart_points(db: Database, project_id: int) -> list[ChartPoint]:
@@ -185,13 +226,13 @@ def chart_points(db: Database, project_id: int) -> list[ChartPoint]:
 def recent_jobs(db: Database, project_id: int, limit: int = 20) -> list[JobView]:
     """The project's latest jobs, newest first."""
     with db.read() as s:
-        return _job_views(s, project_id, jobs.recent_jobs(s, project_id, limit))
+        return _job_views(round_indices(s, [project_id]), jobs.recent_jobs(s, project_id, limit))
 
 
 def failed_jobs(db: Database, project_id: int) -> list[JobView]:
     """Failed jobs that no later job of the same kind and round has replaced (by a retry or a rerun)."""
     with db.read() as s:
-        return _job_views(s, project_id, jobs.failed_jobs(s, project_id))
+        return _job_views(round_indices(s, [project_id]), jobs.failed_jobs(s, project_id))
 
 
 def simulations(db: Database, project_id: int) -> list[SimulationResult]:
@@ -245,3 +286,63 @@ def guess(artifact: Artifact | None, item_id: int, task: str) -> list[tuple[int,
         return [(int(k), float(scores[k])) for k in np.argsort(-scores) if scores[k] >= 0.5]
     k = int(np.argmax(scores))
     return [(k, float(scores[k]))]
+
+
+@dataclass(frozen=True)
+class PredictionChange:
+    """How many pool predictions changed between the heads of two consecutive trained rounds."""
+
+    round: int
+    previous_round: int
+    changed: float  # share of the pool items compared
+    pool_n: int  # pool items both heads predicted
+
+
+_CHANGES_LOCK = threading.Lock()
+_changes: dict[tuple[str, str, int], tuple[float, int]] = {}  # (earlier file, later file, pool size) -> result
+
+
+def prediction_changes(db: Database, project_id: int, rounds: int = 5) -> list[PredictionChange]:
+    """The share of pool items whose prediction changed between each pair of consecutive trained rounds among the
+    latest `rounds` that saved predictions (oldest first; every round's training keeps its own predictions file).
+    Each pair is read once per process (keyed by its files: the Dashboard asks on every rerun); the pairs before a
+    damaged file are left out."""
+    with db.read() as s:
+        by_round = round_predictions(s, project_id)
+        if len(by_round) < 2:
+            return []
+        pool_n = split_counts(s, [project_id]).get(project_id, {}).get("pool", 0)
+        multi_label = s.get(Project, project_id).task == "multi_label"
+    indices = sorted(by_round)[-rounds:]
+    pool: np.ndarray | None = None  # read only when a pair is not known yet (1M ids cost seconds on every rerun)
+    out: list[PredictionChange] = []
+    for before, after in zip(indices, indices[1:]):
+        key = (by_round[before].path, by_round[after].path, pool_n)
+        with _CHANGES_LOCK:
+            known = _changes.get(key)
+        if known is None:
+            if pool is None:
+                with db.read() as s:
+                    pool = np.fromiter(pool_item_ids(s, project_id), dtype=np.int64)
+            try:
+                known = _changed_in_pool(by_round[before], by_round[after], pool, multi_label)
+            except DamagedFile:
+                out = []
+                continue
+            with _CHANGES_LOCK:
+                _changes[key] = known
+        if known[1]:
+            out.append(PredictionChange(round=after, previous_round=before, changed=known[0], pool_n=known[1]))
+    return out
+
+
+def _changed_in_pool(before: Artifact, after: Artifact, pool: np.ndarray, multi_label: bool) -> tuple[float, int]:
+    """(changed share, items compared) over the pool items both files predict."""
+    probs_a, ids_a = load_matrix(before)
+    probs_b, ids_b = load_matrix(after)
+    ids_a, ids_b = np.asarray(ids_a, dtype=np.int64), np.asarray(ids_b, dtype=np.int64)
+    both, rows_a, rows_b = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
+    keep = np.isin(both, pool)
+    if not keep.any():
+        return 0.0, 0
+    return changed_share(probs_a[rows_a[keep]], probs_b[rows_b[keep]], multi_label), int(keep.sum())

@@ -30,10 +30,10 @@ from learners.strategies import Panel, available_strategies
 from storage import importers, jobs, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
-from storage.files import latest_artifact, load_matrix, project_dir, save_tensors
+from storage.files import latest_artifact, latest_artifacts, load_matrix, project_dir, save_tensors
 from storage.items import all_projects, gold_counts, key_and_split, project_id_named
 from storage.labels import current_labels
-from storage.models import Annotation, Job, Project, QueueEntry, Round, utcnow
+from storage.models import Annotation, Job, Project, Round, utcnow
 from storage.rounds import latest_round, project_rounds, unfinished_round
 
 DEMO_PROJECT = "Demo digits"
@@ -83,6 +83,9 @@ class Assignment:
     guess: list[tuple[int, float]] | None  # the latest head's [(class, probability)]: its top class, or every tag >= 0.5
 
 
+READ_SHARE = 0.85  # of an import's progress bar: reading and checking the files; the rest is storing the rows
+
+
 class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
@@ -106,7 +109,10 @@ class Workbench:
         check_strategy(config.strategy, config.strategy_params, config.task)
         check_training(config.training, config.task)
         head_file = self._read_source_head(config.source_head)
-        result = self._read_source(source, progress, multi_label=config.task == "multi_label",
+        # Reading (checking every file) is most of an import's time, storing the rows the rest.
+        reading = None if progress is None else (lambda f, message: progress(READ_SHARE * f, message))
+        storing = None if progress is None else (lambda f, message: progress(READ_SHARE + (1 - READ_SHARE) * f, message))
+        result = self._read_source(source, reading, multi_label=config.task == "multi_label",
                                    classes=config.classes or None)
         if len(result.classes) < 2 and config.task == "single_label":
             raise WorkbenchError(
@@ -137,7 +143,8 @@ class Workbench:
             )
             s.add(project)
             s.flush()
-            importers.store_import(s, project.id, result, eval_size=project.eval_size, seed=config.seed)
+            importers.store_import(s, project.id, result, eval_size=project.eval_size, seed=config.seed,
+                                   progress=storing)
             if head_file is not None:
                 self._store_source_head(s, project, *head_file)
             job_kinds.enqueue(s, "embed", project.id)
@@ -305,7 +312,7 @@ class Workbench:
                     return None
             key, split = key_and_split(s, claim.item_id)
             counts = queue.round_counts(s, round_.id)
-            predictions = latest_artifact(s, project_id, "predictions")
+            predictions = next(iter(latest_artifacts(s, project_id, "predictions", limit=1)), None)
             project = s.get(Project, project_id)
         return Assignment(
             entry_id=claim.entry_id,
@@ -323,23 +330,22 @@ class Workbench:
 
     def submit(self, project_id: int, entry_id: int, annotator: str, value: list[int], seconds: float | None = None) -> None:
         annotator = _annotator(annotator)
-        project = self.project(project_id)  # read each time: ids of deleted projects are reused
-        bad = [v for v in value if not 0 <= int(v) < len(project.classes)]
-        if bad or (project.task == "single_label" and len(value) != 1):
-            raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
-        value = sorted({int(v) for v in value})  # a multi-label answer is a set of tags; [] is "none of these"
         with self.db.write() as s:
-            queue.submit_label(s, project_id, entry_id, annotator, value, seconds)
-            self._close_if_done(s, entry_id)
+            project = s.get(Project, project_id)  # read each time: ids of deleted projects are reused
+            if project is None:
+                raise WorkbenchError(f"project {project_id} does not exist")
+            bad = [v for v in value if not 0 <= int(v) < len(project.classes)]
+            if bad or (project.task == "single_label" and len(value) != 1):
+                raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
+            value = sorted({int(v) for v in value})  # a multi-label answer is a set of tags; [] is "none of these"
+            self._close_if_done(s, queue.submit_label(s, project_id, entry_id, annotator, value, seconds))
 
     def skip(self, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> None:
         with self.db.write() as s:
-            queue.skip(s, project_id, entry_id, _annotator(annotator), seconds)
-            self._close_if_done(s, entry_id)
+            self._close_if_done(s, queue.skip(s, project_id, entry_id, _annotator(annotator), seconds))
 
-    def _close_if_done(self, s, entry_id: int) -> None:
-        entry = s.get(QueueEntry, entry_id)
-        round_ = s.get(Round, entry.round_id)
+    def _close_if_done(self, s, answer: Annotation) -> None:
+        round_ = s.get(Round, answer.round_id)
         project = s.get(Project, round_.project_id)
         after_answer(s, round_, project, sequential=is_sequential(round_.strategy, round_.strategy_params))
 
@@ -367,6 +373,18 @@ class Workbench:
     # ----- read models for pages and the CLI (app.read_models) --------------------------------------------------
     def status(self, project_id: int) -> read_models.ProjectStatus:
         return read_models.project_status(self.db, project_id)
+
+    def statuses(self, project_ids: list[int] | None = None) -> dict[int, read_models.ProjectStatus]:
+        """project id -> status of the given projects (all when None), in a few queries for all of them."""
+        return read_models.project_statuses(self.db, project_ids)
+
+    def active_jobs(self, project_id: int) -> list[read_models.JobView]:
+        """The project's queued and running jobs (`status(...).jobs`) without the rest of its status."""
+        return read_models.active_jobs(self.db, project_id)
+
+    def labels_per_class(self, project_id: int) -> dict[tuple[int, str], int]:
+        """(class index, split) -> items with a current label holding that class, counted in SQL."""
+        return read_models.labels_per_class(self.db, project_id)
 
     def chart_data(self, project_id: int) -> list[read_models.ChartPoint]:
         return read_models.chart_points(self.db, project_id)

@@ -11,6 +11,14 @@ Every problem found (unreadable, corrupt or truncated image, decompression bomb,
 path outside the data root, missing file, empty source) is collected; one `ImportProblem` then lists the first
 `MAX_REPORTED_PROBLEMS` of them, each naming the file (and the manifest row), so a manifest can be fixed in one go.
 
+Large imports: up to FULL_CHECK_LIMIT files every file is decoded in full (`check_image`). Above it, decoding each
+of a million files would take minutes, so every file gets the checks that need no decoding (path rules, a regular
+file inside the data root, PIL identifies it as an image from its header, its declared size is under the
+decompression-bomb limit, it is hashed: `check_image_header`), and FULL_CHECK_SAMPLE files spread evenly over the
+import are decoded in full. A file damaged past its header then gets in; the worker's embedding leaves it out of
+selection and training and names it, and the Label page decodes each file (`check_image`) before it shows it. The
+import says so in a warning.
+
 Class names are Unicode NFC: 'é' typed as one code point and as 'e' + a combining accent (macOS writes folder names
 the second way) is one class, whichever way a folder, a manifest or the given classes spell it.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -50,6 +59,14 @@ NAME_MAX_BYTES = 255  # one folder or file name (ext4, APFS: UTF-8 bytes; NTFS: 
 
 # Characters that make a spreadsheet read a cell as a formula; exports prefix such cells with an apostrophe.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+# Large imports (module doc): up to this many files every file is decoded in full; above it every file's header
+# is checked and hashed, and FULL_CHECK_SAMPLE of them, spread evenly over the import, are decoded in full.
+FULL_CHECK_LIMIT = 20_000
+FULL_CHECK_SAMPLE = 2_000  # files decoded in full in a large import, spread evenly over it
+HEADER_READ_BYTES = 1 << 20  # a file up to this size is read once, for the hash and the header check both
+PATHS_SHARE = 0.2  # of the reading's progress: names, labels and paths; the rest is the files' contents
+STORE_BATCH = 50_000  # rows per INSERT batch of store_import (its progress is reported between them)
 
 Progress = Callable[[float, str], None]
 log = logging.getLogger(__name__)
@@ -86,7 +103,7 @@ class _Entry:
     """One file to import, before validation."""
 
     where: str  # how messages name it: "cats/x.png" or "manifest.csv row 3 ('cats/x.png')"
-    path: Path  # data root / key, symlinks not resolved
+    path: Path | str  # data root / key, symlinks not resolved
     key: str
     labels: list[str] | None  # None: unlabeled; [] is a multi-label answer ("none of these")
     split: str | None
@@ -114,14 +131,16 @@ class _Problems:
 # Folders
 
 
-def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress | None = None) -> ImportResult:
+def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress | None = None,
+                full_check_limit: int = FULL_CHECK_LIMIT, full_check_sample: int = FULL_CHECK_SAMPLE) -> ImportResult:
     """Read a folder of images.
 
     Layouts: a flat folder of images (no gold labels), or one sub-folder per class (the sub-folder name is the
     class, images anywhere below it get that gold label). Class order is the sorted sub-folder names unless
     `classes` is given; then a class sub-folder not in `classes` is an error. Files with an image extension
     (IMAGE_EXTENSIONS, any case) are imported; other files are ignored and listed in `skipped`; hidden files
-    and folders (name starting with '.') are ignored silently. Items come in sorted key order.
+    and folders (name starting with '.') are ignored silently. Items come in sorted key order. Over
+    `full_check_limit` files only `full_check_sample` of them are decoded in full (module doc: large imports).
     """
     root = Path(root)
     if not root.is_dir():
@@ -178,11 +197,11 @@ def scan_folder(root: Path, classes: list[str] | None = None, progress: Progress
         raise ImportProblem(
             f"{root}: no images found{hint}; image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
-    items = _validate(entries, root, classes, problems, progress)
+    items, checked = _validate(entries, root, classes, problems, progress, full_check_limit, full_check_sample)
     problems.raise_if_any(str(root))
     notes = [f"the sub-folders {', '.join(repr(shown_name(f)) for f in spellings[name])} spell one name with "
              f"different Unicode code points (an accent as its own character or not): they are one class {name!r}"
-             for name in merged]
+             for name in merged] + ([checked] if checked else [])
     return ImportResult(data_root=root, classes=list(classes), items=items,
                         skipped=sorted(shown_name(k) for k in skipped), warnings=notes)
 
@@ -261,6 +280,8 @@ def read_manifest(
     classes: list[str] | None = None,
     progress: Progress | None = None,
     multi_label: bool = False,
+    full_check_limit: int = FULL_CHECK_LIMIT,
+    full_check_sample: int = FULL_CHECK_SAMPLE,
 ) -> ImportResult:
     """Read a CSV (.csv) or JSON-lines (.jsonl / .ndjson) manifest.
 
@@ -276,7 +297,8 @@ def read_manifest(
     over NAME_MAX_BYTES bytes is refused. An empty label means unlabeled; spaces around a label are dropped
     unless the label with them is one of the given `classes`. `split` is empty, 'pool' or 'eval'. Classes are the sorted distinct labels unless `classes` is given, in which case any
     other label is an error. CSV cells written by our exporters with a formula-guard apostrophe are read back
-    without it (see `unguard_cell`). CSV row numbers count the header as row 1, as spreadsheets do.
+    without it (see `unguard_cell`). CSV row numbers count the header as row 1, as spreadsheets do. Over
+    `full_check_limit` files only `full_check_sample` of them are decoded in full (module doc: large imports).
     """
     path = Path(path)
     kind = MANIFEST_EXTENSIONS.get(path.suffix.lower())
@@ -305,12 +327,13 @@ def read_manifest(
         raise ImportProblem(f"{path}: the manifest has no rows")
 
     entries: list[_Entry] = []
+    root_abs, root_text = Path(os.path.abspath(root_given)), os.fspath(root).rstrip("/")
     for where, raw_path, labels, raw_split in rows:
         split = (raw_split or "").strip().lower() or None
         if split is not None and split not in SPLITS:
             problems.add(where, f"split {raw_split!r} must be empty, 'pool' or 'eval'")
             continue
-        located = _locate(raw_path, root, Path(os.path.abspath(root_given)))
+        located = _locate(raw_path, root, root_abs, root_text)
         if isinstance(located, str):
             problems.add(where, located)
             continue
@@ -319,9 +342,9 @@ def read_manifest(
 
     if classes is None:
         classes = sorted({class_name(label).strip() for e in entries for label in e.labels or []})
-    items = _validate(entries, root, classes, problems, progress)
+    items, checked = _validate(entries, root, classes, problems, progress, full_check_limit, full_check_sample)
     problems.raise_if_any(str(path))
-    return ImportResult(data_root=root, classes=list(classes), items=items)
+    return ImportResult(data_root=root, classes=list(classes), items=items, warnings=[checked] if checked else [])
 
 
 _Row = tuple[str, str, list[str] | None, str | None]  # where, path, labels (None: unlabeled), split
@@ -430,9 +453,13 @@ def _json_labels(value: object) -> tuple[bool, list[str] | None]:
     return True, labels
 
 
-def _locate(raw: str, root: Path, root_abs: Path) -> tuple[Path, str] | str:
+def _locate(raw: str, root: Path, root_abs: Path, root_text: str) -> tuple[Path | str, str] | str:
     """(path under the data root, key) for a manifest path, or what is wrong with it."""
     text = raw.strip().replace("\\", "/")
+    parts = text.split("/")
+    if text and "\x00" not in text and "" not in parts and "." not in parts and ".." not in parts and all(
+            len(part) * 4 <= NAME_MAX_BYTES for part in parts):
+        return f"{root_text}/{text}", text  # the common case, without building paths (a manifest has 1M rows)
     if not text:
         return "empty path"
     if "\x00" in text:
@@ -474,60 +501,114 @@ def _shorten(text: str) -> str:
 
 
 def _validate(
-    entries: list[_Entry], root: Path, classes: list[str], problems: _Problems, progress: Progress | None
-) -> list[ImportedItem]:
+    entries: list[_Entry], root: Path, classes: list[str], problems: _Problems, progress: Progress | None,
+    full_check_limit: int = FULL_CHECK_LIMIT, full_check_sample: int = FULL_CHECK_SAMPLE,
+) -> tuple[list[ImportedItem], str | None]:
+    """The items of the entries that pass every check, and a note of how they were checked when the import was
+    too large to decode every file (module doc: large imports). Problems are added in the entries' order."""
     index = {name: i for i, name in enumerate(classes)}
-    first_seen: dict[Path, str] = {}
-    items: list[ImportedItem] = []
+    first_seen: dict[str, str] = {}
+    folders: dict[str, str | None] = {}  # folder as given -> resolved (None: it cannot be resolved)
+    root_text = os.fspath(root)
+    inside = root_text if root_text.endswith(os.sep) else root_text + os.sep
+    large = len(entries) > full_check_limit
+    every = max(1, len(entries) // max(1, full_check_sample)) if large else 1
     step = max(1, len(entries) // 200)
+    found: list[tuple[_Entry, list[int] | None, str] | str] = []  # per entry: (entry, gold, file) or a problem
     for n, entry in enumerate(entries):
         if progress is not None and n % step == 0:
-            progress(n / len(entries), f"checking {entry.key}")
-        if (bad := _name_problem(entry.key)) is not None:
-            problems.add(entry.where, bad)
+            progress(PATHS_SHARE * n / len(entries), f"checking the path of {entry.key}")
+        found.append(_check_entry(entry, index, classes, folders, first_seen, root_text, inside))
+    files = [(checked[2], n % every == 0) for n, checked in enumerate(found) if not isinstance(checked, str)]
+    verdicts = iter(_check_files(files, progress))
+    items: list[ImportedItem] = []
+    for entry, checked in zip(entries, found):
+        if isinstance(checked, str):
+            problems.add(entry.where, checked)
             continue
-        labels = [_class_of(label, index) for label in entry.labels or []]
-        unknown = [label for label in labels if label not in index]
-        if unknown:
-            problems.add(entry.where, f"unknown label {unknown[0]!r}; classes are {classes}")
-            continue
-        try:
-            real = entry.path.resolve()
-        except (OSError, ValueError) as e:  # a name too long for the file system, a symlink loop, ...
-            problems.add(entry.where, f"unusable path ({getattr(e, 'strerror', None) or e})")
-            continue
-        if not real.is_relative_to(root):
-            problems.add(entry.where, f"resolves to {real}, outside the data root {root} (a symlink?)")
-            continue
-        if real in first_seen:
-            problems.add(entry.where, f"duplicate: the same file as {first_seen[real]}")
-            continue
-        first_seen[real] = entry.where
-        try:
-            mode: int | None = real.stat().st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            mode = None
-        except (OSError, ValueError) as e:
-            problems.add(entry.where, f"unusable path ({getattr(e, 'strerror', None) or e})")
-            continue
-        if mode is None or not stat.S_ISREG(mode):
-            if mode is None:
-                what = "broken symlink" if entry.path.is_symlink() else "file not found"
-            elif stat.S_ISDIR(mode):
-                what = "a folder, not a file"
-            else:  # never opened: reading a pipe or a device could block or never end
-                what = "not a regular file (a pipe, socket or device)"
-            problems.add(entry.where, f"{what} ({entry.path})")
-            continue
-        content_hash, problem = check_image(real)
+        content_hash, problem = next(verdicts)
         if problem is not None:
             problems.add(entry.where, problem)
             continue
-        gold = None if entry.labels is None else sorted({index[label] for label in labels})
-        items.append(ImportedItem(key=entry.key, content_hash=content_hash, gold=gold, split=entry.split))
+        items.append(ImportedItem(key=entry.key, content_hash=content_hash, gold=checked[1], split=entry.split))
     if progress is not None:
         progress(1.0, f"checked {len(entries)} files")
-    return items
+    note = None
+    if large:
+        note = (f"{len(entries)} files are more than {full_check_limit}: each was checked to be a regular file "
+                f"with an image header (format, size, the decompression-bomb limit) and hashed, and one in "
+                f"{every} was decoded in full; a file damaged past its header is found when the worker embeds "
+                "it (it is left out of selection and training, and named) or when the Label page would show it")
+    return items, note
+
+
+def _check_entry(entry: _Entry, index: dict[str, int], classes: list[str], folders: dict[str, str | None],
+                 first_seen: dict[str, str], root_text: str, inside: str) -> tuple[_Entry, list[int] | None, str] | str:
+    """(entry, its gold class indices, the file resolved) when its name, labels and path are good, else what is
+    wrong; what the file holds is checked after (`_check_files`)."""
+    if (bad := _name_problem(entry.key)) is not None:
+        return bad
+    labels = [_class_of(label, index) for label in entry.labels or []]
+    unknown = [label for label in labels if label not in index]
+    if unknown:
+        return f"unknown label {unknown[0]!r}; classes are {classes}"
+    found = _real_path(os.fspath(entry.path), folders)
+    if isinstance(found, str):
+        return found
+    real, mode = found
+    if real != root_text and not real.startswith(inside):
+        return f"resolves to {real}, outside the data root {root_text} (a symlink?)"
+    if real in first_seen:
+        return f"duplicate: the same file as {first_seen[real]}"
+    first_seen[real] = entry.where
+    if mode is None or not stat.S_ISREG(mode):
+        if mode is None:
+            what = "broken symlink" if os.path.islink(entry.path) else "file not found"
+        elif stat.S_ISDIR(mode):
+            what = "a folder, not a file"
+        else:  # never opened: reading a pipe or a device could block or never end
+            what = "not a regular file (a pipe, socket or device)"
+        return f"{what} ({entry.path})"
+    gold = None if entry.labels is None else sorted({index[label] for label in labels})
+    return entry, gold, real
+
+
+def _check_files(files: list[tuple[str, bool]], progress: Progress | None) -> list[tuple[str, None] | tuple[None, str]]:
+    """`check_image` (full: True) or `check_image_header` of each (path, full), in order. (In this process: worker
+    processes would have to be spawned, which re-runs a caller's unguarded script, or forked from a threaded web
+    server, which is unsafe.)"""
+    verdicts: list = []
+    step = max(1, len(files) // 200)
+    for n, (path, full) in enumerate(files):
+        if progress is not None and n % step == 0:
+            progress(PATHS_SHARE + (1 - PATHS_SHARE) * n / len(files), f"checked {n} of {len(files)} images")
+        verdicts.append(check_image(path) if full else check_image_header(path))
+    return verdicts
+
+
+def _real_path(path: str, folders: dict[str, str | None]) -> tuple[str, int | None] | str:
+    """(the path with every link resolved, its st_mode or None when nothing is there) or what makes it unusable:
+    what `Path.resolve()` then `stat()` give, with each folder resolved once (`folders` caches them) and one lstat
+    per file; a file that is itself a symlink is resolved in full."""
+    folder, name = os.path.split(path)
+    if folder not in folders:
+        try:
+            folders[folder] = os.path.realpath(folder)
+        except (OSError, ValueError):  # a name too long for the file system, a symlink loop, ...
+            folders[folder] = None
+    real = path
+    try:
+        if folders[folder] is not None:
+            real = os.path.join(folders[folder], name)
+            mode = os.lstat(real).st_mode
+            if not stat.S_ISLNK(mode):
+                return real, mode
+        real = os.path.realpath(path)
+        return real, os.stat(real).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return real, None
+    except (OSError, ValueError) as e:
+        return f"unusable path ({getattr(e, 'strerror', None) or e})"
 
 
 def _class_of(label: str, index: dict[str, int]) -> str:
@@ -536,7 +617,7 @@ def _class_of(label: str, index: dict[str, int]) -> str:
     return label if label in index else label.strip()
 
 
-def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
+def check_image(path: str | Path) -> tuple[str, None] | tuple[None, str]:
     """(sha256 hex of the bytes, None) for a good image, else (None, what is wrong).
 
     Opens with PIL and `verify()`s, then reads it as display and model will (`learners.images.read_image`: loads
@@ -552,24 +633,55 @@ def check_image(path: Path) -> tuple[str, None] | tuple[None, str]:
             with Image.open(path) as im:
                 im.verify()
             read_image(path)  # the one reading path of display and model: EXIF orientation, 8-bit conversion
-    except ImageConversionError as e:
-        return None, f"image cannot be shown or embedded: {e}"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return None, f"image too large, refused as a possible decompression bomb ({e})"
-    except UnidentifiedImageError:
-        return None, "not an image (or an image format PIL cannot read)"
-    except OSError as e:
-        if e.errno is not None:  # the file system, not the image data
-            return None, f"cannot read the file ({e.strerror or e})"
-        return None, f"corrupt or truncated image ({type(e).__name__}: {e})"
-    except Exception as e:  # PIL raises many exception types for damaged data
-        return None, f"corrupt or truncated image ({type(e).__name__}: {e})"
+    except Exception as e:  # noqa: BLE001 - worded by _image_problem
+        return None, _image_problem(e)
     try:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256")
     except OSError as e:
         return None, f"cannot read the file ({e.strerror or e})"
     return digest.hexdigest(), None
+
+
+def check_image_header(path: str | Path) -> tuple[str, None] | tuple[None, str]:
+    """What `check_image` says of a file from its header alone (large imports: module doc): PIL identifies the
+    format and reads the declared size (a decompression bomb is refused), no pixel is decoded. A small file is
+    read once, for the hash and the header both."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEADER_READ_BYTES + 1)
+            if len(data) <= HEADER_READ_BYTES:
+                digest = hashlib.sha256(data)
+                source = io.BytesIO(data)
+            else:
+                f.seek(0)
+                digest = hashlib.file_digest(f, "sha256")
+                source = path
+    except OSError as e:
+        return None, f"cannot read the file ({e.strerror or e})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                if im.width < 1 or im.height < 1:
+                    return None, f"image has no pixels ({im.width}x{im.height})"
+    except Exception as e:  # noqa: BLE001 - worded by _image_problem
+        return None, _image_problem(e)
+    return digest.hexdigest(), None
+
+
+def _image_problem(e: Exception) -> str:
+    """What an exception raised while opening or decoding an image says about the file, in words."""
+    if isinstance(e, ImageConversionError):
+        return f"image cannot be shown or embedded: {e}"
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"image too large, refused as a possible decompression bomb ({e})"
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image (or an image format PIL cannot read)"
+    if isinstance(e, OSError) and e.errno is not None:  # the file system, not the image data
+        return f"cannot read the file ({e.strerror or e})"
+    # PIL raises many exception types for damaged data
+    return f"corrupt or truncated image ({type(e).__name__}: {e})"
 
 
 def _check_classes(classes: Iterable[str]) -> list[str]:
@@ -597,13 +709,15 @@ def unguard_cell(value: str) -> str:
 # Storing
 
 
-def store_import(session: Session, project_id: int, result: ImportResult, eval_size: int, seed: int) -> int:
+def store_import(session: Session, project_id: int, result: ImportResult, eval_size: int, seed: int,
+                 progress: Progress | None = None) -> int:
     """Add one Item per imported file inside the caller's transaction; return how many were added.
 
     Keys are the relative posix paths. A split given by the source is kept; among the items without one,
     `eval_size` random items (numpy `default_rng(seed)`) become 'eval' and the rest 'pool'. Gold labels are mapped
     from `result.classes` to the project's classes by name. A key the project already has, or a gold class the
-    project lacks, raises ImportProblem before anything is added. Uses one bulk insert (100k items: ~2 s).
+    project lacks, raises ImportProblem before anything is added. Inserts in batches of STORE_BATCH rows (one
+    executemany each), calling `progress(fraction, message)` after each.
     """
     if eval_size < 0:
         raise ValueError(f"eval_size must be >= 0, got {eval_size}")
@@ -638,9 +752,13 @@ def store_import(session: Session, project_id: int, result: ImportResult, eval_s
         gold = sorted(to_project[g] for g in item.gold) if item.gold is not None else None
         rows.append({"project_id": project_id, "key": item.key, "content_hash": item.content_hash,
                      "split": split, "gold": gold})
-    if rows:
-        session.execute(_INSERT_ITEMS, rows)
-    result.warnings += _leak_warnings(session, project_id, rows)
+    leaks = _leak_warnings(session, project_id, rows)  # before the insert: the project's earlier items only
+    for start in range(0, len(rows), STORE_BATCH):
+        session.execute(_INSERT_ITEMS, rows[start:start + STORE_BATCH])
+        if progress is not None:
+            done = min(start + STORE_BATCH, len(rows))
+            progress(done / len(rows), f"stored {done} of {len(rows)} items")
+    result.warnings += leaks
     for warning in result.warnings:
         log.warning("import into project %r: %s", project.name, warning)
     return len(rows)
@@ -649,14 +767,13 @@ def store_import(session: Session, project_id: int, result: ImportResult, eval_s
 def _leak_warnings(session: Session, project_id: int, rows: list[dict]) -> list[str]:
     """One warning when the same image content (the import's sha256) is both in the eval set and in the pool
     (of this import or of the project's items before it): the head would train on evaluation images."""
-    splits: dict[str, dict[str, list[str]]] = {}
+    first_key: dict[str, dict[str, str]] = {}  # content hash -> split -> the first key with it
     earlier = session.execute(select(Item.content_hash, Item.key, Item.split).where(Item.project_id == project_id))
-    for content_hash, key, split in list(earlier) + [(r["content_hash"], r["key"], r["split"]) for r in rows]:
-        keys = splits.setdefault(content_hash, {}).setdefault(split, [])
-        if key not in keys:
-            keys.append(key)
-    leaks = [(by_split["eval"][0], by_split["pool"][0]) for by_split in splits.values()
-             if by_split.get("eval") and by_split.get("pool")]
+    for content_hash, key, split in itertools.chain(
+            earlier, ((r["content_hash"], r["key"], r["split"]) for r in rows)):
+        first_key.setdefault(content_hash, {}).setdefault(split, key)
+    leaks = [(by_split["eval"], by_split["pool"]) for by_split in first_key.values()
+             if "eval" in by_split and "pool" in by_split]
     if not leaks:
         return []
     shown = "; ".join(f"{e!r} (eval) = {p!r} (pool)" for e, p in leaks[:5])

@@ -1,4 +1,5 @@
-"""A project's life after creation, inside the caller's transaction: which of its jobs a worker is running now,
+"""A project's life after creation, inside the caller's transaction: which of its jobs a worker is running now (and
+which are active, for many projects at once),
 growing and shrinking its evaluation set, retiring the heads and predictions of a feature space it left, a
 history of its settings changes, and deleting all its rows (and, after the commit, its own folder).
 """
@@ -36,6 +37,15 @@ def running_jobs(session: Session, project_id: int, stale_after: float) -> list[
         select(Job).where(Job.project_id == project_id, Job.state == "running", Job.heartbeat >= fresh)
         .order_by(Job.id).with_for_update()
     ))
+
+
+def active_jobs_by_project(session: Session, project_ids: list[int]) -> dict[int, list[Job]]:
+    """project id -> its queued and running jobs, oldest first (every given project, [] when none): one query."""
+    found: dict[int, list[Job]] = {int(p): [] for p in project_ids}
+    for job in session.scalars(select(Job).where(Job.project_id.in_(found), Job.state.in_(("queued", "running")))
+                               .order_by(Job.id)):
+        found[job.project_id].append(job)
+    return found
 
 
 # ----- the evaluation set -------------------------------------------------------------------------------------------

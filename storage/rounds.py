@@ -1,11 +1,13 @@
-"""Round queries: a project's rounds in order, its latest and unfinished rounds, the next index, how many
-pool items a round has picked, which items are still open to be queued, and queueing a round's entries."""
+"""Round queries: a project's rounds in order, its latest and unfinished rounds (the latest of many projects at
+once), the next index, how many pool items a round has picked, queue counts of many rounds at once, which items
+are still open to be queued, and queueing a round's entries."""
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage import queue
+from storage.items import IN_CHUNK
 from storage.labels import current_labels
 from storage.models import Item, QueueEntry, Round
 
@@ -20,6 +22,33 @@ def latest_round(session: Session, project_id: int) -> Round | None:
     return session.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.index.desc())).first()
 
 
+def round_indices(session: Session, project_ids: list[int]) -> dict[int, int]:
+    """round id -> its index, for every round of the projects."""
+    return dict(session.execute(select(Round.id, Round.index).where(Round.project_id.in_([int(p) for p in project_ids]))
+                                ).all())
+
+
+def latest_rounds(session: Session, project_ids: list[int]) -> dict[int, Round]:
+    """project id -> its latest round (highest index), for the projects that have one: one query for all."""
+    top = (select(Round.project_id, func.max(Round.index).label("index"))
+           .where(Round.project_id.in_([int(p) for p in project_ids])).group_by(Round.project_id).subquery())
+    rows = session.scalars(select(Round).join(top, (Round.project_id == top.c.project_id) & (Round.index == top.c.index)))
+    return {r.project_id: r for r in rows}
+
+
+def queue_counts(session: Session, round_ids: list[int]) -> dict[int, dict[str, int]]:
+    """round id -> its queue entries per state (every state, 0 when none), in one GROUP BY for all the rounds."""
+    counts = {int(r): dict.fromkeys(("pending", "claimed", "labeled", "skipped", "dropped"), 0) for r in round_ids}
+    ids = list(counts)
+    for start in range(0, len(ids), IN_CHUNK):
+        rows = session.execute(select(QueueEntry.round_id, QueueEntry.state, func.count())
+                               .where(QueueEntry.round_id.in_(ids[start:start + IN_CHUNK]))
+                               .group_by(QueueEntry.round_id, QueueEntry.state))
+        for round_id, state, n in rows:
+            counts[round_id][state] = n
+    return counts
+
+
 def next_round_index(session: Session, project_id: int) -> int:
     return session.scalar(select(func.coalesce(func.max(Round.index) + 1, 0)).where(Round.project_id == project_id))
 
@@ -30,12 +59,13 @@ def unfinished_round(session: Session, project_id: int) -> Round | None:
 
 
 def round_picks(session: Session, round_id: int) -> tuple[int, int]:
-    """(pool items picked so far in the round, of which still open): dropped entries and evaluation-set items
-    (known by their split) are not picks."""
+    """(pool items picked so far in the round, of which still open): dropped entries, hand-picked ones
+    (queue.HAND_ARMS) and evaluation-set items (known by their split) are not picks."""
     counts = dict(session.execute(
         select(QueueEntry.state, func.count())
         .join(Item, Item.id == QueueEntry.item_id)
-        .where(QueueEntry.round_id == round_id, Item.split == "pool", QueueEntry.state != "dropped")
+        .where(QueueEntry.round_id == round_id, Item.split == "pool", QueueEntry.state != "dropped",
+               QueueEntry.arm.not_in(queue.HAND_ARMS))
         .group_by(QueueEntry.state)
     ).all())
     return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)

@@ -1,4 +1,5 @@
-"""Dashboard: accuracy per label spent (one point per trained round) and how the labels spread over the classes."""
+"""Dashboard: accuracy per label spent (one point per trained round), when to stop (the forecast accuracy some
+labels ahead, and whether the predictions have stabilised), and how the labels spread over the classes."""
 from collections import Counter
 from itertools import groupby
 
@@ -6,10 +7,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import ui
+from app import read_models, ui
 from learners.catalog import METRIC_NAMES, TASK_METRICS
+from learners.forecast import MIN_POINTS, STABLE_ROUNDS, STABLE_SHARE, TOO_WIDE, forecast, predictions_stable
 from learners.metrics import changes_within_noise
 from learners.strategies.panel import Bars, Pivot, StackedBars
+
+try:  # the hand-pick pages (grid, nearest neighbours, map) may be absent from an installation
+    from storage.hand_picks import hand_picked_count
+except ImportError:
+    hand_picked_count = None
 
 wb, project_id, _ = ui.open_page("dashboard")
 
@@ -38,6 +45,65 @@ def noise_warning(points, name: str, title: str) -> str | None:
     return (f"The 95% intervals of {title} are up to {widest:.0%} wide, more than the largest change between "
             f"rounds ({change:.0%}): these changes are not significant. With {n} evaluation items one item moves "
             f"{title} by about {1 / n:.0%}; a larger evaluation set (project settings) makes the chart readable.")
+
+
+def forecast_section(points, status) -> None:
+    """The accuracy forecast +100 / +500 / +1000 labels ahead (learners.forecast), or why there is none."""
+    if project.task != "single_label":
+        st.info("The forecast models accuracy, which single-label projects measure; this project is multi-label.")
+        return
+    curve = {p.labels: (p.accuracy, p.eval_n) for p in points if p.labels and p.accuracy is not None and p.eval_n}
+    labels = sorted(curve)
+    if len(labels) < MIN_POINTS:
+        st.info(f"Too few rounds to forecast: {len(labels)} trained round(s) with an accuracy, and a learning curve "
+                f"needs at least {MIN_POINTS} to be fit (it has three parameters). The forecast appears after round "
+                f"{MIN_POINTS - 1}.")
+        return
+    result = forecast(labels, [curve[n][0] for n in labels], [curve[n][1] for n in labels])
+    unlabeled = status.items.get("pool", 0) - status.labeled_pool
+    wide = []
+    for column, f in zip(st.columns(len(result.forecasts)), result.forecasts):
+        if f.ahead > unlabeled:
+            column.metric(f"+{f.ahead} labels", "–")
+            column.caption(f"the pool has {unlabeled} unlabeled items left")
+            continue
+        column.metric(f"+{f.ahead} labels (at {f.labels})", ui.pct(f.value))
+        column.caption(f"{result.level:.0%} interval {f.low:.1%} – {f.high:.1%}")
+        if f.too_wide:
+            wide.append(f"+{f.ahead} ({f.width:.0%} wide)")
+    if wide:
+        st.warning(f"The {'intervals' if len(wide) > 1 else 'interval'} at {', '.join(wide)} "
+                   f"{'are' if len(wide) > 1 else 'is'} wider than {TOO_WIDE:.0%}: too wide to mean anything yet. "
+                   f"Each trained round narrows it.")
+    st.caption(
+        f"Forecast accuracy on the evaluation set: acc(n) = a − b·n^(−c) fit to the {result.points} points by least "
+        f"squares weighted by each point's binomial standard error (a = {result.law.a:.1%} is the accuracy this "
+        f"curve approaches with unlimited labels). The {result.level:.0%} intervals say where this evaluation set's "
+        f"accuracy will be measured then: a parametric bootstrap at the points' scatter around the curve, plus one "
+        f"measurement's noise. Accuracy on new data has the evaluation set's own error on top (the bars above). The "
+        f"forecast assumes the strategy and settings stay as they are.")
+
+
+def stopping_hint() -> None:
+    """Stabilising predictions: the share of the pool whose prediction changed between consecutive rounds."""
+    changes = read_models.prediction_changes(wb.db, project_id)
+    rule = (f"Rule: stop when the predictions changed for less than {STABLE_SHARE:.0%} of the pool between each of "
+            f"the last {STABLE_ROUNDS} pairs of rounds (stabilising predictions, Bloodgood & Vijay-Shanker 2009: "
+            f"once consecutive models agree on nearly all unlabeled items, more labels change little).")
+    if not changes:
+        st.info("Predictions are compared between consecutive rounds once two rounds are trained.")
+        st.caption("Stopping hint: stabilising predictions.", help=rule)
+        return
+    last = changes[-1]
+    said = (f"Predictions changed for {last.changed:.1%} of the pool ({last.pool_n} items) since round "
+            f"{last.previous_round}")
+    if predictions_stable([c.changed for c in changes]):
+        st.success(f"{said} (below {STABLE_SHARE:.0%} for {STABLE_ROUNDS} rounds): more labels are unlikely to "
+                   f"change the model much.")
+    else:
+        st.info(f"{said}: the model is still changing.")
+    st.caption("Changed share by round: " + ", ".join(f"round {c.round} {c.changed:.1%}" for c in changes), help=rule)
+
 
 project = wb.project(project_id)
 metrics = TASK_METRICS[project.task]
@@ -77,6 +143,11 @@ else:
     st.altair_chart(bars + line, width="stretch")
     st.caption(f"Bars: 95% intervals over the evaluation items ({interval_methods(project.task)}); "
                f"n is the number of labeled eval items each point was measured on.")
+    if hand_picked_count is not None:
+        with wb.db.read() as s:
+            picked = hand_picked_count(s, project_id)
+        st.caption(f"{picked} of the {status.labeled_pool} pool labels were hand-picked (grid, nearest neighbours or "
+                   f"map), not an active-learning sample" + (": the curve mixes both." if picked else "."))
     if warning := noise_warning(points, headline, metrics[headline]):
         st.warning(warning)
     table = frame.dropna(axis=1, how="all").rename(columns={**METRIC_NAMES, "eval_n": "eval n"})
@@ -85,13 +156,17 @@ else:
             table[f"{METRIC_NAMES[name]} 95%"] = [format_interval(p.interval(name)) for p in points]
     st.dataframe(table, hide_index=True, width="stretch")
 
+# ----- when to stop ------------------------------------------------------------------------------------------------
+if points:
+    st.subheader("When to stop")
+    forecast_section(points, status)
+    stopping_hint()
+
 # ----- labels per class ---------------------------------------------------------------------------------------------
 st.subheader("Labels per class")
 counts: Counter = Counter()
-for split in ("pool", "eval"):
-    for value in wb.labels(project_id, split=split).values():
-        for k in value:
-            counts[(project.classes[k], split)] += 1
+for (k, split), n in wb.labels_per_class(project_id).items():  # counted in SQL: quick at 1M items
+    counts[(project.classes[k], split)] += n
 per_class = pd.DataFrame(
     [
         {"class": name, "split": split, "labels": counts[(name, split)]}

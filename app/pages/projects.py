@@ -115,8 +115,9 @@ ui.show_flash()
 
 # ----- the list ---------------------------------------------------------------------------------------------------
 rows = []
+statuses = wb.statuses()  # one set of aggregate queries for every project, not a status per project
 for project in wb.projects():
-    status = wb.status(project.id)
+    status = statuses[project.id]
     rows.append(
         {
             "id": project.id,
@@ -153,7 +154,7 @@ def settings_section(project_id: int) -> None:
     """The inputs for every setting that may change after creation, a preview of what a change invalidates, and
     the Apply button; then the project's settings history."""
     project = wb.project(project_id)
-    status = wb.status(project_id)
+    status = statuses[project_id] if project_id in statuses else wb.status(project_id)  # the list's, drawn above
     prefix = f"set_{project_id}"
     st.caption("Each change says what it invalidates: a new backbone embeds the images again and retires every "
                "head; a new strategy or round size applies from the next round; the eval set grows by random "

@@ -112,7 +112,7 @@ st.subheader("Worker jobs")
 
 @st.fragment(run_every=ui.POLL_SECONDS if status.jobs else None)
 def job_progress() -> None:
-    jobs = wb.status(project_id).jobs
+    jobs = wb.active_jobs(project_id)
     if not jobs:
         if status.jobs:  # the jobs this page was drawn with have finished: redraw the table and buttons
             st.rerun()
