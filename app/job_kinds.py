@@ -33,6 +33,9 @@ class JobKind:
     priority: int  # lower is claimed first
     waits_for_embed: bool  # waits while another worker embeds the job's project (it needs the features)
     doc: str
+    # "module:function(job, ctx) -> bool | None": an idle worker's share of a running job; True: did some, False:
+    # none left to take, None: none offered yet
+    helper: str | None = None
 
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -41,11 +44,14 @@ JOB_KINDS: dict[str, JobKind] = {
     "train": JobKind("app.jobs.train:train", 5, True,
                      "train the head on the labels so far, evaluate it, close the round and open the next"),
     "embed": JobKind("app.jobs.features:embed", 10, False,
-                     "compute and cache the project's features (and augmented views when its method needs them)"),
+                     "compute and cache the project's features (and augmented views when its method needs them)",
+                     helper="app.jobs.features:help_embed"),
     "simulate": JobKind("app.jobs.simulate:simulate", 15, True,
                         "run the loop with an oracle answering from gold labels, per strategy and seed"),
     "review": JobKind("app.jobs.review:review", 12, True,
                       "find labeled pool items whose label is likely wrong (out-of-fold probabilities, cleanlab)"),
+    "map": JobKind("app.jobs.map:project_map", 13, True,
+                   "project the cached features to 2-D for the Map page (UMAP, PCA for a small pool)"),
 }
 
 
@@ -61,6 +67,15 @@ def claim(s: Session, worker: str, stale_after: float) -> Job | None:
     """The next job for `worker` (storage.jobs.claim with the kinds that wait for an embedding)."""
     waiting = [kind for kind, row in JOB_KINDS.items() if row.waits_for_embed]
     return jobs.claim(s, worker, stale_after=stale_after, waits_for_embed=waiting)
+
+
+def helper(kind: str):
+    """The helper function of `kind`, or None when its jobs take no help (imports its module: worker only)."""
+    path = JOB_KINDS[kind].helper
+    if path is None:
+        return None
+    module, _, function = path.partition(":")
+    return getattr(import_module(module), function)
 
 
 def handler(kind: str):

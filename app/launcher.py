@@ -57,6 +57,31 @@ def worker_environment(env: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if name not in SIGN_IN_VARIABLES}
 
 
+def visible_cuda_devices(env: dict[str, str]) -> list[str]:
+    """The CUDA devices a worker may be given, without importing torch: CUDA_VISIBLE_DEVICES when set (empty: none),
+    else the GPUs `nvidia-smi -L` lists (none where it is missing)."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(k) for k, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]
+
+
+def worker_environments(env: dict[str, str], workers: int, gpus: list[str]) -> list[dict[str, str]]:
+    """Each worker's environment. With GPUs, one worker per GPU at least (more when asked), each seeing one
+    (CUDA_VISIBLE_DEVICES) and decoding images in its share of the CPUs (WORKBENCH_LOADER_WORKERS); the idle
+    ones take shards of a running embed job. Without, `workers` workers on the CPU, as asked."""
+    base = worker_environment(env)
+    if not gpus:
+        return [dict(base) for _ in range(workers)]
+    count = max(workers, len(gpus))
+    loaders = str(max(1, min(8, (os.cpu_count() or 1) // count)))
+    return [{**base, "CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)],
+             "WORKBENCH_LOADER_WORKERS": base.get("WORKBENCH_LOADER_WORKERS", loaders)} for i in range(count)]
+
+
 def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEFAULT_HOST) -> int:
     settings = Settings.from_env()
     wb = Workbench(settings)  # applies migrations before anything else connects
@@ -64,13 +89,14 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEF
         wb.ensure_demo_project()
     env = {**os.environ, "WORKBENCH_HOME": str(settings.home), "WORKBENCH_DB_URL": settings.db_url}
     tied = _stop_with_launcher(os.getpid())
-    worker_env = worker_environment(env)
+    worker_envs = worker_environments(env, workers, visible_cuda_devices(env))
+    workers = len(worker_envs)
 
-    def _worker() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=worker_env,
+    def _worker(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=worker_envs[i],
                                 preexec_fn=tied)
 
-    procs = [_worker() for _ in range(workers)]
+    procs = [_worker(i) for i in range(workers)]
     procs.append(
         subprocess.Popen(
             server_command(port, host),
@@ -107,7 +133,7 @@ def start(port: int = 8501, workers: int = 1, demo: bool = True, host: str = DEF
                     print(f"worker {i + 1} exited (code {procs[i].returncode}); starting it again in "
                           f"{pauses[i]:.0f} s", file=sys.stderr, flush=True)
                 elif now >= restart_at[i]:
-                    procs[i], started[i], restart_at[i] = _worker(), now, None
+                    procs[i], started[i], restart_at[i] = _worker(i), now, None
                     pauses[i] = min(WORKER_RESTART_MAX, pauses[i] * 2)
             time.sleep(0.5)
     finally:

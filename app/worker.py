@@ -10,6 +10,10 @@ A busy database (another process holding the SQLite write lock past the busy tim
 `storage.db.is_busy`) never kills the worker: its poll backs off and polls again, a handler that meets it is run
 again (handlers are idempotent), and the job's finish or failure is retried with backoff, the heartbeat still
 beating, until it is written: a job is never left `running` because its outcome met a lock.
+
+An idle worker helps with a job another worker runs when its kind has a helper (job_kinds): it embeds shards of a
+running embed job (app.jobs.embed_shards), which that job's worker merges. It does so by default on a GPU (the
+launcher starts one worker per GPU), on a CPU only with WORKBENCH_EMBED_HELP=1.
 """
 from __future__ import annotations
 
@@ -83,14 +87,19 @@ class _Heartbeat(threading.Thread):
 
 class Worker:
     def __init__(
-        self, settings: Settings | None = None, name: str | None = None, device: str | None = None, quiet: bool = False
+        self, settings: Settings | None = None, name: str | None = None, device: str | None = None, quiet: bool = False,
+        helps: bool | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.db = Database(self.settings.db_url)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.device = device or pick_device()
+        # Whether an idle worker takes shards of another worker's embed job (job_kinds' helpers): by default on a
+        # GPU; on a CPU only when asked (WORKBENCH_EMBED_HELP=1), since CPU workers share the same cores.
+        self.helps = helps if helps is not None else _env_flag("WORKBENCH_EMBED_HELP", self.device != "cpu")
         self._stopping = False
         self._poll_pause = BACKOFF_FIRST  # the next wait after a poll that met a busy database
+        self._next_look: dict[int, float] = {}  # job id -> when (time.monotonic) to look for a share of it again
         self.quiet = quiet
 
     def stop(self, *_args) -> None:
@@ -110,7 +119,7 @@ class Worker:
             return False
         self._poll_pause = BACKOFF_FIRST
         if job is None:
-            return False
+            return self._help()
         if job.attempts > 1:
             self._say(f"job {job.id} ({job.kind}) claimed again, attempt {job.attempts}: its last worker stopped heartbeating")
         beat = _Heartbeat(self.db, job.id, self.name, heartbeat_interval(self.settings.stale_seconds))
@@ -134,6 +143,38 @@ class Worker:
         beat.stop()  # only now: while the outcome waits for the lock, the job stays visibly alive
         self._say(f"job {job.id} ({job.kind}) done: {message}" + ("" if held else " (another worker had taken it over)"))
         return True
+
+    def _help(self) -> bool:
+        """Take a share of a job another worker runs (an embed job's shards); True when it did some work. A helper
+        writes no job row: its share is files the job's own worker collects, so its failure is only said here."""
+        kinds = [kind for kind, row in job_kinds.JOB_KINDS.items() if row.helper]
+        if not self.helps or not kinds:
+            return False
+        try:
+            with self.db.read() as s:
+                running = jobs.running_jobs(s, kinds, stale_after=self.settings.stale_seconds, other_than=self.name)
+        except Exception as exc:
+            if not is_busy(exc):
+                raise
+            return False
+        for job in running:
+            if time.monotonic() < self._next_look.get(job.id, 0.0):
+                continue
+            ctx = JobContext(db=self.db, home=self.settings.home, device=self.device, progress=lambda *_: None)
+            try:
+                helped = job_kinds.helper(job.kind)(job, ctx)
+            except Exception as exc:
+                self._say(f"helping job {job.id} ({job.kind}) failed: "
+                          + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+                helped = False
+            if helped:
+                self._say(f"helped job {job.id} ({job.kind})")
+                return True
+            # Once none was left to take, a share frees up only when a claim goes stale; none offered yet (its
+            # worker still planning): soon.
+            wait = self.settings.stale_seconds if helped is False else heartbeat_interval(self.settings.stale_seconds)
+            self._next_look[job.id] = time.monotonic() + wait
+        return False
 
     def _write(self, change: Callable) -> bool:
         with self.db.write() as s:
@@ -190,6 +231,11 @@ class Worker:
             if not self.run_once():
                 time.sleep(idle_sleep)
         print(f"[worker {self.name}] stopped", flush=True)
+
+
+def _env_flag(variable: str, default: bool) -> bool:
+    value = (os.environ.get(variable) or "").strip().lower()
+    return default if not value else value in ("1", "true", "yes", "on")
 
 
 def job_runner(device: str):

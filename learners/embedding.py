@@ -1,6 +1,7 @@
 """Run a frozen backbone over image files and standardize the resulting features."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -9,12 +10,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from learners.backbones import Backbone
+from learners.backbones import Backbone, BackboneSpec, load_backbone
 from learners.images import read_image
 
 Progress = Callable[[float, str], None]
 # (decoded RGB image, its position in `paths`) -> the tensor the backbone module reads
 ImageTransform = Callable[[Image.Image, int], torch.Tensor]
+AMP_MODES = ("none", "bf16", "fp16")  # autocast dtype of the forward pass on CUDA; a CPU always runs fp32
 
 
 class ImageFileDataset(Dataset):
@@ -63,6 +65,7 @@ def embed_images(
     progress: Progress | None = None,
     image_transform: ImageTransform | None = None,
     failed: list[tuple[int, str]] | None = None,
+    amp: str = "none",
 ) -> np.ndarray:
     """Features of every image, in the order of `paths`: float32 array of shape (len(paths), backbone.dim).
 
@@ -73,30 +76,38 @@ def embed_images(
     `num_workers` worker processes when > 0). `progress(fraction, message)` is called after every batch and
     reaches 1.0 at the end. A file that cannot be decoded raises ValueError naming it; when a `failed` list is
     given, its row is NaN instead and (position in `paths`, message) is appended to `failed`.
+
+    On CUDA the forward runs under autocast when `amp` is "bf16" or "fp16", with the module and batches in
+    channels-last layout, from pinned host memory; on a CPU `amp` is ignored (fp32, the same results as ever).
     """
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
     features = np.empty((len(paths), backbone.dim), dtype=np.float32)
     if len(paths) == 0:
         if progress:
             progress(1.0, "no images to embed")
         return features
+    cuda = torch.device(device).type == "cuda"
     module = backbone.module.to(device).eval()
+    if cuda:
+        module = module.to(memory_format=torch.channels_last)
     loader = DataLoader(
         ImageFileDataset(paths, backbone.transform, image_transform),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=_collate,
         num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
+        pin_memory=cuda,
     )
     done = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(device, amp):
         for batch, errors in loader:
             if errors and failed is None:
                 raise ValueError(errors[0][1])
             size = (0 if batch is None else len(batch)) + len(errors)
             rows = np.setdiff1d(np.arange(done, done + size), [done + k for k, _ in errors])
             if batch is not None:
-                output = module(batch.to(device, non_blocking=True))
+                output = module(to_device(batch, device))
                 features[rows] = output.float().cpu().numpy()
             for k, message in errors:
                 features[done + k] = np.nan
@@ -105,6 +116,35 @@ def embed_images(
             if progress:
                 progress(done / len(paths), f"embedded {done}/{len(paths)} images")
     return features
+
+
+def load_shared_backbone(spec: BackboneSpec, device: str):
+    """The backbone, with a randomly initialized one (pretrained=False, no checkpoint) drawn from a fixed seed:
+    every process embedding part of one pool (shard workers, Ray actors) must hold the same weights."""
+    with torch.random.fork_rng(devices=[]) if _random_init(spec) else contextlib.nullcontext():
+        if _random_init(spec):
+            torch.manual_seed(0)
+        return load_backbone(spec, device=device)
+
+
+def _random_init(spec: BackboneSpec) -> bool:
+    return spec.name != "pixels" and not spec.pretrained and spec.checkpoint is None
+
+
+def _autocast(device: str, amp: str):
+    """Autocast to the `amp` dtype on CUDA; nothing on a CPU or with amp "none"."""
+    if amp == "none" or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_device(batch: torch.Tensor, device: str) -> torch.Tensor:
+    """The batch on `device`; on CUDA copied asynchronously (from pinned memory) and, when it is a 4-D image
+    batch, in channels-last layout like the module."""
+    if torch.device(device).type != "cuda":
+        return batch.to(device)
+    batch = batch.to(device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 else batch
 
 
 def standardize(

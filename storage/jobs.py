@@ -149,3 +149,12 @@ def later_run(session: Session, job: Job) -> int | None:
     return session.scalar(select(Job.id).where(
         Job.project_id == job.project_id, Job.kind == job.kind, Job.round_id == job.round_id, Job.id > job.id
     ).limit(1))
+
+
+def running_jobs(session: Session, kinds: Collection[str], stale_after: float, other_than: str) -> list[Job]:
+    """Jobs of `kinds` that a live worker other than `other_than` runs (its heartbeat fresher than `stale_after`
+    seconds), most urgent first: what an idle worker may help with."""
+    fresh = utcnow() - timedelta(seconds=stale_after)
+    return list(session.scalars(select(Job).where(
+        Job.kind.in_(tuple(kinds)), Job.state == "running", Job.heartbeat >= fresh, Job.worker != other_than,
+    ).order_by(Job.priority, Job.id)))

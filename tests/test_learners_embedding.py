@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
 from learners.backbones import Backbone, BackboneSpec, BackboneUnavailable, load_backbone
-from learners.embedding import embed_images, standardize
+from learners.embedding import embed_images, load_shared_backbone, standardize
 
 N_IMAGES = 12
 
@@ -142,3 +142,27 @@ def test_standardize() -> None:
     again, mean2, std2 = standardize(features[:10], mean, std)
     np.testing.assert_array_equal(again, z[:10])
     assert mean2 is not None and np.array_equal(std2, std)
+
+
+def test_a_cpu_embeds_in_fp32_whatever_the_amp_setting(digit_pngs) -> None:
+    paths, _ = digit_pngs
+    backbone = load_backbone(BackboneSpec("timm/resnet18", pretrained=False, image_size=32))
+    plain = embed_images(paths[:4], backbone)
+    for amp in ("bf16", "fp16"):
+        np.testing.assert_array_equal(embed_images(paths[:4], backbone, amp=amp), plain)
+    with pytest.raises(ValueError, match="unknown amp mode 'fp8'"):
+        embed_images(paths[:4], backbone, amp="fp8")
+
+
+def test_processes_sharing_a_pool_hold_the_same_random_weights(digit_pngs) -> None:
+    """A randomly initialized backbone (pretrained=False) is drawn from a fixed seed, without touching the caller's
+    random stream: shards embedded by different workers come from one model."""
+    paths, _ = digit_pngs
+    spec = BackboneSpec("timm/resnet18", pretrained=False, image_size=32)
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    backbone = load_shared_backbone(spec, "cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    first = embed_images(paths[:3], backbone)
+    torch.manual_seed(2)
+    np.testing.assert_array_equal(embed_images(paths[:3], load_shared_backbone(spec, "cpu")), first)
