@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import threading
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,12 +30,14 @@ from app.read_models import prediction_rows
 from app.settings import Settings
 from app.ui import image_problem, load_for_display, shortcut_keys
 from learners.images import read_image
-from storage import answers, queue
+from learners.neighbours import cosine_neighbours, most_confident
+from storage import answers, hand_picks, queue
 from storage.db import Database
-from storage.files import latest_artifact
+from storage.files import DamagedFile, latest_artifact, load_matrix
 from storage.labels import ItemLabel
 from storage.models import Project, QueueEntry, Round
 from storage.rounds import latest_round
+from storage.source_heads import backbone_key
 
 HISTORY_SIZE = 20
 REVIEW_AHEAD = 10  # disputed items the review surface is given at once
@@ -246,6 +250,7 @@ def surface_data(db: Database, project_id: int, annotator: str, client_id: str |
         "refusals": [o.as_dict() for o in refused],
         "settings": options.browser_settings(),
         "error": error,
+        "more_like_this": task == "single_label",  # the grid page (app/pages/grid.py) labels single-label only
     }
 
 
@@ -388,16 +393,16 @@ def _urls(path: Path, problem: str | None, image: bool = True) -> tuple[str | No
 
 
 @lru_cache(maxsize=2048)
-def _thumb_url(path: str, mtime: float) -> str:
+def _thumb_url(path: str, mtime: float, side: int = THUMB_SIDE) -> str:
     with Image.open(path) as original:
         fmt = original.format
     image = read_image(path, gray=True)  # as display and model read it: upright, 8-bit
-    side = max(image.size)
-    if side < THUMB_SIDE:
-        factor = max(1, THUMB_SIDE // side)
+    longest = max(image.size)
+    if longest < side:
+        factor = max(1, side // longest)
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     else:
-        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        image.thumbnail((side, side))
     return _data_url(image, fmt)
 
 
@@ -413,3 +418,187 @@ def _data_url(image: Image.Image, fmt: str | None) -> str:
         mime = "image/png"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
+
+
+# ----- the grid: several items labeled at once (app/pages/grid.py, app/label_grid) -----------------------------------
+GRID_SIZE = 20  # thumbnails on a page
+GRID_THUMB_SIDE = 112
+MAX_GRID_ITEMS = hand_picks.MAX_ITEMS
+GRID_MODES = {"grid": "grid", "like": "like", "items": "map"}  # page mode -> the arm of its queue entries
+
+_features: tuple[str, np.ndarray, np.ndarray] | None = None
+_features_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    size: int = GRID_SIZE
+    guard_ms: int = 120  # a key this soon after a new page is painted is ignored
+    resend_ms: int = 2_500
+    lease_seconds: int = answers.DEFAULT_LEASE_SECONDS
+
+    def browser_settings(self) -> dict:
+        return {"guard_ms": self.guard_ms, "resend_ms": self.resend_ms}
+
+
+def receive_grid(db: Database, project_id: int, annotator: str, batch: dict, options: GridOptions = GridOptions(),
+                 signed_in: bool = False) -> dict:
+    """Apply a batch from the grid component: {"client_id", "answers": [{"seq", "entry_id" (the item id), "kind":
+    "label", "value", "seconds", "project_id", "annotator", "arm"}]}; each answer exactly once
+    (storage.answers.apply_hand_labels), under `annotator` when `signed_in`, with the round state machine after each
+    label. Returns {"acked_seq", "outcomes"}."""
+    client_id = _client_id(batch)
+    by_arm: dict[str, list[dict]] = {}
+    for raw in batch.get("answers") or []:
+        if isinstance(raw, dict):
+            arm = raw.get("arm") if raw.get("arm") in hand_picks.HAND_ARMS else "grid"
+            by_arm.setdefault(arm, []).append(raw)
+    outcomes: list[dict] = []
+    with db.write() as s:
+        for arm, raws in by_arm.items():
+            for (pid, name), group in _groups({"answers": raws}, project_id, annotator, signed_in).items():
+                result = answers.apply_hand_labels(s, pid, name, client_id, group, arm, options.lease_seconds,
+                                                   after_answer=_after_answer)
+                outcomes.extend(o.as_dict() for o in result.outcomes)
+        acked = answers.last_acked_seq(s, answers.grid_client(client_id))
+    return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"])}
+
+
+def parse_item_ids(text: str | None) -> list[int]:
+    """The item ids of `?items=12,15,...` in their order (duplicates once); ValueError past MAX_GRID_ITEMS."""
+    ids = list(dict.fromkeys(int(part) for part in str(text or "").replace(" ", "").split(",")
+                             if part.isdigit()))
+    if len(ids) > MAX_GRID_ITEMS:
+        raise ValueError(f"{len(ids)} items asked for; a grid takes at most {MAX_GRID_ITEMS}")
+    return ids
+
+
+def _cached_features(artifact) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features file's (matrix, ids), read once per file (like app.read_models.prediction_rows)."""
+    global _features
+    if artifact is None:
+        return None
+    with _features_lock:
+        if _features is None or _features[0] != artifact.path:
+            try:
+                matrix, ids = load_matrix(artifact)
+            except DamagedFile:
+                return None
+            _features = (artifact.path, matrix, ids)
+        return _features[1], _features[2]
+
+
+def grid_data(db: Database, project_id: int, annotator: str, mode: str = "grid", *, page_class: int | None = None,
+              like: int | None = None, item_ids: list[int] | None = None, client_id: str | None = None,
+              options: GridOptions = GridOptions(), instance: str = "label_grid", error: str | None = None,
+              passed: dict | None = None) -> dict:
+    """The data the grid component is mounted with (the contract is in app/label_grid/__init__.py).
+
+    mode "grid": the `options.size` open pool items (not labeled, not queued, not evaluation) the latest
+    predictions give the highest probability of `page_class`; "like": the item `like` first, then its
+    `options.size - 1` nearest open pool items by cosine on the latest features (learners.neighbours); "items":
+    `item_ids` as given, less those labeled since. Items that cannot be labeled by hand now are shown locked,
+    with the reason. `passed` (from the component: context -> item ids left unticked on an accepted page) leaves
+    those out of the pages of the same context."""
+    if mode not in GRID_MODES:
+        raise ValueError(f"grid mode {mode!r} is not one of {', '.join(GRID_MODES)}")
+    annotator = _name(annotator)
+    with db.read() as s:
+        project = s.get(Project, project_id)
+        if project is None:
+            raise ValueError(f"project {project_id} does not exist")
+        classes, task, data_root = list(project.classes), project.task, project.data_root
+        predictions = latest_artifact(s, project_id, "predictions")
+        features = latest_artifact(s, project_id, "features", backbone=backbone_key(project.backbone)) \
+            if mode == "like" else None
+        candidates = hand_picks.open_pool_items(s, project_id) if mode != "items" else set()
+        labeled = hand_picks.labeled_items(s, project_id, item_ids or []) if mode == "items" else set()
+        acked = answers.last_acked_seq(s, answers.grid_client(client_id))
+        refused = answers.refusals(s, answers.grid_client(client_id))
+    probs = prediction_rows(predictions)
+    chosen = zlib.crc32(",".join(map(str, item_ids or [])).encode())
+    context = {"grid": f"grid:{page_class}", "like": f"like:{like}", "items": f"items:{chosen:08x}"}[mode]
+    skip = _passed(passed, context)
+    candidates -= skip
+    empty_reason, shown, seed = None, [], None
+    if task != "single_label":
+        empty_reason = "The grid labels single-label projects only (a multi-label item needs its own set of tags)."
+    elif mode == "grid":
+        if probs is None:
+            empty_reason = "No model yet: the grid shows what the first trained model predicts as one class."
+        elif page_class is None or not 0 <= page_class < len(classes):
+            empty_reason = "Pick the class of the page."
+        else:
+            shown = [i for i, _ in most_confident(probs[0], _ids_of(probs), page_class, candidates, options.size)]
+            if not shown:
+                empty_reason = f"No open pool item left for {classes[page_class]}."
+    elif mode == "like":
+        matrix = _cached_features(features)
+        if like is None:
+            empty_reason = "No item to find neighbours of."
+        elif matrix is None:
+            empty_reason = "This project's features are not computed yet (its embed job runs first)."
+        else:
+            try:
+                near = cosine_neighbours(matrix[0], matrix[1], like, candidates - {like}, options.size - 1)
+            except KeyError as missing:
+                empty_reason = f"No neighbours: {missing.args[0]}."
+            else:
+                seed, shown = like, [like, *(i for i, _ in near)]
+    else:
+        shown = [i for i in list(item_ids or [])[:MAX_GRID_ITEMS] if i not in skip and i not in labeled]
+        if not item_ids:
+            empty_reason = "No item ids given (?items=1,2,3)."
+        elif not shown:
+            empty_reason = "Every chosen item is labeled now, or was left unticked here."
+    with db.read() as s:
+        locked = hand_picks.not_pickable(s, project_id, annotator, shown)
+        files = answers.item_files(s, shown)
+    if page_class is None and seed is not None and probs is not None and seed in probs[1]:
+        page_class = int(np.argmax(probs[0][probs[1][seed]]))  # the model's guess of the item asked about
+    keys = shortcut_keys(classes)
+    items = []
+    for item_id in shown:
+        key = files.get(item_id, ("", ""))[0]
+        path = Path(data_root) / key
+        problem = image_problem(path, data_root) if key else "not an item of this project"
+        thumb, problem = _grid_thumb(path, problem)
+        p = None
+        if probs is not None and item_id in probs[1] and page_class is not None:
+            p = round(float(probs[0][probs[1][item_id]][page_class]), 4)
+        items.append({"item_id": item_id, "caption": Path(key).name, "thumb": thumb,
+                      "problem": problem, "locked": locked.get(item_id) or problem, "seed": item_id == seed,
+                      "p": p})
+    page_key = f"{mode}:{page_class}:{seed}:" + ",".join(map(str, shown))
+    return {
+        "instance": instance, "project_id": project_id, "annotator": annotator, "task": task, "mode": mode,
+        "arm": GRID_MODES[mode], "context": context, "page_class": page_class, "page_key": page_key,
+        "classes": [{"index": k, "name": name, "key": keys[k]} for k, name in enumerate(classes)],
+        "items": items, "empty_reason": None if items else empty_reason, "client_id": client_id,
+        "acked_seq": acked, "refusals": [o.as_dict() for o in refused], "settings": options.browser_settings(),
+        "error": error,
+    }
+
+
+def _passed(passed: dict | None, context: str) -> set[int]:
+    """The item ids the component left unticked in `context` (whatever a browser sent: ids only)."""
+    values = passed.get(context) if isinstance(passed, dict) else None
+    return set(_ids(values if isinstance(values, list) else []))
+
+
+def _ids_of(probs: tuple[np.ndarray, dict[int, int]]) -> np.ndarray:
+    """The item id of each row of the predictions matrix."""
+    ids = np.zeros(len(probs[0]), dtype=np.int64)
+    for item_id, row in probs[1].items():
+        ids[row] = item_id
+    return ids
+
+
+def _grid_thumb(path: Path, problem: str | None) -> tuple[str | None, str | None]:
+    if problem:
+        return None, problem
+    try:
+        return _thumb_url(str(path), _mtime(path), GRID_THUMB_SIDE), None
+    except Exception as error:  # as _urls: a file changed since import is the item's problem, not the page's
+        _log.warning("cannot show %s: %s: %s", path, type(error).__name__, error)
+        return None, f"cannot be shown ({type(error).__name__}: {error})"

@@ -21,9 +21,11 @@ class PageSpec:
 PAGES = (
     PageSpec("projects", "app/pages/projects.py", "Projects", ":material/folder_open:", "annotator"),
     PageSpec("label", "app/pages/label.py", "Label", ":material/label:", "annotator"),
+    PageSpec("grid", "app/pages/grid.py", "Grid", ":material/grid_view:", "annotator"),
     PageSpec("rounds", "app/pages/rounds.py", "Rounds", ":material/autorenew:", "annotator"),
     PageSpec("dashboard", "app/pages/dashboard.py", "Dashboard", ":material/monitoring:", "annotator"),
     PageSpec("jobs", "app/pages/jobs.py", "Jobs", ":material/work_history:", "annotator"),
+    PageSpec("map", "app/pages/map.py", "Map", ":material/scatter_plot:", "annotator"),
     PageSpec("review", "app/pages/review.py", "Review", ":material/fact_check:", "reviewer"),
     PageSpec("agreement", "app/pages/agreement.py", "Agreement", ":material/handshake:", "reviewer"),
     PageSpec("adjudicate", "app/pages/adjudicate.py", "Adjudicate", ":material/gavel:", "reviewer"),

@@ -30,6 +30,12 @@ its client id is kept as `review:<client id>` (`review_client`), so its receipts
 A label is stored as an 'adjudicate' row by the reviewer (append-only; every earlier answer stays) while the item
 is still disputed; an undo retracts the reviewer's adjudication (the item is disputed again); a skip writes
 nothing but the receipt and moves the item to the end of that reviewer's review queue.
+
+Hand-picked labels (`apply_hand_labels`): the Grid page labels a page of items at once, each ticked item its own
+answer with the same receipts. Its answers name an item (`entry_id` is the item's id) and its client id is kept as
+`grid:<client id>` (`grid_client`); each label is given through the queue entry storage.hand_picks.claim_hand_picks
+holds for the item in the current round (arm "grid", "like" or "map"), so the Label page's undo walks back over it
+like any other answer.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage import queue
+from storage import hand_picks, queue
 from storage.labels import ADJUDICATE, DISPUTED, ItemLabel, disputed_items, item_labels
 from storage.models import Annotation, AnswerReceipt, Item, Project, QueueEntry, Round, utcnow
 
@@ -543,3 +549,40 @@ def review_history(session: Session, project_id: int, reviewer: str, limit: int 
     ).all()
     return [HistoryEntry(a.id, a.item_id, a.item_id, key, "label", list(a.value or []), None, a.created_at)
             for a, key in rows]
+
+
+# ----- hand-picked labels: the grid page ------------------------------------------------------------------------------
+GRID_CLIENT_PREFIX = "grid:"
+
+
+def grid_client(client_id: str | None) -> str | None:
+    """The client id the grid page's receipts are kept under: `grid:<client id>`, never mixed with the Label
+    page's."""
+    client_id = str(client_id or "").strip()
+    return (GRID_CLIENT_PREFIX + client_id)[:64] if client_id else None
+
+
+def apply_hand_labels(session: Session, project_id: int, annotator: str, client_id: str, answers: Iterable[dict],
+                      arm: str, lease_seconds: int = DEFAULT_LEASE_SECONDS,
+                      after_answer: AfterAnswer | None = None) -> BatchResult:
+    """Apply a batch from the grid page exactly once (the receipts of `apply_answers`): each answer names an item
+    (`entry_id` is the item's id, as on the review queue) and labels it, through the queue entry
+    storage.hand_picks.claim_hand_picks holds for it (new entries get `arm`). An item labeled meanwhile, held by
+    someone else or of the evaluation set is refused with the reason; only labels are taken."""
+
+    def label(s: Session, project: Project, name: str, answer: dict) -> tuple[int | None, str | None]:
+        if answer["kind"] != "label":
+            raise AnswerRefused(f"the grid gives labels only, not {answer['kind']!r}")
+        value = _checked_value(project, answer["value"])
+        try:
+            picks = hand_picks.claim_hand_picks(s, project.id, name, [answer["entry_id"]], arm, lease_seconds)
+        except hand_picks.HandPickError as refusal:
+            raise AnswerRefused(str(refusal)) from refusal
+        if not picks.claims:
+            raise AnswerRefused(f"{picks.skipped[answer['entry_id']]}; this answer was not stored")
+        row = queue.submit_label(s, project.id, picks.claims[0].entry_id, name, value, answer["seconds"])
+        if after_answer is not None:
+            after_answer(s, s.get(QueueEntry, picks.claims[0].entry_id))
+        return row.id, None
+
+    return apply_answers(session, project_id, annotator, grid_client(client_id) or "", answers, applier=label)

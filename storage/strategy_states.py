@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from storage.labels import current_labels
 from storage.models import Item, QueueEntry, Round, StrategyState
+from storage.queue import HAND_ARMS
 
 
 def _row(s: Session, project_id: int, strategy: str) -> StrategyState | None:
@@ -43,7 +44,8 @@ def labeled_picks(s: Session, project_id: int, round_id: int) -> list[tuple[str,
         select(QueueEntry.item_id, QueueEntry.arm)
         .join(Item, Item.id == QueueEntry.item_id)
         .where(QueueEntry.round_id == round_id, QueueEntry.state == "labeled", Item.split == "pool",
-               QueueEntry.copy_index == 0)  # an overlap copy is not another pick
+               QueueEntry.copy_index == 0,  # an overlap copy is not another pick
+               QueueEntry.arm.not_in(HAND_ARMS))  # nor is an item a person chose
         .order_by(QueueEntry.position)
     ) if item_id in labels]
 
@@ -58,7 +60,7 @@ def strategy_picks(s: Session, project_id: int, strategy: str) -> list[tuple[int
                 .join(Round, Round.id == QueueEntry.round_id)
                 .join(Item, Item.id == QueueEntry.item_id)
                 .where(Round.project_id == project_id, Round.strategy == strategy, Item.split == "pool",
-                       QueueEntry.copy_index == 0)
+                       QueueEntry.copy_index == 0, QueueEntry.arm.not_in(HAND_ARMS))
                 .order_by(Round.index, QueueEntry.position)
             )]
 

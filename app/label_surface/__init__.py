@@ -27,6 +27,7 @@ The data the component takes (app.labeling.surface_data builds it):
      "progress": str (optional: the top line's text instead of the round's progress),
      "history": [{"entry_id", "kind", "value", "label", "caption", "thumb", "project_id", "annotator"}],  # newest first
      "client_id": str | None, "acked_seq": int, "refusals": [Outcome dicts], "error": str | None,
+     "more_like_this": bool (optional: a "More like this" button for the item on screen),
      "settings": {"guard_ms": 120, "repress_ms": 350, "heartbeat_ms": 15000, "resend_ms": 2500,
                   "accept_keys": ["Enter", " "]}}
 
@@ -36,6 +37,8 @@ The value it returns is one trigger, "sync" (one rerun each), sent after new ans
      "answers": [{"seq": int, "entry_id": int, "kind": "label" | "skip" | "undo", "value": [int] | None,
                   "seconds": float | None, "project_id": int, "annotator": str}],     # every unacknowledged answer
      "visible": bool, "heartbeat": bool, "sent_at": ms}
+
+and a second trigger, "like": {"item_id": int}, when the "More like this" button is clicked (`like_request`).
 
 In the browser: the image element (`img.ls-image`) carries `data-entry-id` of the item painted; the root
 (`.ls-root`) carries `data-unsent` (answers not acknowledged yet) and `data-ready`; `globalThis.__labelSurfaces`
@@ -70,20 +73,41 @@ _component = st.components.v2.component(
 
 def mount(data: dict, key: str = "label_surface", on_sync: Callable[[], None] | None = None) -> None:
     """Mount the component with `data`; `on_sync()` runs (before the next page run) when it sends a batch, which
-    `last_batch(key)` then returns."""
-    _component(key=key, data=data, on_sync_change=on_sync or (lambda: None), width="stretch", height="content")
+    `last_batch(key)` then returns. Its "More like this" button (data["more_like_this"]) sends the "like" trigger:
+    `like_request(key)` then returns the item id once."""
+    _component(key=key, data=data, on_sync_change=on_sync or (lambda: None), on_like_change=_on_like(key),
+               width="stretch", height="content")
 
 
-def last_batch(key: str = "label_surface") -> dict | None:
-    """The batch (the "sync" trigger value) that started this run, or None."""
+def _trigger(key: str, name: str) -> dict | None:
     state = st.session_state.get(key)
     if state is None:
         return None
     try:
-        value = state.get("sync") if hasattr(state, "get") else getattr(state, "sync", None)
+        value = state.get(name) if hasattr(state, "get") else getattr(state, name, None)
     except (AttributeError, KeyError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def last_batch(key: str = "label_surface") -> dict | None:
+    """The batch (the "sync" trigger value) that started this run, or None."""
+    return _trigger(key, "sync")
+
+
+def _on_like(key: str) -> Callable[[], None]:
+    def callback() -> None:
+        value = _trigger(key, "like")
+        try:
+            st.session_state[f"_{key}_like"] = int(value["item_id"])
+        except (TypeError, KeyError, ValueError):
+            return
+    return callback
+
+
+def like_request(key: str = "label_surface") -> int | None:
+    """The item whose "More like this" button started this run (once), or None."""
+    return st.session_state.pop(f"_{key}_like", None)
 
 
 def show_label_surface(db: Database, project_id: int, annotator: str,
@@ -103,7 +127,7 @@ def show_label_surface(db: Database, project_id: int, annotator: str,
         return surface_data(db, project_id, annotator, client_id=client_id, options=options, instance=key,
                             error=error)
 
-    return _show(key, apply, build)
+    return run_component(key, apply, build)
 
 
 def show_review_surface(db: Database, project_id: int, reviewer: str, options: SurfaceOptions = SurfaceOptions(),
@@ -122,10 +146,13 @@ def show_review_surface(db: Database, project_id: int, reviewer: str, options: S
     def build(client_id: str | None, error: str | None) -> dict:
         return review_data(db, project_id, reviewer, client_id=client_id, options=options, instance=key, error=error)
 
-    return _show(key, apply, build)
+    return run_component(key, apply, build)
 
 
-def _show(key: str, apply: Callable[[dict], None], build: Callable[[str | None, str | None], dict]) -> dict:
+def run_component(key: str, apply: Callable[[dict], None], build: Callable[[str | None, str | None], dict],
+          mount_with: Callable[..., None] | None = None) -> dict:
+    """Apply the batch that started this run (in the widget callback), build the data and mount it with
+    `mount_with(data, key=, on_sync=)` (this component's `mount` unless given: the grid shares this)."""
     client_key = f"_{key}_client_id"
     error_key = f"_{key}_error"
 
@@ -150,8 +177,9 @@ def _show(key: str, apply: Callable[[dict], None], build: Callable[[str | None, 
             st.session_state[error_key] = said
 
     data = build(st.session_state.get(client_key), st.session_state.pop(error_key, None))
-    mount(data, key=key, on_sync=on_sync)
+    (mount_with or mount)(data, key=key, on_sync=on_sync)
     return data
 
 
-__all__ = ["SurfaceOptions", "last_batch", "mount", "show_label_surface", "show_review_surface"]
+__all__ = ["SurfaceOptions", "last_batch", "like_request", "mount", "run_component", "show_label_surface",
+           "show_review_surface"]

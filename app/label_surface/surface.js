@@ -367,15 +367,18 @@ class Surface {
     const actions = multi
       ? [["submit", "Submit", "Enter"], ["none", "None of these", "Shift+N"], ["skip", "Skip", "s"], ["undo", "Undo", "u"]]
       : [["accept", "Accept guess", this.acceptLabel()], ["skip", "Skip", "s"], ["undo", "Undo", "u"]];
+    if (d.more_like_this) actions.push(["like", "More like this", null]);
     for (const [action, text, key] of actions) {
       const b = document.createElement("button");
       b.className = "ls-btn ls-action";
       b.type = "button";
       b.dataset.action = action;
       b.append(document.createTextNode(text));
-      const k = document.createElement("kbd");
-      k.textContent = key;
-      b.append(k);
+      if (key) {
+        const k = document.createElement("kbd");
+        k.textContent = key;
+        b.append(k);
+      }
       el.actions.append(b);
     }
     const keys = (d.classes || []).filter((c) => c.key)
@@ -543,6 +546,10 @@ class Surface {
   }
 
   act(action, timeStamp, key) {
+    if (action.kind === "like") { // the item on screen and its nearest neighbours, on the grid page
+      if (this.current && this.setTrigger) this.setTrigger("like", { item_id: this.current.item_id });
+      return;
+    }
     this.keyTs = timeStamp;
     this.sincePaint = timeStamp - this.paintedAt; // ms the item on screen had been painted when the key went down
     if (action.kind === "undo") {

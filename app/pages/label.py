@@ -8,7 +8,8 @@ and looks again by itself; a failed embedding is shown with its fix instead of a
 import streamlit as st
 
 from app import labeling, ui
-from app.label_surface import show_label_surface
+from app.label_surface import like_request, show_label_surface
+from app.page_table import page
 from app.read_models import JobView, ProjectStatus
 from app.settings import Settings
 
@@ -73,6 +74,8 @@ def waiting_view() -> None:
 
 
 # ----- the page -------------------------------------------------------------------------------------------------------
+if (like := like_request()) is not None:  # the surface's "More like this": the item and its neighbours, as a grid
+    st.switch_page(page("grid").file, query_params={"like": str(like), "project": str(project_id)})
 ui.show_flash()
 if failed_embedding(wb.failed_jobs(project_id)):
     st.stop()

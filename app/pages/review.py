@@ -11,6 +11,7 @@ import streamlit as st
 from sqlalchemy.exc import OperationalError
 
 from app import job_kinds, ui
+from app.page_table import page
 from storage import reviews
 from storage.errors import StorageError
 
@@ -119,6 +120,9 @@ def show_item(project, item: reviews.Flagged, first: bool) -> None:
                                format_func=classes.__getitem__, key=f"pick_{item.item_id}")
             button_col.button("Relabel", key=f"relabel_{item.item_id}", on_click=decide,
                               args=(item, "relabel", None, *args))
+            st.page_link(page("grid").file, label="More like this", icon=":material/grid_view:",
+                         query_params={"like": str(item.item_id), "project": str(project_id)},
+                         help="This item and its nearest unlabeled pool items, to label several at once")
 
 
 ui.show_flash()
