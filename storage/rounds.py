@@ -71,6 +71,12 @@ def round_picks(session: Session, round_id: int) -> tuple[int, int]:
     return sum(counts.values()), counts.get("pending", 0) + counts.get("claimed", 0)
 
 
+def round_arms(session: Session, round_id: int) -> dict[int, str]:
+    """{item id: arm} of a round's queue entries (first copies of overlapped items): what chose each of them."""
+    return dict(session.execute(select(QueueEntry.item_id, QueueEntry.arm)
+                                .where(QueueEntry.round_id == round_id, QueueEntry.copy_index == 0)).all())
+
+
 def round_after(session: Session, round_: Round) -> Round | None:
     """The round that follows `round_` in its project (index + 1), or None."""
     return session.scalar(select(Round).where(Round.project_id == round_.project_id, Round.index == round_.index + 1))

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.jobs.context import JobContext, align
@@ -17,8 +16,8 @@ from storage.db import Database
 from storage.files import latest_artifact, load_matrix, project_dir, save_matrix
 from storage.items import item_rows
 from storage.labels import current_labels
-from storage.models import Job, Project, QueueEntry, utcnow
-from storage.rounds import latest_round
+from storage.models import Job, Project, utcnow
+from storage.rounds import latest_round, round_arms
 from storage.source_heads import backbone_key
 
 UNLABELED = "unlabeled"
@@ -95,7 +94,7 @@ def map_view(db: Database, project_id: int) -> MapView | None:
         labels = current_labels(s, project_id)
         predictions = latest_artifact(s, project_id, "predictions")
         round_ = latest_round(s, project_id)
-        picks = _round_picks(s, round_.id) if round_ is not None else {}
+        picks = round_arms(s, round_.id) if round_ is not None else {}
     coords, ids = load_matrix(artifact)
     keep = np.array([int(i) in items for i in ids], dtype=bool)  # items deleted since are left out
     coords, ids = coords[keep], ids[keep]
@@ -130,9 +129,3 @@ def map_view(db: Database, project_id: int) -> MapView | None:
         stale=features is None or artifact.meta.get("features_id") != features.id,
     )
 
-
-def _round_picks(s: Session, round_id: int) -> dict[int, str]:
-    """{item id: arm} of a round's queue entries (first copies). A read of the queue that belongs in
-    storage/queue.py, kept here until it moves there."""
-    return dict(s.execute(select(QueueEntry.item_id, QueueEntry.arm)
-                          .where(QueueEntry.round_id == round_id, QueueEntry.copy_index == 0)).all())
