@@ -22,9 +22,10 @@ here both mean no labeled item.
 
 Memory. modAL recomputes distances to the whole reference set at every step. Here the running nearest distance
 d is kept per candidate: computed once against the labeled items in chunks, then updated with each pick by one
-matrix-vector product, O(|U| width) per pick (on one CPU thread, see `learners.cpu.one_cpu_thread`). Distances are
-float64 when F is float64, else float32 (as |a|^2 + |b|^2 - 2 a.b, like coreset); scores are float64. Picks equal
-modAL's in tests (float64) and in the benchmark (float32 features, N = 10,000).
+matrix-vector product, O(|U| width) per pick, fused with the step's scores block by block
+(`learners.strategies.greedy`: numpy over the caller's array on CPU, torch on CUDA). Distances are float64 when F
+is float64, else float32 (as |a|^2 + |b|^2 - 2 a.b, like coreset); scores are float64. Picks equal modAL's in
+tests (float64) and in the benchmark (float32 features, N = 10,000).
 
 Multi-label (`StrategyInputs.multi_label`): modAL's 1 - max_c P is meaningless for independent sigmoids, so the
 uncertainty term is the workbench's multi-label uncertainty (confidence's rule, specs/strategies.md) on modAL's
@@ -33,18 +34,12 @@ Distances, alpha and the greedy are unchanged (they read neither labels nor prob
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from learners.cpu import one_cpu_thread
 from learners.strategies.base import Selection, Strategy, StrategyInputs
-from learners.strategies.coreset import compute_dtype, distances_to_point, distances_to_set, rows_on_device
+from learners.strategies.greedy import CandidateRows, copy_rows
 from learners.strategies.params import Param
 from learners.strategies.registry import register
-
-if TYPE_CHECKING:
-    import torch
 
 
 @register
@@ -61,59 +56,70 @@ class RankedBatchStrategy(Strategy):
         self.cold_start_sample = cold_start_sample
 
     def _select(self, inputs: StrategyInputs, budget: int, rng: np.random.Generator) -> Selection:
-        import torch
-
         probs, features = inputs.probs, inputs.features
         if probs.ndim != 2 or features.ndim != 2 or len(probs) != len(features):
             raise ValueError(f"need probs (N, C) and features (N, d) with the same N, "
                              f"got {probs.shape} and {features.shape}")
         labeled = np.asarray(inputs.labeled if inputs.labeled is not None else [], dtype=np.int64)
-        device = torch.device(self.device)
-        # Visit candidates in a seeded random order: argmax returns the first maximum, so ties follow the seed.
-        order = inputs.candidates[rng.permutation(len(inputs.candidates))]
-        n = len(order)
-        points = rows_on_device(features, order, compute_dtype(features), device)
-        points_sq = (points * points).sum(dim=1)
-        candidate_probs = rows_on_device(probs, order, torch.float64, device)
-        if inputs.multi_label:
-            uncertainty = 1.0 - 2.0 * (candidate_probs - 0.5).abs_().mean(dim=1)
-        else:
-            uncertainty = 1.0 - candidate_probs.amax(dim=1)
-        del candidate_probs
+        n = len(inputs.candidates)
+        permutation = rng.permutation(n)
+        with CandidateRows(features, inputs.candidates, self.device, chunk_rows=self.chunk_rows) as rows:
+            xp = rows.xp
+            rank = rows.rank(permutation)
+            row_probs = copy_rows(probs, rows.positions(np.arange(len(rows.matrix))), np.dtype(np.float64))
+            if inputs.multi_label:
+                uncertainty = 1.0 - 2.0 * np.abs(row_probs - 0.5).mean(axis=1)
+            else:
+                uncertainty = 1.0 - row_probs.max(axis=1)
+            del row_probs
+            uncertainty = rows.to_device(uncertainty)
+            taken = rows.to_device(~rows.to_numpy(rows.is_candidate))  # non-candidates are never picked
+            score = rows.empty(dtype=np.float64)
+            work = rows.empty()
 
-        picks = torch.empty(budget, dtype=torch.int64, device=device)
-        scores = torch.empty(budget, dtype=torch.float64, device=device)
-        taken = torch.zeros(n, dtype=torch.bool, device=device)
-        if len(labeled):
-            nearest = distances_to_set(points, points_sq, features, labeled, "min", self.chunk_rows)
-            n_reference, first = len(labeled), 0
-        else:
-            pick = self._most_central(points, points_sq, features, order, rng)
-            picks[0], scores[0] = pick, uncertainty[pick]
-            taken[pick] = True
-            nearest = distances_to_point(points, points_sq, pick)
-            n_reference, first = 1, 1
-        with one_cpu_thread(device):
-            for step in range(first, budget):
-                t = step - first  # greedy picks so far
-                alpha = (n - t) / (n + n_reference)
-                similarity = 1 / (1 + nearest.double())
-                score = alpha * (1 - similarity) + (1 - alpha) * uncertainty
-                score.masked_fill_(taken, float("-inf"))
-                pick = int(torch.argmax(score))
-                picks[step], scores[step] = pick, score[pick]
+            def step(pick: int | None, alpha: float, s: int, e: int) -> tuple[float, int]:
+                """Fold `pick` (if any) into d on rows s..e, then score them; the block's best."""
+                if pick is not None:
+                    xp.minimum(nearest[s:e], rows.distances_to_row(pick, s, e, work), out=nearest[s:e])
+                block = score[s:e]
+                block[:] = nearest[s:e]
+                block += 1
+                if rows.cpu:  # similarity 1 / (1 + d), then 1 - similarity
+                    np.divide(1.0, block, out=block)
+                    np.subtract(1.0, block, out=block)
+                else:
+                    block.reciprocal_().neg_().add_(1.0)
+                block *= alpha
+                block += (1 - alpha) * uncertainty[s:e]
+                block[taken[s:e]] = float("-inf")
+                return rows.best(block, rank, s)
+
+            picks = np.empty(budget, dtype=np.int64)
+            scores = np.empty(budget, dtype=np.float64)
+            if len(labeled):
+                nearest = rows.distances_to_set(features, labeled, "min")
+                n_reference, first, pick = len(labeled), 0, None
+            else:
+                pick = self._most_central(rows, features, rank, permutation, rng)
+                picks[0], scores[0] = pick, float(uncertainty[pick])
                 taken[pick] = True
-                torch.minimum(nearest, distances_to_point(points, points_sq, pick), out=nearest)
-        return Selection(order[picks.cpu().numpy()], scores.cpu().numpy(), [self.name] * budget)
+                nearest = rows.full(np.inf)
+                n_reference, first = 1, 1
+            for t, index in enumerate(range(first, budget)):  # t: greedy picks so far
+                alpha = (n - t) / (n + n_reference)
+                score_, pick = rows.best_of(rows.run(lambda s, e, p=pick, a=alpha: step(p, a, s, e)), rank)
+                picks[index], scores[index] = pick, score_
+                taken[pick] = True
+            return Selection(rows.positions(picks), scores, [self.name] * budget)
 
-    def _most_central(self, points: torch.Tensor, points_sq: torch.Tensor, features: np.ndarray,
-                      order: np.ndarray, rng: np.random.Generator) -> int:
-        """Index (into `order`) of the candidate with the smallest mean distance to the candidates, or to
-        `cold_start_sample` of them drawn with `rng` when there are more."""
-        import torch
-
-        reference = order
-        if len(order) > self.cold_start_sample:
-            reference = order[np.sort(rng.choice(len(order), size=self.cold_start_sample, replace=False))]
-        mean_distance = distances_to_set(points, points_sq, features, reference, "mean", self.chunk_rows)
-        return int(torch.argmin(mean_distance))
+    def _most_central(self, rows: CandidateRows, features: np.ndarray, rank, permutation: np.ndarray,
+                      rng: np.random.Generator) -> int:
+        """Row of the candidate with the smallest mean distance to the candidates, or to `cold_start_sample` of
+        them drawn with `rng` when there are more (drawn from the candidates in the seeded order)."""
+        reference = rows.candidates[permutation]
+        if len(reference) > self.cold_start_sample:
+            reference = reference[np.sort(rng.choice(len(reference), size=self.cold_start_sample, replace=False))]
+        closeness = rows.distances_to_set(features, reference, "mean")
+        closeness *= -1  # the largest -mean is the smallest mean; exact, so ties stay ties
+        closeness[~rows.is_candidate] = float("-inf")
+        return rows.best_of(rows.run(lambda s, e: rows.best(closeness[s:e], rank, s)), rank)[1]
