@@ -239,6 +239,7 @@ def test_changing_only_the_evaluation_items_changes_no_strategys_picks(settings:
                 _image(root / "extra" / f"{i}.png", g, 100)
             s.execute(insert(Item), [{"project_id": pid, "key": f"extra/{i}.png", "content_hash": f"extra{i}",
                                       "split": "eval", "gold": [0]} for i in range(2)])
+    select_job._POOL_FEATURES.clear()  # as in a fresh worker: the select job reads (and recomputes) the features
     after = _all_picks(wb, settings, pid)
     eval_after = _eval_features(wb, pid)  # the change reached the features
     if change == "files":
