@@ -464,10 +464,15 @@ def receive_grid(db: Database, project_id: int, annotator: str, batch: dict, opt
     return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"])}
 
 
+def is_item_id(text: str) -> bool:
+    """Plain ASCII digits of a number a database id can hold ("²" is a digit to str.isdigit, 2**63 too large)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def parse_item_ids(text: str | None) -> list[int]:
     """The item ids of `?items=12,15,...` in their order (duplicates once); ValueError past MAX_GRID_ITEMS."""
     ids = list(dict.fromkeys(int(part) for part in str(text or "").replace(" ", "").split(",")
-                             if part.isdigit()))
+                             if is_item_id(part)))
     if len(ids) > MAX_GRID_ITEMS:
         raise ValueError(f"{len(ids)} items asked for; a grid takes at most {MAX_GRID_ITEMS}")
     return ids

@@ -283,8 +283,9 @@ def _apply_once(
             session.flush()
     except IntegrityError:  # the same seq applied meanwhile by a concurrent request (its savepoint is undone)
         receipt = _receipt(session, annotator, client_id, seq)
-        if receipt is None:
-            raise
+        if receipt is None:  # another person queued the same item at the same moment (two grids, PostgreSQL)
+            return Outcome(seq, entry_id, kind, "refused", "someone else took this item at the same moment; "
+                                                           "nothing was saved for it", None)
         return _replayed(receipt, answer)
     return Outcome(seq, entry_id, kind, status, reason if status == "refused" else None,
                    note if status == "applied" else None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import queue
@@ -117,12 +117,13 @@ def _name(item: Item) -> str:
 
 def hand_picked_count(session: Session, project_id: int) -> int:
     """How many of the project's current labels were given through a hand-picked entry (arm in HAND_ARMS)."""
-    annotation_ids = [label.annotation_id for label in current_labels(session, project_id).values()]
-    if not annotation_ids:
+    current = {label.annotation_id for label in current_labels(session, project_id).values()}
+    if not current:
         return 0
-    return session.scalar(
-        select(func.count()).select_from(Annotation).join(QueueEntry, QueueEntry.id == Annotation.queue_entry_id)
-        .where(Annotation.id.in_(annotation_ids), QueueEntry.arm.in_(HAND_ARMS)))
+    hand = session.scalars(  # the project's answers through hand-picked entries, kept if they are a current label
+        select(Annotation.id).join(QueueEntry, QueueEntry.id == Annotation.queue_entry_id)
+        .where(Annotation.project_id == project_id, QueueEntry.arm.in_(HAND_ARMS)))
+    return sum(1 for annotation_id in hand if annotation_id in current)
 
 
 def open_pool_items(session: Session, project_id: int) -> set[int]:

@@ -220,7 +220,7 @@ def add_copies(session: Session, round_: Round, project: Project, pool: bool = T
     chosen = [entry for entry, split in rows if split == "eval" and entry.item_id not in copied] \
         if project.overlap_eval else []
     if pool and share > 0:
-        picks = [entry for entry, split in rows if split == "pool"]
+        picks = [entry for entry, split in rows if split == "pool" and entry.arm not in HAND_ARMS]
         want = int(share * len(picks) + 0.5) - sum(1 for entry in picks if entry.item_id in copied)
         fresh = [entry for entry in picks if entry.item_id not in copied and entry.state != "skipped"]
         if want > 0 and fresh:

@@ -67,8 +67,8 @@ def round_predictions(session: Session, project_id: int) -> dict[int, Artifact]:
     """{round index: the predictions its training saved}."""
     return {index: artifact for index, artifact in session.execute(
         select(Round.index, Artifact).join(Round, Round.id == Artifact.round_id)
-        .where(Artifact.project_id == project_id, Artifact.kind == "predictions")
-    )}
+        .where(Artifact.project_id == project_id, Artifact.kind == "predictions").order_by(Artifact.id)
+    )}  # ordered: should a round hold two predictions files, its latest is the one kept
 
 
 def pool_item_ids(session: Session, project_id: int) -> set[int]:

@@ -280,9 +280,14 @@ def test_a_damaged_shard_file_is_embedded_again(settings: Settings, digits: Path
     data[-100] ^= 0xFF  # one flipped byte
     plan.path(3).write_bytes(bytes(data))
     shutil.copy(plan.path(4), plan.path(5))  # whole, but another range's items
+    start, stop = plan.bounds(0)
+    assert embed_shards.read_shard(plan.path(0), plan.ids[start:stop], plan.nonce) is not None
+    shard = plan.path(2).read_bytes()
+    assert embed_shards.read_shard(plan.path(2), plan.ids[plan.bounds(2)[0]:plan.bounds(2)[1]], "another plan") is None
+    plan.path(2).write_bytes(shard)  # a shard of another plan (a deleted project's, its ids reused) is not taken
     for k in (1, 3, 5):
         start, stop = plan.bounds(k)
-        assert embed_shards.read_shard(plan.path(k), plan.ids[start:stop]) is None
+        assert embed_shards.read_shard(plan.path(k), plan.ids[start:stop], plan.nonce) is None
         assert not plan.path(k).exists()
     reads.clear()
     features, _ = ensure_features(ctx, pid)

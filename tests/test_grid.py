@@ -182,6 +182,7 @@ def test_grid_data_pages_and_more_like_this(settings: Settings) -> None:
     with pytest.raises(ValueError):
         labeling.parse_item_ids(",".join(str(i) for i in range(201)))
     assert labeling.parse_item_ids("3, 5,3,x") == [3, 5]
+    assert labeling.parse_item_ids("²,7,99999999999999999999,-1") == [7]  # no Unicode digits, no overflow
 
 
 # ----- the component in real Chromium -------------------------------------------------------------------------------

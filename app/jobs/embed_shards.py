@@ -22,6 +22,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class ShardPlan:
     folder: Path
     ids: np.ndarray  # every item id, ascending: shard k holds positions [k * size, (k + 1) * size)
     size: int
+    nonce: str  # this plan's identity, in every shard file: a shard left by a deleted project's plan never fits
 
     @property
     def count(self) -> int:
@@ -89,13 +91,23 @@ def open_plan(home: Path, project_id: int, key: str, ids: np.ndarray, create: bo
     folder = plan_folder(home, project_id, key, ids)
     plan_file = folder / "plan.json"
     try:
-        size = int(json.loads(plan_file.read_text())["size"])
+        stored = json.loads(plan_file.read_text())
+        size, nonce = int(stored["size"]), str(stored["nonce"])
     except (OSError, ValueError, KeyError, TypeError):
         if not create:
             return None
-        size = shard_size(len(ids))
-        atomic_write_bytes(plan_file, json.dumps({"size": size, "items": len(ids), "key": key}).encode())
-    return ShardPlan(folder, np.asarray(ids, dtype=np.int64), size)
+        size, nonce = shard_size(len(ids)), uuid.uuid4().hex
+        atomic_write_bytes(plan_file, json.dumps({"size": size, "items": len(ids), "key": key,
+                                                  "nonce": nonce}).encode())
+    return ShardPlan(folder, np.asarray(ids, dtype=np.int64), size, nonce)
+
+
+def plan_is_current(plan: ShardPlan) -> bool:
+    """Whether the plan is still on disk, the same one (not removed by a merge, nor replaced)."""
+    try:
+        return json.loads((plan.folder / "plan.json").read_text()).get("nonce") == plan.nonce
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def remove_plan(plan: ShardPlan) -> None:
@@ -109,15 +121,15 @@ class Shard:
     problems: dict[int, str]  # item id -> why its file could not be read
 
 
-def write_shard(path: Path, features: np.ndarray, ids: np.ndarray, problems: dict[int, str]) -> None:
+def write_shard(path: Path, features: np.ndarray, ids: np.ndarray, problems: dict[int, str], nonce: str = "") -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, features=np.ascontiguousarray(features, dtype=np.float32), ids=np.asarray(ids, dtype=np.int64),
+    np.savez(buffer, nonce=np.array(nonce), features=np.ascontiguousarray(features, dtype=np.float32), ids=np.asarray(ids, dtype=np.int64),
              problem_ids=np.array(list(problems), dtype=np.int64), problems=np.array(list(problems.values()), dtype=str))
     payload = buffer.getvalue()
     atomic_write_bytes(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
-def read_shard(path: Path, ids: np.ndarray) -> Shard | None:
+def read_shard(path: Path, ids: np.ndarray, nonce: str = "") -> Shard | None:
     """The shard at `path` if it is there and whole (checksum, the expected `ids`, one 2-D float32 row per id);
     None otherwise, and a damaged file is removed so that the shard is embedded again."""
     try:
@@ -130,6 +142,8 @@ def read_shard(path: Path, ids: np.ndarray) -> Shard | None:
             raise ValueError("checksum mismatch")
         with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
             features, stored_ids = arrays["features"], arrays["ids"]
+            if str(arrays["nonce"]) != nonce:
+                raise ValueError("written for another plan")
             problems = {int(i): str(m) for i, m in zip(arrays["problem_ids"], arrays["problems"])}
         if not np.array_equal(stored_ids, ids) or features.ndim != 2 or len(features) != len(ids) \
                 or features.dtype != np.float32:
@@ -192,7 +206,7 @@ def work(plan: ShardPlan, embed_range: EmbedRange, progress: Progress, *, owner:
         for k in range(plan.count):
             if k not in done:
                 start, stop = plan.bounds(k)
-                if (shard := read_shard(plan.path(k), plan.ids[start:stop])) is not None:
+                if (shard := read_shard(plan.path(k), plan.ids[start:stop], plan.nonce)) is not None:
                     done[k] = shard
         if len(done) == plan.count:
             return done if owner else None
@@ -220,7 +234,8 @@ def _embed_shard(plan: ShardPlan, k: int, embed_range: EmbedRange, progress: Pro
         features, problems = embed_range(start, stop, report)
         ids = plan.ids[start:stop]
         by_id = {int(ids[position - start]): message for position, message in sorted(problems.items())}
-        write_shard(plan.path(k), features, ids, by_id)
+        if plan_is_current(plan):  # else merged meanwhile: writing would recreate a removed folder
+            write_shard(plan.path(k), features, ids, by_id, plan.nonce)
     finally:  # written or failed, the shard is free again: a failure (or JobLost) leaves it to the next run
         claim.unlink(missing_ok=True)
     return Shard(features, by_id)

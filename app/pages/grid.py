@@ -22,7 +22,7 @@ wb, project_id, annotator = ui.open_page("grid")
 
 def query_int(name: str) -> int | None:
     value = str(st.query_params.get(name) or "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if labeling.is_item_id(value) else None
 
 
 project = wb.project(project_id)
