@@ -267,6 +267,8 @@ def saving_words(row: dict) -> tuple[str, str, str]:
     point = "never reaches" if saving is None else f"{saving:+.1%}"
     if math.isnan(low):
         return point, "", "n/a (one seed: nothing to resample)"
+    if high == -math.inf:  # no resample reaches random's final value
+        return point, "", "worse than random: never reaches its final value"
     interval = f"[{'-inf' if low == -math.inf else f'{low:+.1%}'}, {high:+.1%}]"
     return point, interval, "significant" if row["savings_significant"] else "not significant"
 

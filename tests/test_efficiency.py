@@ -1,6 +1,8 @@
 """Label-efficiency math on hand-made curves whose answers are worked out in the comments."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,14 @@ def test_bad_curves_are_refused() -> None:
         labels_to_reach(np.array([10, 20]), np.array([0.1]), 0.1)
     with pytest.raises(ValueError, match="at least one curve"):
         mean_and_se([])
+
+
+def test_a_strategy_that_never_reaches_randoms_final_is_said_to_be_worse_not_significant() -> None:
+    from app.simulation import saving_words
+
+    never = {"strategy": "coreset", "label_savings_vs_random": None, "savings_interval": [-math.inf, -math.inf],
+             "savings_significant": True}
+    assert saving_words(never) == ("never reaches", "", "worse than random: never reaches its final value")
+    some = {"strategy": "margin", "label_savings_vs_random": 0.2, "savings_interval": [-math.inf, 0.3],
+            "savings_significant": False}
+    assert saving_words(some) == ("+20.0%", "[-inf, +30.0%]", "not significant")
