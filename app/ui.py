@@ -454,6 +454,24 @@ def failed_job(wb: Workbench, job: JobView) -> None:
         st.button("Retry", key=f"retry_{job.id}", on_click=_retry, args=(wb, job), disabled=not has_access("admin"))
 
 
+def job_progress(wb: Workbench, project_id: int, kind: str, active: bool) -> None:
+    """The project's `kind` jobs: their progress, refreshed while one was active when the page was drawn (the
+    page reruns once it ends, to draw its result), then the failed ones with their Retry button."""
+    @st.fragment(run_every=POLL_SECONDS if active else None)
+    def progress() -> None:
+        jobs = [job for job in wb.status(project_id).jobs if job.kind == kind]
+        if not jobs:
+            if active:
+                st.rerun()
+            return
+        show_jobs(jobs)
+
+    progress()
+    for job in wb.failed_jobs(project_id):
+        if job.kind == kind:
+            failed_job(wb, job)
+
+
 def _retry(wb: Workbench, job: JobView) -> None:
     what = f"{job.kind} job {job.id}"
     if not has_access("admin"):  # a disabled button is only drawn so: the rule is kept here

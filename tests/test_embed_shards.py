@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
@@ -34,11 +33,11 @@ from app.workbench import ProjectConfig, Workbench
 from app.worker import Worker
 from learners.backbones import BackboneSpec, load_backbone
 from learners.embedding import embed_images
-from storage.demo import write_demo
 from storage.files import latest_artifact, load_matrix, project_dir
 from storage.items import item_rows
 from storage.models import Artifact, Job, Project, utcnow
 from storage.source_heads import backbone_key
+from tests.test_faults import digits  # noqa: F401  (the fixture: 600 of the demo digits, with subset.csv)
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE_SECONDS = 3
@@ -84,17 +83,6 @@ embedding.read_image = read_image
 atexit.register(lambda: Path(sys.argv[1]).write_text(str(len(reads))))
 Worker(device="cpu").run_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_demo(tmp_path_factory.mktemp("digits") / "digits")
-    paths = sorted(root.rglob("*.png"))[::2][:N_ITEMS]
-    with open(root / "subset.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label"])
-        writer.writerows([p.relative_to(root).as_posix(), p.parent.name] for p in paths)
-    return root
 
 
 @pytest.fixture

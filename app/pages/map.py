@@ -187,20 +187,7 @@ if view is None or view.stale:  # a current map needs no recomputing: labels, pr
                    "by the fit.")
 
 
-@st.fragment(run_every=ui.POLL_SECONDS if active else None)
-def map_progress() -> None:
-    jobs = [job for job in wb.status(project_id).jobs if job.kind == "map"]
-    if not jobs:
-        if active:  # the job this page was drawn with has finished: draw its map
-            st.rerun()
-        return
-    ui.show_jobs(jobs)
-
-
-map_progress()
-for job in wb.failed_jobs(project_id):
-    if job.kind == "map":
-        ui.failed_job(wb, job)
+ui.job_progress(wb, project_id, "map", active)
 
 if view is None:
     st.info("No map yet: compute it to see the items laid out by their features.")

@@ -140,20 +140,7 @@ st.button("Scan for likely mistakes", key="scan", type="primary", on_click=start
                "(up to 5 folds), then ranks the items whose label those predictions contradict (cleanlab).")
 
 
-@st.fragment(run_every=ui.POLL_SECONDS if active else None)
-def scan_progress() -> None:
-    jobs = [job for job in wb.status(project_id).jobs if job.kind == "review"]
-    if not jobs:
-        if active:  # the scan this page was drawn with has finished: draw its result
-            st.rerun()
-        return
-    ui.show_jobs(jobs)
-
-
-scan_progress()
-for job in wb.failed_jobs(project_id):
-    if job.kind == "review":
-        ui.failed_job(wb, job)
+ui.job_progress(wb, project_id, "review", active)
 
 with wb.db.read() as s:
     scan = reviews.latest_scan(s, project_id)
