@@ -32,6 +32,7 @@ POSTGRES_CONNECT_TIMEOUT_S = 10
 POSTGRES_ISOLATION = "READ COMMITTED"
 MIGRATION_LOCK_KEY = 0x776F726B62656E63  # pg_advisory_xact_lock key: one process migrates at a time ("workbenc")
 _WRITE: ContextVar[bool] = ContextVar("write_transaction", default=False)
+IN_CHUNK = 10_000  # ids per IN (...) list: SQLite refuses more than 32766 bound parameters in one statement
 
 
 class DatabaseReadOnly(StorageError):

@@ -8,10 +8,9 @@ from collections import Counter
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
+from storage.db import IN_CHUNK
 from storage.labels import ADJUDICATE, item_labels
 from storage.models import Annotation, Item, Project
-
-IN_CHUNK = 10_000  # ids per IN (...) list: SQLite refuses more than 32766 bound parameters in one statement
 
 
 def item_rows(session: Session, project_id: int) -> list[Row]:

@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
+from storage.db import IN_CHUNK
 from storage.models import Annotation, Item
 
 LABELED, DISPUTED, ADJUDICATED = "labeled", "disputed", "adjudicated"
@@ -128,7 +129,12 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
         cache.labels = _labels_of(cache.rows)
     if split is None:
         return dict(cache.labels)
-    in_split = set(session.scalars(select(Item.id).where(Item.project_id == project_id, Item.split == split)))
+    # The labeled items' splits, looked up by id (a large pool's ids are never all read).
+    ids = list(cache.labels)
+    in_split = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        in_split.update(session.scalars(select(Item.id).where(
+            Item.project_id == project_id, Item.split == split, Item.id.in_(ids[start:start + IN_CHUNK]))))
     return {item_id: label for item_id, label in cache.labels.items() if item_id in in_split}
 
 

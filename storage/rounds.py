@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage import queue
-from storage.items import IN_CHUNK
+from storage.db import IN_CHUNK
 from storage.labels import current_labels
 from storage.models import Item, QueueEntry, Round
 
