@@ -153,11 +153,18 @@ def _one_run(
         run_next_job = job_runner(sim_settings, f"simulation-{strategy}-{seed}")
         oracle = Oracle({item_id: value for item_id, value in gold.items() if item_id not in held})
         target = config.rounds + 1
-        trained = 0
+        trained, seq = 0, 0
         while trained < target:
-            task = wb.next_assignment(pid, ORACLE)
-            if task is not None:
-                wb.submit(pid, task.entry_id, ORACLE, oracle.answer(task.item_id))
+            # The oracle answers what the queue holds as one numbered batch, the label surface's exactly-once path
+            # (one transaction for the batch instead of two per answer).
+            held = wb.hold(pid, ORACLE, config.round_size)
+            if held:
+                batch = [{"seq": seq + n, "entry_id": c.entry_id, "kind": "label", "value": oracle.answer(c.item_id)}
+                         for n, c in enumerate(held, start=1)]
+                seq += len(batch)
+                refused = [o for o in wb.answer_batch(pid, ORACLE, "oracle", batch).outcomes if o.status != "applied"]
+                if refused:
+                    raise RuntimeError(f"simulation of {strategy} (seed {seed}): answers refused: {refused[0].reason}")
                 continue
             if not run_next_job():
                 failed = [f"{j.kind}: {j.error}" for j in wb.failed_jobs(pid)]

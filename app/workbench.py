@@ -27,13 +27,13 @@ from app.rounds import after_answer, is_sequential, open_round, send_to_training
 from app.settings import Settings
 from learners.catalog import METHOD_NAMES
 from learners.strategies import Panel, available_strategies
-from storage import importers, jobs, queue, source_heads
+from storage import answers, importers, jobs, queue, source_heads
 from storage.db import Database
 from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
 from storage.files import latest_artifact, latest_artifacts, load_matrix, project_dir, save_tensors
 from storage.items import all_projects, gold_counts, key_and_split, project_id_named
 from storage.labels import current_labels
-from storage.models import Annotation, Job, Project, Round, utcnow
+from storage.models import Annotation, Job, Project, QueueEntry, Round, utcnow
 from storage.rounds import latest_round, project_rounds, unfinished_round
 
 DEMO_PROJECT = "Demo digits"
@@ -344,7 +344,7 @@ class Workbench:
         with self.db.write() as s:
             self._close_if_done(s, queue.skip(s, project_id, entry_id, _annotator(annotator), seconds))
 
-    def _close_if_done(self, s, answer: Annotation) -> None:
+    def _close_if_done(self, s, answer: Annotation | QueueEntry) -> None:
         round_ = s.get(Round, answer.round_id)
         project = s.get(Project, round_.project_id)
         after_answer(s, round_, project, sequential=is_sequential(round_.strategy, round_.strategy_params))
@@ -354,6 +354,19 @@ class Workbench:
         its round (storage.queue.retract). Returns the retracted annotation, None when there is nothing to undo."""
         with self.db.write() as s:
             return queue.undo_last(s, project_id, _annotator(annotator), self.settings.lease_seconds)
+
+    def hold(self, project_id: int, annotator: str, k: int) -> list[queue.Claim]:
+        """Hold up to `k` queue entries for `annotator` (storage.answers.claim_ahead, the label surface's rule):
+        every entry they hold, in the order to answer them."""
+        with self.db.write() as s:
+            return answers.claim_ahead(s, project_id, _annotator(annotator), k, self.settings.lease_seconds)
+
+    def answer_batch(self, project_id: int, annotator: str, client_id: str, batch: list[dict]) -> answers.BatchResult:
+        """Apply a batch of numbered answers exactly once, in one transaction (storage.answers.apply_answers, as
+        the label surface sends them), the round state machine after each."""
+        with self.db.write() as s:
+            return answers.apply_answers(s, project_id, _annotator(annotator), client_id, batch,
+                                         self.settings.lease_seconds, after_answer=self._close_if_done)
 
     def release(self, entry_id: int, annotator: str) -> None:
         with self.db.write() as s:

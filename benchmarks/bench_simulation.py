@@ -15,7 +15,7 @@ loop reads the project's cached features once and, per round, trains the same he
 same config and seed), evaluates it on the same held-out split (the train job's metrics and intervals) and runs the
 same strategy with the same random generator, in plain numpy/torch with no database: it makes the same picks and
 reaches the same accuracies, which the run checks. Printed: per round, mean ± standard error over seeds of each
-loop's time, their ratio, and the simulation's phases: next_task, submit, the select job, the train job's fit
+loop's time, their ratio, and the simulation's phases: hold (claiming the queued entries), answer (the oracle's batch), the select job, the train job's fit
 (train), predictions and metrics (eval) and the rest of it (bookkeeping: reading labels, storing the head,
 opening the next round); "other" is the job queue and the loop itself.
 
@@ -54,7 +54,7 @@ from storage.files import latest_artifact, load_matrix  # noqa: E402
 from storage.items import item_rows  # noqa: E402
 from storage.models import Item  # noqa: E402
 
-PHASES = ("next_task", "submit", "select", "train", "eval", "bookkeeping")
+PHASES = ("hold", "answer", "select", "train", "eval", "bookkeeping")
 clock = time.perf_counter  # --clock cpu: time.process_time (this process's CPU seconds, all its threads)
 BARE_PHASES = ("select", "train", "eval")
 
@@ -175,8 +175,8 @@ def speed(args: argparse.Namespace) -> None:
         num_classes = int(y.max()) + 1
 
         spent = {phase: 0.0 for phase in (*PHASES, "fit", "predict")}
-        timed(Workbench, "next_assignment", "next_task", spent)
-        timed(Workbench, "submit", "submit", spent)
+        timed(Workbench, "hold", "hold", spent)
+        timed(Workbench, "answer_batch", "answer", spent)
         timed(select_job, "select_round", "select", spent)
         timed(train_job, "train", "train", spent)
         timed(train_job, "_fit", "fit", spent)
@@ -208,7 +208,7 @@ def speed(args: argparse.Namespace) -> None:
                 rows["simulation"].append(sim_round)
                 rows["ratio"].append(sim_round / bare_round)
                 # The train job's time: fit (train), predict + metrics (eval), the rest (bookkeeping)
-                phases = {"next_task": spent["next_task"], "submit": spent["submit"], "select": spent["select"],
+                phases = {"hold": spent["hold"], "answer": spent["answer"], "select": spent["select"],
                           "train": spent["fit"], "eval": spent["predict"] + spent["eval"],
                           "bookkeeping": spent["train"] - spent["fit"] - spent["predict"] - spent["eval"]}
                 for phase in phases:

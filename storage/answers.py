@@ -137,10 +137,10 @@ def claim_ahead(
     claims = [queue.claim_of(entry) for entry in held]
     round_ = queue.labeling_round(session, project_id)
     while round_ is not None and len(claims) < k:
-        entry = queue.claim_free(session, round_.id, annotator, now, lease)
-        if entry is None:
+        claim = queue.claim_free(session, round_.id, annotator, now, lease)
+        if claim is None:
             break
-        claims.append(queue.claim_of(entry))
+        claims.append(claim)
     return claims
 
 
@@ -218,10 +218,10 @@ def apply_answers(
     if applier is None:
         def applier(s: Session, p: Project, name: str, answer: dict) -> tuple[int | None, str | None]:
             return _apply(s, p, name, answer, lease_seconds, after_answer)
-    parsed = [_parse(raw) for raw in answers]
-    outcomes = []
-    for answer in sorted(parsed, key=lambda a: a["seq"]):
-        outcomes.append(_apply_once(session, project, annotator, client_id, answer, applier))
+    parsed = sorted((_parse(raw) for raw in answers), key=lambda a: a["seq"])
+    known = _receipts(session, annotator, client_id, [a["seq"] for a in parsed])
+    outcomes = [_apply_once(session, project, annotator, client_id, answer, applier, known.get(answer["seq"]))
+                for answer in parsed]
     return BatchResult(outcomes, last_acked_seq(session, client_id))
 
 
@@ -260,43 +260,50 @@ def _parse(raw: dict) -> dict:
 
 def _apply_once(
     session: Session, project: Project, annotator: str, client_id: str, answer: dict, applier: Applier,
+    receipt: AnswerReceipt | None,
 ) -> Outcome:
+    """One answer and its receipt, in one savepoint; a refusal undoes whatever the answer had begun and writes a
+    'refused' receipt instead. `receipt`: the one this seq already has (a replay), if any."""
     seq, entry_id, kind = answer["seq"], answer["entry_id"], answer["kind"]
-    receipt = _receipt(session, annotator, client_id, seq)
     if receipt is not None:
         return _replayed(receipt, answer)
     try:
-        with session.begin_nested():
-            try:
+        try:
+            with session.begin_nested():
                 if answer["problem"]:
                     raise AnswerRefused(answer["problem"])
-                with session.begin_nested():  # a refusal undoes whatever the answer had begun
-                    annotation_id, note = applier(session, project, annotator, answer)
-                status, reason = "applied", None
-            except AnswerRefused as refusal:
-                annotation_id, note, status, reason = None, None, "refused", str(refusal)
-            session.add(AnswerReceipt(
-                project_id=project.id, annotator=annotator, client_id=client_id, seq=seq, entry_id=entry_id,
-                kind=kind, value=answer["value"], status=status, reason=reason if status == "refused" else note,
-                annotation_id=annotation_id,
-            ))
-            session.flush()
+                annotation_id, note = applier(session, project, annotator, answer)
+                _write_receipt(session, project, annotator, client_id, answer, "applied", note, annotation_id)
+            return Outcome(seq, entry_id, kind, "applied", None, note)
+        except AnswerRefused as refusal:
+            with session.begin_nested():
+                _write_receipt(session, project, annotator, client_id, answer, "refused", str(refusal), None)
+            return Outcome(seq, entry_id, kind, "refused", str(refusal), None)
     except IntegrityError:  # the same seq applied meanwhile by a concurrent request (its savepoint is undone)
-        receipt = _receipt(session, annotator, client_id, seq)
+        receipt = _receipts(session, annotator, client_id, [seq]).get(seq)
         if receipt is None:  # another person queued the same item at the same moment (two grids, PostgreSQL)
             return Outcome(seq, entry_id, kind, "refused", "someone else took this item at the same moment; "
                                                            "nothing was saved for it", None)
         return _replayed(receipt, answer)
-    return Outcome(seq, entry_id, kind, status, reason if status == "refused" else None,
-                   note if status == "applied" else None)
 
 
-def _receipt(session: Session, annotator: str, client_id: str, seq: int) -> AnswerReceipt | None:
-    return session.scalars(
-        select(AnswerReceipt).where(
-            AnswerReceipt.annotator == annotator, AnswerReceipt.client_id == client_id, AnswerReceipt.seq == seq
-        )
-    ).first()
+def _write_receipt(session: Session, project: Project, annotator: str, client_id: str, answer: dict, status: str,
+                   reason: str | None, annotation_id: int | None) -> None:
+    """The receipt of an answer: its status, and the refusal's reason or the applied answer's note."""
+    session.add(AnswerReceipt(
+        project_id=project.id, annotator=annotator, client_id=client_id, seq=answer["seq"],
+        entry_id=answer["entry_id"], kind=answer["kind"], value=answer["value"], status=status, reason=reason,
+        annotation_id=annotation_id,
+    ))
+    session.flush()
+
+
+def _receipts(session: Session, annotator: str, client_id: str, seqs: list[int]) -> dict[int, AnswerReceipt]:
+    """The receipts these seqs of this client already have, by seq."""
+    if not seqs:
+        return {}
+    return {r.seq: r for r in session.scalars(select(AnswerReceipt).where(
+        AnswerReceipt.annotator == annotator, AnswerReceipt.client_id == client_id, AnswerReceipt.seq.in_(seqs)))}
 
 
 def _replayed(receipt: AnswerReceipt, answer: dict) -> Outcome:
@@ -326,7 +333,7 @@ def _apply(
         raise AnswerRefused(_not_held(entry, annotator))
     if kind == "label":
         value = _checked_value(project, answer["value"])
-        row = queue.submit_label(session, project.id, entry.id, annotator, value, answer["seconds"])
+        row = queue.answer_held(session, project.id, entry, annotator, "label", value, answer["seconds"])
     else:
         row = queue.skip(session, project.id, entry.id, annotator, answer["seconds"])
     note = None

@@ -75,13 +75,7 @@ def claim_next(
         held.lease_expires = lease
         session.flush()
         return claim_of(held)
-    taken = _take_free(session, round_id, annotator, now, lease)
-    if taken is None:
-        return None
-    stale = session.identity_map.get(identity_key(QueueEntry, taken.id))
-    if stale is not None:  # the UPDATE went around the session
-        session.expire(stale)
-    return Claim(taken.id, taken.round_id, taken.item_id, taken.position, taken.arm, taken.score, lease)
+    return claim_free(session, round_id, annotator, now, lease)
 
 
 def is_free(now: datetime):
@@ -128,12 +122,17 @@ def live_answers(project_id: int, annotator: str):
     )
 
 
-def claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> QueueEntry | None:
+def claim_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime) -> Claim | None:
     """The round's first free entry (pending, or claimed with an expired lease) that is no copy of an item they
     hold or answered, claimed for `annotator`: a row lock that skips rows being taken, then an UPDATE that succeeds
     only while the row is still free."""
     taken = _take_free(session, round_id, annotator, now, lease)
-    return None if taken is None else session.get(QueueEntry, taken.id, populate_existing=True)
+    if taken is None:
+        return None
+    stale = session.identity_map.get(identity_key(QueueEntry, taken.id))
+    if stale is not None:  # the UPDATE went around the session
+        session.expire(stale)
+    return Claim(taken.id, taken.round_id, taken.item_id, taken.position, taken.arm, taken.score, lease)
 
 
 def _take_free(session: Session, round_id: int, annotator: str, now: datetime, lease: datetime):
@@ -277,7 +276,14 @@ def _answer(
     seconds: float | None,
 ) -> Annotation:
     """Close the annotator's claim as labeled or skipped and append the matching annotation row."""
-    entry = _held_entry(session, entry_id, annotator)
+    return answer_held(session, project_id, _held_entry(session, entry_id, annotator), annotator, kind, value, seconds)
+
+
+def answer_held(
+    session: Session, project_id: int, entry: QueueEntry, annotator: str, kind: str, value: list[int] | None,
+    seconds: float | None,
+) -> Annotation:
+    """`_answer` on an entry the caller has just locked (`_lock_entry`) and found held by `annotator`."""
     entry.state = "labeled" if kind == "label" else "skipped"
     row = Annotation(
         project_id=project_id,
