@@ -20,7 +20,8 @@ picks, and their time at B picks is extrapolated linearly from those two (fixed 
 (run in full after all when that estimate is at most `--peer-full-seconds`).
 
 Floor: bytes each rule must stream / the read bandwidth measured here (the best of numpy's sum over the matrix in
-worker threads and OpenBLAS matrix-vector on 1 and on all threads) + its matrix-matrix flops / the GEMM rate
+worker threads, single-threaded OpenBLAS matrix-vector over row blocks in worker threads, and OpenBLAS
+matrix-vector on the whole matrix on 1 and on all threads) + its matrix-matrix flops / the GEMM rate
 measured here. Greedy rules read G once per pick (badge also q, N x C); coreset and ranked_batch also compute N x |L|
 initial distances (2 N |L| d flops); uncertainty reads P once.
 Peak memory: each call again in a child process (VmHWM reset just before the call, minus the RSS before it), with
@@ -279,7 +280,8 @@ SLOW_PEERS = ("scikit-activeml", "modAL")
 # ------------------------------------------------------------------------------------------------------ floor
 
 def read_bandwidth(matrix: np.ndarray) -> float:
-    """Bytes/s: the best of numpy's sum over row blocks in worker threads and OpenBLAS gemv (1 and all threads)."""
+    """Bytes/s: the best of numpy's sum over row blocks in worker threads, single-threaded OpenBLAS gemv over row
+    blocks in worker threads, and OpenBLAS gemv on the whole matrix (1 and all threads)."""
     blocks = [(s, min(len(matrix), s + 16384)) for s in range(0, len(matrix), 16384)]
     vector = np.ones(matrix.shape[1], dtype=matrix.dtype)
     out = np.empty(len(matrix), dtype=matrix.dtype)
@@ -288,13 +290,17 @@ def read_bandwidth(matrix: np.ndarray) -> float:
         with ThreadPoolExecutor(usable_cpus()) as pool:
             list(pool.map(lambda b: matrix[b[0]:b[1]].sum(), blocks))
 
-    candidates = [threaded_sum]
+    def threaded_gemv() -> None:  # single-threaded OpenBLAS gemv on row blocks, one worker thread per CPU
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(usable_cpus()) as pool:
+            list(pool.map(lambda b: np.matmul(matrix[b[0]:b[1]], vector, out=out[b[0]:b[1]]), blocks))
+
+    candidates = [threaded_sum, threaded_gemv]
     for threads in (1, usable_cpus()):
         def gemv(threads: int = threads) -> None:
             with threadpool_limits(threads, user_api="blas"):
                 np.matmul(matrix, vector, out=out)
         candidates.append(gemv)
-    return max(matrix.nbytes / best_of(fn, 3) for fn in candidates)
+    return max(matrix.nbytes / best_of(fn, 5) for fn in candidates)
 
 
 def gemm_rate(d: int) -> float:
