@@ -216,8 +216,10 @@ def apply_answers(
     if project is None:
         raise ValueError(f"project {project_id} does not exist")
     if applier is None:
+        rounds: dict[int, Round] = {}  # held for the batch: the session's identity map keeps objects only weakly
+
         def applier(s: Session, p: Project, name: str, answer: dict) -> tuple[int | None, str | None]:
-            return _apply(s, p, name, answer, lease_seconds, after_answer)
+            return _apply(s, p, name, answer, lease_seconds, after_answer, rounds)
     parsed = sorted((_parse(raw) for raw in answers), key=lambda a: a["seq"])
     known = _receipts(session, annotator, client_id, [a["seq"] for a in parsed])
     outcomes = [_apply_once(session, project, annotator, client_id, answer, applier, known.get(answer["seq"]))
@@ -319,12 +321,17 @@ def _replayed(receipt: AnswerReceipt, answer: dict) -> Outcome:
 
 def _apply(
     session: Session, project: Project, annotator: str, answer: dict, lease_seconds: int,
-    after_answer: AfterAnswer | None,
+    after_answer: AfterAnswer | None, rounds: dict[int, Round],
 ) -> tuple[int | None, str | None]:
-    """Apply one new answer; (annotation id, note). Raises AnswerRefused (with the reason in words)."""
+    """Apply one new answer; (annotation id, note). Raises AnswerRefused (with the reason in words). `rounds`: the
+    rounds the batch has read so far, by id."""
     entry_id, kind = answer["entry_id"], answer["kind"]
     entry = queue._lock_entry(session, entry_id)
-    round_ = session.get(Round, entry.round_id) if entry is not None else None
+    round_ = None
+    if entry is not None:
+        round_ = rounds.get(entry.round_id) or session.get(Round, entry.round_id)
+        if round_ is not None:
+            rounds[round_.id] = round_
     if entry is None or round_ is None or round_.project_id != project.id:
         raise AnswerRefused(f"queue entry {entry_id} is not an item of this project")
     if kind == "undo":

@@ -82,10 +82,12 @@ def round_after(session: Session, round_: Round) -> Round | None:
     return session.scalar(select(Round).where(Round.project_id == round_.project_id, Round.index == round_.index + 1))
 
 
-def open_items(session: Session, project_id: int, split: str, item_ids: list[int] | None = None) -> list[int]:
-    """Items of `split` that are neither labeled nor waiting in (or held by) a queue: of `item_ids` in their order,
-    or every such item of the project by id."""
-    rows = select(Item.id).where(Item.project_id == project_id, Item.split == split)
+def open_items(session: Session, project_id: int, split: str | None, item_ids: list[int] | None = None) -> list[int]:
+    """Items of `split` (None: of either split) that are neither labeled nor waiting in (or held by) a queue: of
+    `item_ids` in their order, or every such item of the project by id."""
+    rows = select(Item.id).where(Item.project_id == project_id)
+    if split is not None:
+        rows = rows.where(Item.split == split)
     if item_ids is not None:
         rows = rows.where(Item.id.in_([int(i) for i in item_ids]))
     found = set(session.scalars(rows))

@@ -124,7 +124,7 @@ def _store(ctx: JobContext, job: Job, view: _RoundView, entries: list[Entry], se
             return False
         else:  # a person may have hand-picked one of them meanwhile (the Grid page): never queued twice
             ids = [e[0] for e in entries]
-            still = set(open_items(s, view.project.id, "eval", ids)) | set(open_items(s, view.project.id, "pool", ids))
+            still = set(open_items(s, view.project.id, None, ids))
             entries = [e for e in entries if e[0] in still]
         add_entries(s, round_.id, entries)
         round_.ranked_ahead = [list(entry) for entry in ranked_ahead] or None
