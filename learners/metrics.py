@@ -149,6 +149,7 @@ def multilabel_labels_per_class(labels: np.ndarray, num_classes: int) -> list[in
 # ----- uncertainty of eval-set metrics ----------------------------------------------------------------------------
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
 BOOTSTRAP_RESAMPLES = 1000
+RESAMPLE_BLOCK = 100  # resamples counted at once (bounds the (block, n) temporaries)
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float] | None:
@@ -171,12 +172,35 @@ def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes
     y_true = _check_labels(y_true, num_classes, "y_true")
     y_pred = _check_labels(y_pred, num_classes, "y_pred")
     n = len(y_true)
-    draws = [classification_metrics(y_true[rows], y_pred[rows], num_classes) for rows in _resamples(n, seed)]
+    balanced, macro_f1 = [], []
+    resamples = _resamples(n, seed)
+    for start in range(0, len(resamples), RESAMPLE_BLOCK):
+        rows = resamples[start:start + RESAMPLE_BLOCK]
+        b, f = _resampled_rates(y_true[rows], y_pred[rows], num_classes)
+        balanced += b.tolist()
+        macro_f1 += f.tolist()
     return {
         "accuracy": wilson_interval(int((y_true == y_pred).sum()), n),
-        "balanced_accuracy": _percentile_interval([m["balanced_accuracy"] for m in draws]),
-        "macro_f1": _percentile_interval([m["macro_f1"] for m in draws]),
+        "balanced_accuracy": _percentile_interval(balanced),
+        "macro_f1": _percentile_interval(macro_f1),
     }
+
+
+def _resampled_rates(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """`classification_metrics`' balanced accuracy and macro F1 of each row of (R, n) class matrices, counted
+    for all rows at once (one bincount over row-offset classes)."""
+    r, k = len(y_true), num_classes
+    offset = np.arange(r)[:, None] * k
+
+    def counts(values: np.ndarray) -> np.ndarray:
+        return np.bincount(values.ravel(), minlength=r * k).reshape(r, k)
+
+    true_count, pred_count = counts(y_true + offset), counts(y_pred + offset)
+    hits = np.bincount((y_true + offset)[y_true == y_pred], minlength=r * k).reshape(r, k)
+    in_true, in_either = true_count > 0, (true_count > 0) | (pred_count > 0)
+    recall = np.divide(hits, true_count, out=np.zeros((r, k)), where=in_true)
+    f1 = np.divide(2 * hits, true_count + pred_count, out=np.zeros((r, k)), where=in_either)
+    return recall.sum(1) / in_true.sum(1), f1.sum(1) / in_either.sum(1)
 
 
 def multilabel_intervals(y_true: np.ndarray, scores: np.ndarray, seed: int = 0,
@@ -188,10 +212,12 @@ def multilabel_intervals(y_true: np.ndarray, scores: np.ndarray, seed: int = 0,
     return {name: _percentile_interval([m[name] for m in draws]) for name in ("mAP", "micro_f1", "macro_f1")}
 
 
-def _resamples(n: int, seed: int) -> list[np.ndarray]:
-    """BOOTSTRAP_RESAMPLES draws of n row indices with replacement (none when n == 0), seeded."""
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, n, n) for _ in range(BOOTSTRAP_RESAMPLES)] if n else []
+def _resamples(n: int, seed: int) -> np.ndarray:
+    """(BOOTSTRAP_RESAMPLES, n) row indices drawn with replacement, one resample per row (none when n == 0),
+    seeded."""
+    if not n:
+        return np.zeros((0, 0), dtype=np.int64)
+    return np.random.default_rng(seed).integers(0, n, (BOOTSTRAP_RESAMPLES, n))
 
 
 def _percentile_interval(values: list[float | None], level: float = 0.95) -> list[float] | None:

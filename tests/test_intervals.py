@@ -8,6 +8,7 @@ import pytest
 
 from learners.metrics import (
     BOOTSTRAP_RESAMPLES,
+    _resampled_rates,
     changes_within_noise,
     classification_intervals,
     classification_metrics,
@@ -70,3 +71,17 @@ def test_changes_within_noise_says_when_the_intervals_are_wider_than_the_changes
     assert changes_within_noise([0.5, 0.6, 0.55], [[0.2, 0.8], [0.3, 0.9], [0.25, 0.85]]) == pytest.approx((0.6, 0.1))
     assert changes_within_noise([0.2, 0.9], [[0.15, 0.25], [0.85, 0.95]]) is None
     assert changes_within_noise([0.5], [[0.2, 0.8]]) is None
+
+
+def test_resampled_rates_equal_classification_metrics_row_by_row() -> None:
+    """The bootstrap counts every resample at once; each row's balanced accuracy and macro F1 are those of
+    classification_metrics on that resample, also with classes missing from the truth or the predictions."""
+    rng = np.random.default_rng(3)
+    for n, k in ((1, 2), (7, 5), (60, 10), (300, 37)):
+        y_true = rng.integers(0, k, (20, n))
+        y_pred = np.where(rng.random((20, n)) < 0.6, y_true, rng.integers(0, k, (20, n)))
+        balanced, macro_f1 = _resampled_rates(y_true, y_pred, k)
+        for row in range(20):
+            expected = classification_metrics(y_true[row], y_pred[row], k)
+            assert balanced[row] == pytest.approx(expected["balanced_accuracy"], abs=1e-12)
+            assert macro_f1[row] == pytest.approx(expected["macro_f1"], abs=1e-12)
