@@ -126,7 +126,7 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
     project's of the items in that split, in the same order."""
     cache = _annotation_rows(session, project_id)
     if cache.labels is None:
-        cache.labels = _labels_of(cache.rows)
+        cache.labels, cache.items = _labels_of(cache.rows), {row.item_id for row in cache.rows}
     if split is None:
         return dict(cache.labels)
     # The labeled items' splits, looked up by id (a large pool's ids are never all read).
@@ -168,6 +168,19 @@ def _labels_of(rows: list[Row]) -> dict[int, CurrentLabel]:
     return labels
 
 
+def _appended(labels: dict[int, CurrentLabel], items: set[int], new: list[Row]) -> tuple[dict | None, set | None]:
+    """The labels after `new` rows when each is a first answer on an item without rows so far (the common case: a
+    round's labels arriving), which adds that label at the end of the order; else (None, None): read in full."""
+    first = {row.item_id for row in new}
+    if len(first) != len(new) or not first.isdisjoint(items) or any(
+            row.kind != "label" or row.queue_entry_id is None for row in new):
+        return None, None
+    grown = dict(labels)
+    for row in new:
+        grown[row.item_id] = CurrentLabel(row.item_id, list(row.value or []), row.annotator, row.id, row.created_at)
+    return grown, items | first
+
+
 _ROW_COLUMNS = (Annotation.id, Annotation.item_id, Annotation.annotator, Annotation.kind, Annotation.value,
                 Annotation.replaces_id, Annotation.queue_entry_id, Annotation.created_at)
 
@@ -179,6 +192,7 @@ class _RowCache:
     id_sum: int
     last_created: datetime | None  # the latest created_at among them
     labels: dict[int, CurrentLabel] | None = None  # what they give (current_labels), once asked
+    items: set[int] | None = None  # the items with any of these rows, kept with `labels`
 
 
 # engine -> project id -> its annotation rows as last read. Annotations are append-only, so a later read fetches
@@ -204,9 +218,11 @@ def _annotation_rows(session: Session, project_id: int) -> _RowCache:
                 .order_by(Annotation.id)).all()
             if not new:
                 return cached
-            return _keep(engine, project_id, _RowCache(
-                cached.rows + new, new[-1].id, cached.id_sum + sum(row.id for row in new),
-                max([row.created_at for row in new] + ([cached.last_created] if cached.last_created else []))))
+            grown = _RowCache(cached.rows + new, new[-1].id, cached.id_sum + sum(row.id for row in new),
+                              max([row.created_at for row in new] + ([cached.last_created] if cached.last_created else [])))
+            if cached.labels is not None:
+                grown.labels, grown.items = _appended(cached.labels, cached.items, new)
+            return _keep(engine, project_id, grown)
     rows = session.execute(
         select(*_ROW_COLUMNS).where(Annotation.project_id == project_id).order_by(Annotation.id)).all()
     return _keep(engine, project_id, _RowCache(rows, rows[-1].id if rows else 0, sum(row.id for row in rows),

@@ -223,3 +223,52 @@ def _problem(call) -> str:  # noqa: ANN001
     with pytest.raises(ImportProblem) as info:
         call()
     return str(info.value)
+
+
+def test_current_labels_kept_between_calls_equal_the_rule_on_every_row(settings) -> None:
+    """current_labels keeps the labels between calls and adds a round's first answers at the end of its order
+    instead of reading every row again; whatever the new rows are (first answers, an undo, a second annotator on
+    an item, a label given outside the queue) it must equal the rule applied to every row read afresh."""
+    from storage import labels
+
+    wb = Workbench(settings)
+    pid = wb.create_project(ProjectConfig(name="pets", round_size=6, eval_size=3, pick_ahead=0),
+                            write_pets(settings.home / "pets"))
+    with wb.db.write() as s:
+        round_ = latest_round(s, pid)
+        items = [i for i, in s.execute(select(Item.id).where(Item.project_id == pid).order_by(Item.id))]
+        for position, item_id in enumerate(items):
+            s.add(QueueEntry(round_id=round_.id, item_id=item_id, position=position, arm="margin"))
+        round_.state = "labeling"
+
+    def check() -> None:
+        with wb.db.read() as s:
+            kept = current_labels(s, pid)
+            rows = s.execute(select(*labels._ROW_COLUMNS).where(Annotation.project_id == pid)
+                             .order_by(Annotation.id)).all()
+        fresh = labels._labels_of(rows)
+        assert list(kept) == list(fresh) and kept == fresh
+
+    check()
+    for k in range(4):  # first answers, one at a time and kept
+        task = wb.next_assignment(pid, "ann")
+        wb.submit(pid, task.entry_id, "ann", [k % 3])
+        check()
+    wb.undo(pid, "ann")  # a retraction: the item's label goes
+    check()
+    task = wb.next_assignment(pid, "ann")
+    wb.submit(pid, task.entry_id, "ann", [2])  # the undone item labeled again
+    check()
+    with wb.db.write() as s:  # a second annotator on an item that has a label, disagreeing: disputed
+        first = s.scalars(select(Annotation).where(Annotation.project_id == pid, Annotation.kind == "label")
+                          .order_by(Annotation.id)).first()
+        s.add(Annotation(project_id=pid, item_id=first.item_id, annotator="other", kind="label",
+                         value=[(first.value[0] + 1) % 3], queue_entry_id=first.queue_entry_id, round_id=first.round_id))
+    check()
+    with wb.db.write() as s:  # a label given outside the queue decides the item
+        s.add(Annotation(project_id=pid, item_id=first.item_id, annotator="lead", kind="label", value=[0]))
+    check()
+    for _ in range(2):
+        task = wb.next_assignment(pid, "ann")
+        wb.submit(pid, task.entry_id, "ann", [1])
+        check()
