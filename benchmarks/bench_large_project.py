@@ -1,5 +1,5 @@
 """Large projects in the UI (issue 15, point 4): status(), each page's read models, real page runs (Streamlit's
-AppTest) of the Projects, Dashboard, Rounds, Jobs and Label pages, submit -> next through the verbs, and the import
+AppTest) of every page (app/page_table.py), submit -> next through the verbs, and the import
 of a manifest whose files are all present, at n items in SQLite.
 
 The project is built with bulk inserts (no worker): 20 done rounds of `--labels` labels in all, the evaluation set
@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.page_table import page  # noqa: E402
+from app.page_table import PAGES, page  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.workbench import ProjectConfig, Workbench  # noqa: E402
 from storage.db import sqlite_url  # noqa: E402
@@ -144,7 +144,7 @@ def time_pages(pid: int) -> dict[str, tuple[float, float, float]]:
     from streamlit.testing.v1 import AppTest
 
     found = {}
-    for url in ("projects", "dashboard", "rounds", "jobs", "label"):
+    for url in [spec.url_path for spec in PAGES]:  # every page of the app
         at = AppTest.from_file(APP, default_timeout=120)
         at.session_state["project_id"] = pid
         at.session_state["annotator"] = f"page-{url}"

@@ -129,12 +129,14 @@ def current_labels(session: Session, project_id: int, split: str | None = None) 
         cache.labels, cache.items = _labels_of(cache.rows), {row.item_id for row in cache.rows}
     if split is None:
         return dict(cache.labels)
-    # The labeled items' splits, looked up by id (a large pool's ids are never all read).
-    ids = list(cache.labels)
-    in_split = set()
-    for start in range(0, len(ids), IN_CHUNK):
-        in_split.update(session.scalars(select(Item.id).where(
-            Item.project_id == project_id, Item.split == split, Item.id.in_(ids[start:start + IN_CHUNK]))))
+    in_split: set[int] = set()
+    if split == "eval":  # the evaluation set is small (eval_size): read its ids
+        in_split.update(session.scalars(select(Item.id).where(Item.project_id == project_id, Item.split == split)))
+    else:  # a pool may hold a million items: look the labeled items up by id instead
+        ids = list(cache.labels)
+        for start in range(0, len(ids), IN_CHUNK):
+            in_split.update(session.scalars(select(Item.id).where(
+                Item.project_id == project_id, Item.split == split, Item.id.in_(ids[start:start + IN_CHUNK]))))
     return {item_id: label for item_id, label in cache.labels.items() if item_id in in_split}
 
 
