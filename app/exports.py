@@ -30,7 +30,9 @@ class ExportFormat:
     multi_label: bool = True  # whether it holds a multi-label project's tags
     refusal: str = ""  # why a multi-label project cannot have it (multi_label False)
     before_training: str = ""  # set for formats of the trained model: what the page says until the first training
-    build_on_click: bool = False  # heavy (the zip holds the images): the page builds it only when asked
+    # Heavy (the zip holds the images; a row per pool item): the page builds it only when asked, never on a draw
+    # (a million-item pool's Parquet file takes many seconds).
+    build_on_click: bool = False
 
 
 def _head(session: Session, project: Project) -> bytes:
@@ -81,7 +83,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
         "Every item, labeled or not, one row each: path, absolute_path, split, label (null when none; a "
         "multi-label item's tags as a list), status, annotator, labeled_at, annotators (who answered), and the "
         "latest model's prediction and confidence (null before the first training).",
-        _items_parquet,
+        _items_parquet, build_on_click=True,
     ),
     ExportFormat(
         "zip", "ImageFolder zip", "_imagefolder.zip", "application/zip",
@@ -110,7 +112,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat(
         "predictions", "Predictions (CSV)", "_predictions.csv", "text/csv",
         "The latest model's class and confidence for every unlabeled item.",
-        _predictions, section="Predictions",
+        _predictions, section="Predictions", build_on_click=True,
         before_training="Predictions exist after the first training: when round 0 closes, or after Retrain now "
                         "(Rounds page).",
     ),

@@ -431,29 +431,32 @@ def test_export_page_before_training(wb: Workbench, demo_id: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
     assert not buttons["download_csv"].disabled and not buttons["download_jsonl"].disabled
-    assert not buttons["download_parquet"].disabled
+    assert "download_parquet" not in buttons  # a row per item: built when asked, never on a draw
     assert buttons["download_predictions"].disabled
     assert any("after the first training" in c.value for c in at.caption)
 
-    at.button(key="build_zip").click().run()
-    assert not at.exception and not at.error
-    assert "download_zip" in {b.key for b in at.get("download_button")}
+    for name in ("zip", "parquet"):
+        at.button(key=f"build_{name}").click().run()
+        assert not at.exception and not at.error
+        assert f"download_{name}" in {b.key for b in at.get("download_button")}
 
 
 def test_export_page_offers_predictions_after_training(wb: Workbench, trained: int) -> None:
     at = open_page("export")
     buttons = {b.key: b for b in at.get("download_button")}
-    assert set(buttons) == {"download_csv", "download_jsonl", "download_agreement", "download_parquet",
-                            "download_predictions", "download_head"}
+    assert set(buttons) == {"download_csv", "download_jsonl", "download_agreement", "download_head"}
     assert not any(b.disabled for b in buttons.values())
+    at.button(key="build_predictions").click().run()
+    assert not at.exception and not at.error
+    assert not {b.key: b for b in at.get("download_button")}["download_predictions"].disabled
 
 
 def test_export_page_offers_no_zip_for_a_multi_label_project(wb: Workbench, tmp_path: Path) -> None:
     tags = wb.create_project(ProjectConfig(name="Tags", eval_size=2, task="multi_label"), write_pngs(tmp_path / "tags"))
     at = open_page("export", project_id=tags)
     assert {b.key for b in at.get("download_button")} == {
-        "download_csv", "download_jsonl", "download_agreement", "download_parquet", "download_predictions",
-        "download_head"}
+        "download_csv", "download_jsonl", "download_agreement", "download_predictions", "download_head"}
+    assert "build_parquet" in {b.key for b in at.button}
     assert "build_zip" not in {b.key for b in at.button}
     assert any("ImageFolder zip is not offered" in c.value and "cannot hold tags" in c.value for c in at.caption)
 
