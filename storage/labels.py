@@ -68,15 +68,25 @@ class ItemLabel:
 def item_labels(session: Session, project_id: int, split: str | None = None,
                 item_ids: list[int] | None = None) -> dict[int, ItemLabel]:
     """item id -> its state (module doc), for every item (of `split`, of `item_ids` when given) with a live label
-    or adjudication."""
-    stmt = select(Annotation).where(Annotation.project_id == project_id).order_by(Annotation.id)
+    or adjudication. The whole project's states come from the rows `current_labels` keeps (`_annotation_rows`:
+    plain rows, only the new ones read), a split's or some items' from their own query."""
+    if split is None and item_ids is None:
+        cache = _annotation_rows(session, project_id)
+        if cache.states is None:
+            cache.states = _states_of(cache.rows)
+        return dict(cache.states)
+    stmt = select(*_ROW_COLUMNS).where(Annotation.project_id == project_id).order_by(Annotation.id)
     if item_ids is not None:
         stmt = stmt.where(Annotation.item_id.in_([int(i) for i in item_ids]))
     if split is not None:
         stmt = stmt.join(Item, Item.id == Annotation.item_id).where(Item.split == split)
-    rows = session.scalars(stmt).all()
+    return _states_of(session.execute(stmt).all())
+
+
+def _states_of(rows: list[Row]) -> dict[int, ItemLabel]:
+    """item_labels' rule on annotation rows (ordered by id)."""
     retracted = {row.replaces_id for row in rows if row.kind == "retract" and row.replaces_id is not None}
-    live: dict[int, list[Annotation]] = {}
+    live: dict[int, list[Row]] = {}
     for row in rows:
         if row.kind != "retract" and row.id not in retracted:
             live.setdefault(row.item_id, []).append(row)
@@ -88,7 +98,7 @@ def item_labels(session: Session, project_id: int, split: str | None = None,
     return states
 
 
-def _state(item_id: int, rows: list[Annotation]) -> ItemLabel | None:
+def _state(item_id: int, rows: list[Row]) -> ItemLabel | None:
     answers = tuple(Answer(r.id, r.annotator, _kind(r), None if r.value is None else list(r.value), r.created_at)
                     for r in rows)
     decisions = [r for r in rows if r.kind == ADJUDICATE or (r.kind == "label" and r.queue_entry_id is None)]
@@ -96,7 +106,7 @@ def _state(item_id: int, rows: list[Annotation]) -> ItemLabel | None:
         row = decisions[-1]
         status = ADJUDICATED if row.kind == ADJUDICATE else LABELED
         return ItemLabel(item_id, status, _label(row, adjudicated=row.kind == ADJUDICATE), answers)
-    latest: dict[str, Annotation] = {}
+    latest: dict[str, Row] = {}
     for row in rows:
         if row.kind == "label":
             latest[row.annotator] = row
@@ -108,11 +118,11 @@ def _state(item_id: int, rows: list[Annotation]) -> ItemLabel | None:
     return ItemLabel(item_id, LABELED, _label(max(latest.values(), key=lambda r: r.id)), answers)
 
 
-def _kind(row: Annotation) -> str:
+def _kind(row: Row) -> str:
     return "relabel" if row.kind == "label" and row.replaces_id is not None else row.kind
 
 
-def _label(row: Annotation, adjudicated: bool = False) -> CurrentLabel:
+def _label(row: Row, adjudicated: bool = False) -> CurrentLabel:
     return CurrentLabel(row.item_id, list(row.value or []), row.annotator, row.id, row.created_at, adjudicated)
 
 
@@ -195,6 +205,7 @@ class _RowCache:
     last_created: datetime | None  # the latest created_at among them
     labels: dict[int, CurrentLabel] | None = None  # what they give (current_labels), once asked
     items: set[int] | None = None  # the items with any of these rows, kept with `labels`
+    states: dict[int, ItemLabel] | None = None  # every item's state (item_labels), once asked
 
 
 # engine -> project id -> its annotation rows as last read. Annotations are append-only, so a later read fetches
