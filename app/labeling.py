@@ -516,7 +516,7 @@ def grid_data(db: Database, project_id: int, annotator: str, mode: str = "grid",
         predictions = latest_artifact(s, project_id, "predictions")
         features = latest_artifact(s, project_id, "features", backbone=backbone_key(project.backbone)) \
             if mode == "like" else None
-        candidates = hand_picks.open_pool_items(s, project_id) if mode != "items" else set()
+        closed = hand_picks.closed_items(s, project_id) if mode != "items" else None
         labeled = hand_picks.labeled_items(s, project_id, item_ids or []) if mode == "items" else set()
         acked = answers.last_acked_seq(s, answers.grid_client(client_id))
         refused = answers.refusals(s, answers.grid_client(client_id))
@@ -524,7 +524,11 @@ def grid_data(db: Database, project_id: int, annotator: str, mode: str = "grid",
     chosen = zlib.crc32(",".join(map(str, item_ids or [])).encode())
     context = {"grid": f"grid:{page_class}", "like": f"like:{like}", "items": f"items:{chosen:08x}"}[mode]
     skip = _passed(passed, context)
-    candidates -= skip
+
+    def open_ids(ids: np.ndarray) -> np.ndarray:
+        """The ids of `ids` a page may offer: open pool items, less those left unticked on this context's pages."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids[~np.isin(ids, np.concatenate([closed, np.fromiter(skip, dtype=np.int64, count=len(skip))]))]
     empty_reason, shown, seed = None, [], None
     if task != "single_label":
         empty_reason = "The grid labels single-label projects only (a multi-label item needs its own set of tags)."
@@ -534,7 +538,8 @@ def grid_data(db: Database, project_id: int, annotator: str, mode: str = "grid",
         elif page_class is None or not 0 <= page_class < len(classes):
             empty_reason = "Pick the class of the page."
         else:
-            shown = [i for i, _ in most_confident(probs[0], _ids_of(probs), page_class, candidates, options.size)]
+            ids = _ids_of(probs)
+            shown = [i for i, _ in most_confident(probs[0], ids, page_class, open_ids(ids), options.size)]
             if not shown:
                 empty_reason = f"No open pool item left for {classes[page_class]}."
     elif mode == "like":
@@ -545,7 +550,7 @@ def grid_data(db: Database, project_id: int, annotator: str, mode: str = "grid",
             empty_reason = "This project's features are not computed yet (its embed job runs first)."
         else:
             try:
-                near = cosine_neighbours(matrix[0], matrix[1], like, candidates - {like}, options.size - 1)
+                near = cosine_neighbours(matrix[0], matrix[1], like, open_ids(matrix[1]), options.size - 1)
             except KeyError as missing:
                 empty_reason = f"No neighbours: {missing.args[0]}."
             else:
@@ -593,9 +598,9 @@ def _passed(passed: dict | None, context: str) -> set[int]:
 
 def _ids_of(probs: tuple[np.ndarray, dict[int, int]]) -> np.ndarray:
     """The item id of each row of the predictions matrix."""
+    rows = probs[1]
     ids = np.zeros(len(probs[0]), dtype=np.int64)
-    for item_id, row in probs[1].items():
-        ids[row] = item_id
+    ids[np.fromiter(rows.values(), np.int64, len(rows))] = np.fromiter(rows.keys(), np.int64, len(rows))
     return ids
 
 

@@ -15,9 +15,10 @@ import numpy as np
 
 
 def _positions(ids: np.ndarray, wanted: Iterable[int]) -> np.ndarray:
-    """Rows of `ids` whose id is in `wanted`, in row order."""
-    wanted = np.fromiter((int(i) for i in wanted), dtype=np.int64)
-    return np.flatnonzero(np.isin(ids.astype(np.int64), wanted))
+    """Rows of `ids` whose id is in `wanted` (any iterable of ids, or an array of them), in row order."""
+    if not isinstance(wanted, np.ndarray):
+        wanted = np.fromiter((int(i) for i in wanted), dtype=np.int64)
+    return np.flatnonzero(np.isin(ids.astype(np.int64), wanted.astype(np.int64)))
 
 
 def _ranked(ids: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:

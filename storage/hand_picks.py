@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Iterable
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -129,6 +130,15 @@ def hand_picked_count(session: Session, project_id: int) -> int:
 def open_pool_items(session: Session, project_id: int) -> set[int]:
     """Pool items neither labeled nor waiting in (or held by) a queue: what a grid page may offer."""
     return set(open_items(session, project_id, "pool"))
+
+
+def closed_items(session: Session, project_id: int) -> np.ndarray:
+    """The items a grid page may not offer (every other item of the project is an open pool item), sorted: the
+    evaluation set, labeled items and queued items. Small next to a large pool, so a page reads these instead of
+    every pool id."""
+    closed = set(session.scalars(select(Item.id).where(Item.project_id == project_id, Item.split == "eval")))
+    closed |= set(current_labels(session, project_id)) | queue.queued_item_ids(session, project_id)
+    return np.array(sorted(closed), dtype=np.int64)
 
 
 def not_pickable(session: Session, project_id: int, annotator: str, item_ids: Iterable[int]) -> dict[int, str]:
