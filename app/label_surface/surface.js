@@ -614,7 +614,7 @@ class Surface {
     this.outbox.push(a);
     this.persist();
     this.log.push({ seq: a.seq, entry_id: a.entry_id, kind, value, shown: Number(this.el.image.dataset.entryId),
-      since_paint: this.sincePaint });
+      since_paint: this.sincePaint, at: this.keyTs });
     if (kind === "label") {
       this.sessionLabels += 1;
       if (!this.firstAnswerAt) this.firstAnswerAt = Date.now();
