@@ -15,9 +15,9 @@ loop reads the project's cached features once and, per round, trains the same he
 same config and seed), evaluates it on the same held-out split (the train job's metrics and intervals) and runs the
 same strategy with the same random generator, in plain numpy/torch with no database: it makes the same picks and
 reaches the same accuracies, which the run checks. Printed: per round, mean ± standard error over seeds of each
-loop's time, their ratio, and the simulation's phases: hold (claiming the queued entries), answer (the oracle's batch), the select job, the train job's fit
-(train), predictions and metrics (eval) and the rest of it (bookkeeping: reading labels, storing the head,
-opening the next round); "other" is the job queue and the loop itself.
+loop's time, their ratio, and the simulation's phases: hold (claiming the queued entries), answer (the oracle's
+batch), the select job, the train job's fit (train), predictions and metrics (eval) and the rest of it
+(bookkeeping: reading labels, storing the head, opening the next round); "other" is the job queue and the loop.
 
      .venv/bin/python benchmarks/bench_simulation.py --speed [--seeds 3] [--strategies margin] [--max-labels 300]
 """

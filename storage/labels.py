@@ -231,8 +231,8 @@ def _annotation_rows(session: Session, project_id: int) -> _RowCache:
                 .order_by(Annotation.id)).all()
             if not new:
                 return cached
-            grown = _RowCache(cached.rows + new, new[-1].id, cached.id_sum + sum(row.id for row in new),
-                              max([row.created_at for row in new] + ([cached.last_created] if cached.last_created else [])))
+            created = [row.created_at for row in new] + ([cached.last_created] if cached.last_created else [])
+            grown = _RowCache(cached.rows + new, new[-1].id, cached.id_sum + sum(row.id for row in new), max(created))
             if cached.labels is not None:
                 grown.labels, grown.items = _appended(cached.labels, cached.items, new)
             return _keep(engine, project_id, grown)
