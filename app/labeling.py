@@ -35,7 +35,7 @@ from storage import answers, hand_picks, queue
 from storage.db import Database
 from storage.files import DamagedFile, latest_artifact, load_matrix
 from storage.labels import ItemLabel
-from storage.models import Project, QueueEntry, Round
+from storage.models import Project
 from storage.rounds import latest_round
 from storage.source_heads import backbone_key
 
@@ -96,7 +96,7 @@ def receive(db: Database, project_id: int, annotator: str, batch: dict,
         renewed = answers.renew_leases(s, _name(annotator), _ids(batch.get("held")), options.lease_seconds)
         for (pid, name), group in groups.items():
             result = answers.apply_answers(s, pid, name, client_id, group, options.lease_seconds,
-                                           after_answer=_after_answer)
+                                           after_answer=rounds.after_answer_of)
             outcomes.extend(o.as_dict() for o in result.outcomes)
         acked = answers.last_acked_seq(s, client_id)
     return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"]), "renewed": renewed}
@@ -132,14 +132,6 @@ def receive_review(db: Database, project_id: int, reviewer: str, batch: dict, si
             outcomes.extend(o.as_dict() for o in result.outcomes)
         acked = answers.last_acked_seq(s, answers.review_client(client_id))
     return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"]), "renewed": []}
-
-
-def _after_answer(s, entry: QueueEntry) -> None:
-    """The round state machine after a label or skip (a sequential round asks for its next pick; the last answer of
-    a round sends it to training), as Workbench.submit does."""
-    round_ = s.get(Round, entry.round_id)
-    project = s.get(Project, round_.project_id)
-    rounds.after_answer(s, round_, project, sequential=rounds.is_sequential(round_.strategy, round_.strategy_params))
 
 
 def _ids(values) -> list[int]:
@@ -458,7 +450,7 @@ def receive_grid(db: Database, project_id: int, annotator: str, batch: dict, opt
         for arm, raws in by_arm.items():
             for (pid, name), group in _groups({"answers": raws}, project_id, annotator, signed_in).items():
                 result = answers.apply_hand_labels(s, pid, name, client_id, group, arm, options.lease_seconds,
-                                                   after_answer=_after_answer)
+                                                   after_answer=rounds.after_answer_of)
                 outcomes.extend(o.as_dict() for o in result.outcomes)
         acked = answers.last_acked_seq(s, answers.grid_client(client_id))
     return {"acked_seq": acked, "outcomes": sorted(outcomes, key=lambda o: o["seq"])}

@@ -208,6 +208,14 @@ def after_training(s: Session, project: Project, round_: Round) -> None:
         open_round(s, project)
 
 
+def after_answer_of(s: Session, answered) -> None:
+    """`after_answer` for the round of an answered queue entry or annotation (anything with a `round_id`): the
+    hook storage.answers.apply_answers and the verbs run after each label or skip."""
+    round_ = s.get(Round, answered.round_id)
+    project = s.get(Project, round_.project_id)
+    after_answer(s, round_, project, sequential=is_sequential(round_.strategy, round_.strategy_params))
+
+
 def after_answer(s: Session, round_: Round, project: Project, sequential: bool) -> None:
     """After a label or skip: a sequential round asks the worker for its next pick; a finished round trains (not
     one opened ahead whose own selection is still to come)."""

@@ -23,7 +23,7 @@ from app.project_settings import (
     check_training,
     default_eval_size,
 )
-from app.rounds import after_answer, is_sequential, open_round, send_to_training
+from app.rounds import after_answer_of, open_round, send_to_training
 from app.settings import Settings
 from learners.catalog import METHOD_NAMES
 from learners.strategies import Panel, available_strategies
@@ -33,7 +33,7 @@ from storage.demo import DEMO_CLASSES, DEMO_TAGS, write_demo, write_tag_demo
 from storage.files import latest_artifact, latest_artifacts, load_matrix, project_dir, save_tensors
 from storage.items import all_projects, gold_counts, key_and_split, project_id_named
 from storage.labels import current_labels
-from storage.models import Annotation, Job, Project, QueueEntry, Round, utcnow
+from storage.models import Annotation, Job, Project, Round, utcnow
 from storage.rounds import latest_round, project_rounds, unfinished_round
 
 DEMO_PROJECT = "Demo digits"
@@ -338,16 +338,11 @@ class Workbench:
             if bad or (project.task == "single_label" and len(value) != 1):
                 raise WorkbenchError(f"label {value} is not valid for classes {project.classes}")
             value = sorted({int(v) for v in value})  # a multi-label answer is a set of tags; [] is "none of these"
-            self._close_if_done(s, queue.submit_label(s, project_id, entry_id, annotator, value, seconds))
+            after_answer_of(s, queue.submit_label(s, project_id, entry_id, annotator, value, seconds))
 
     def skip(self, project_id: int, entry_id: int, annotator: str, seconds: float | None = None) -> None:
         with self.db.write() as s:
-            self._close_if_done(s, queue.skip(s, project_id, entry_id, _annotator(annotator), seconds))
-
-    def _close_if_done(self, s, answer: Annotation | QueueEntry) -> None:
-        round_ = s.get(Round, answer.round_id)
-        project = s.get(Project, round_.project_id)
-        after_answer(s, round_, project, sequential=is_sequential(round_.strategy, round_.strategy_params))
+            after_answer_of(s, queue.skip(s, project_id, entry_id, _annotator(annotator), seconds))
 
     def undo(self, project_id: int, annotator: str) -> Annotation | None:
         """Retract the annotator's latest answer; its item is theirs again, first, also when that answer closed
@@ -366,7 +361,7 @@ class Workbench:
         the label surface sends them), the round state machine after each."""
         with self.db.write() as s:
             return answers.apply_answers(s, project_id, _annotator(annotator), client_id, batch,
-                                         self.settings.lease_seconds, after_answer=self._close_if_done)
+                                         self.settings.lease_seconds, after_answer=after_answer_of)
 
     def release(self, entry_id: int, annotator: str) -> None:
         with self.db.write() as s:

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from app import cli, labeling, ui
+from app import cli, rounds, ui
 from app.errors import WorkbenchError
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
@@ -227,7 +227,7 @@ def _label(wb: Workbench, pid: int, how: str, value: int, seq: list[int]) -> int
     with wb.db.write() as s:
         result = answers.apply_answers(s, pid, "ann", "tab", [{"seq": seq[0], "entry_id": entry_id, "kind": "label",
                                                               "value": [value]}],
-                                       after_answer=labeling._after_answer)
+                                       after_answer=rounds.after_answer_of)
     assert result.outcomes[0].status == "applied", result
     return entry_id
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from app import labeling
+from app.rounds import after_answer_of
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
 from app.worker import Worker
@@ -90,7 +91,7 @@ def items_of(wb: Workbench, pid: int) -> dict[int, Item]:
 def hand_label(wb: Workbench, pid: int, annotator: str, client: str, answers_: list[dict], arm: str = "grid"):
     with wb.db.write() as s:
         return answers.apply_hand_labels(s, pid, annotator, client, answers_, arm,
-                                         after_answer=labeling._after_answer)
+                                         after_answer=after_answer_of)
 
 
 def test_hand_picks_claim_label_once_and_are_counted(settings: Settings) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app import labeling
+from app import labeling, rounds
 from app.settings import Settings
 from app.workbench import ProjectConfig, Workbench
 from app.worker import Worker
@@ -61,7 +61,7 @@ def claim(wb: Workbench, pid: int, annotator: str, k: int = 3, lease: int = 60) 
 
 def apply(wb: Workbench, pid: int, annotator: str, client: str, batch: list[dict]) -> answers.BatchResult:
     with wb.db.write() as s:
-        return answers.apply_answers(s, pid, annotator, client, batch, after_answer=labeling._after_answer)
+        return answers.apply_answers(s, pid, annotator, client, batch, after_answer=rounds.after_answer_of)
 
 
 # ----- storage ------------------------------------------------------------------------------------------------------
